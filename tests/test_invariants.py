@@ -1,0 +1,96 @@
+"""Properties of ConvWaveNet that hold whatever its weights: causality, padding is free, and the
+masked BatchNorm statistics are those of the valid positions alone."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wavenet_names import ConvWaveNet, encode_names, pad_batch
+
+from helpers import both_views, sgd_steps
+
+N_LAYERS = [1, 3, 5]
+
+
+def trained_conv(words, vocab, n_layers):
+    _, _, idx, targets = both_views(words, vocab, 2**n_layers)
+    return sgd_steps(ConvWaveNet(len(vocab), 10, 32, n_layers).double(), idx, targets).eval()
+
+
+@pytest.mark.parametrize("n_layers", N_LAYERS)
+def test_a_later_character_never_changes_an_earlier_logit(n_layers, words, vocab):
+    model = trained_conv(words, vocab, n_layers)
+    idx, targets = pad_batch(*encode_names(["alexandria"], vocab), model.block_size)
+    logits, _ = model(idx, targets)
+    for p in range(10):  # change the p-th character of the name: outputs 0..p do not see it
+        changed = idx.clone()
+        column = model.block_size + p  # idx is block_size '.' tokens, then the name
+        changed[0, column] = vocab.stoi["z"] if idx[0, column] != vocab.stoi["z"] else 1
+        new_logits, _ = model(changed, targets)
+        assert torch.equal(new_logits[0, : p + 1], logits[0, : p + 1])
+        assert not torch.allclose(new_logits[0, p + 1], logits[0, p + 1])  # the next output does see it
+
+
+@pytest.mark.parametrize("n_layers", N_LAYERS)
+def test_padded_equals_truncated_and_batch_composition_does_not_matter(n_layers, words, vocab):
+    model = trained_conv(words, vocab, n_layers)
+    batch_idx, batch_targets = pad_batch(*encode_names(words, vocab), model.block_size)
+    batch_logits, _ = model(batch_idx, batch_targets)
+    no_target_logits, _ = model(batch_idx)  # every column computed, padding included
+    for i in [0, 5, len(words) - 1]:
+        idx, targets = pad_batch(*encode_names([words[i]], vocab), model.block_size)  # no padding
+        alone, _ = model(idx, targets)
+        n = len(words[i]) + 1
+        torch.testing.assert_close(batch_logits[i, :n], alone[0], rtol=0, atol=1e-12)
+        torch.testing.assert_close(no_target_logits[i, :n], alone[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_layers", N_LAYERS)
+def test_extra_padding_changes_nothing_in_training(n_layers, words, vocab):
+    """Padding counts neither in the loss nor in the BatchNorm statistics: a batch padded further
+    gives the same training-mode loss, gradients and running statistics."""
+    idx, targets = pad_batch(*encode_names(words, vocab), 2**n_layers)
+    more_idx = F.pad(idx, (0, 7))
+    more_targets = F.pad(targets, (0, 7), value=-1)
+    model = ConvWaveNet(len(vocab), 10, 32, n_layers).double()
+    twin = ConvWaveNet(len(vocab), 10, 32, n_layers).double()
+    twin.load_state_dict(model.state_dict())
+    _, loss = model(idx, targets)
+    _, more_loss = twin(more_idx, more_targets)
+    loss.backward()
+    more_loss.backward()
+    torch.testing.assert_close(more_loss, loss, rtol=0, atol=1e-12)
+    for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-10, atol=1e-12, msg=name)
+    for (name, b), c in zip(model.named_buffers(), twin.buffers(), strict=True):
+        torch.testing.assert_close(c, b, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_masked_batchnorm_statistics_are_those_of_the_valid_positions(words, vocab):
+    """The first layer's node at each valid position fuses (previous char, char); its batch statistics,
+    computed by hand over those positions only, are what the running estimates move towards."""
+    model = ConvWaveNet(len(vocab), 10, 32, 3).double()
+    X, _, idx, targets = both_views(words, vocab, model.block_size)
+    pairs = model.wte(X[:, -2:]).flatten(1)  # (N, 2 * n_embd): the last two characters of each window
+    weight = model.layers[0].conv.weight  # (n_hidden, n_embd, 2)
+    pre = pairs @ torch.cat([weight[:, :, 0], weight[:, :, 1]], dim=1).T  # (N, n_hidden)
+    model.train()
+    model(idx, targets)
+    norm = model.layers[0].norm
+    momentum = norm.momentum
+    torch.testing.assert_close(norm.running_mean, momentum * pre.mean(0).detach())
+    torch.testing.assert_close(norm.running_var, (1 - momentum) + momentum * pre.var(0).detach())
+    assert (targets == -1).sum() > len(words)  # padding was there to leave out
+
+
+def test_bad_targets_are_refused(words, vocab):
+    model = ConvWaveNet(len(vocab), 10, 32, 2)
+    idx, targets = pad_batch(*encode_names(words, vocab), model.block_size)
+    with pytest.raises(ValueError, match="targets must be"):
+        model(idx, targets[:, :-1])
+    holes = targets.clone()
+    holes[0, 0] = -1  # padding before the name's end: not the layout
+    with pytest.raises(ValueError, match="right padding"):
+        model(idx, holes)
+    with pytest.raises(ValueError, match="at least block_size"):
+        model(idx[:, :3])

@@ -1,0 +1,51 @@
+"""The lecture's layers, and regressions for its two batch-norm bugs."""
+
+import pytest
+import torch
+
+from wavenet_names import BatchNorm, ConvWaveNet, FlatMLP, FlattenConsecutive, HierarchicalMLP
+
+
+def test_flatten_consecutive_fuses_neighbours():
+    x = torch.arange(2 * 8 * 3).reshape(2, 8, 3)
+    y = FlattenConsecutive(2)(x)
+    assert y.shape == (2, 4, 6)
+    assert torch.equal(y[1, 2], torch.cat([x[1, 4], x[1, 5]]))
+    assert FlattenConsecutive(8)(x).shape == (2, 24)  # the top of the tree squeezes to (B, C)
+    with pytest.raises(ValueError, match="divisible"):
+        FlattenConsecutive(3)(x)
+
+
+def test_batchnorm_normalises_3d_input_over_batch_and_position():
+    """The lecture's second bug normalised (B, T, C) over B only, giving T separate statistics."""
+    x = torch.randn(16, 4, 5, dtype=torch.float64) + torch.arange(4, dtype=torch.float64)[:, None] * 3
+    norm = BatchNorm(5).double()
+    y = norm(x)
+    flat = x.reshape(-1, 5)
+    expected = (x - flat.mean(0)) / torch.sqrt(flat.var(0) + norm.eps)  # the lecture's formula
+    torch.testing.assert_close(y, expected)
+    assert y[:, 0].mean(0).abs().min() > 1.0  # positions keep their offsets: not per-position stats
+    torch.testing.assert_close(norm.running_mean, 0.1 * flat.mean(0))
+    torch.testing.assert_close(norm.running_var, 0.9 + 0.1 * flat.var(0))
+
+
+def test_batchnorm_eval_mode_uses_the_running_statistics():
+    norm = BatchNorm(3).double().eval()
+    norm.running_mean.fill_(2.0)
+    norm.running_var.fill_(4.0)
+    x = torch.full((1, 3), 4.0, dtype=torch.float64)
+    torch.testing.assert_close(norm(x), torch.full((1, 3), 2.0 / (4.0 + 1e-5) ** 0.5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [FlatMLP(27, 10, 64, 8), HierarchicalMLP(27, 10, 64, 3), ConvWaveNet(27, 10, 64, 3)],
+    ids=["flat", "hierarchical", "conv"],
+)
+def test_eval_mode_with_a_batch_of_one_is_finite(model):
+    """The lecture's first bug: sampling one name in training mode divides by a variance of nothing."""
+    model.train()
+    model(torch.randint(0, 27, (32, 8)), None)  # move the running statistics
+    model.eval()
+    logits, _ = model(torch.zeros(1, 8, dtype=torch.long))
+    assert torch.isfinite(logits).all()

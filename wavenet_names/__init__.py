@@ -1,0 +1,7 @@
+"""wavenet_names: makemore part 5's hierarchical "WaveNet" as a fast, tested convolutional model."""
+
+from .data import DataError, Vocab, encode_names, pad_batch, read_words, split_words, windows
+from .layers import BatchNorm, FlattenConsecutive
+from .models import ConvWaveNet, FlatMLP, HierarchicalMLP, ModelConfig, build_model, count_params
+
+__version__ = "0.1.0"

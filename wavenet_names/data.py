@@ -1,0 +1,136 @@
+"""Names data: reading a word list, the character vocabulary, the lecture's split, and the two views
+of the same examples that the two kinds of model consume.
+
+Every name "emma" yields len+1 examples, one per character to predict, the end token included:
+
+    ........ -> e     .......e -> m     ......em -> m     .....emm -> a     ....emma -> .
+
+The per-position models (FlatMLP, HierarchicalMLP) see these as `windows`: X (N, block_size), Y (N,).
+The convolutional model sees whole names: `pad_batch` lays each name after block_size '.' tokens and
+right-pads the batch, with -1 targets at padding, so one forward pass trains every position of a name.
+"""
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+PAD = "."  # index 0: the start padding and the end token, as in the lecture
+
+
+class DataError(ValueError):
+    """Bad input data: a message that names the file (or the character) and the problem."""
+
+
+def read_words(path: str | Path) -> list[str]:
+    """One item per line, whitespace stripped, blank lines skipped."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a text file")
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        raise DataError(f"{path}: looks like a binary file (it contains NUL bytes), expected UTF-8 text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
+    words = [line.strip() for line in text.splitlines()]
+    words = [w for w in words if w]
+    if not words:
+        raise DataError(f"{path}: empty, expected one item per line")
+    for lineno, w in enumerate(words, 1):
+        if PAD in w:
+            raise DataError(f"{path}: item {lineno} ({w!r}) contains {PAD!r}, which is reserved as the start/end token")
+    return words
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Characters <-> integers. '.' is 0; the characters of the data follow, sorted, from 1."""
+
+    chars: tuple[str, ...]  # chars[0] == PAD
+
+    @classmethod
+    def from_words(cls, words: list[str]) -> "Vocab":
+        return cls((PAD,) + tuple(sorted(set("".join(words)) - {PAD})))
+
+    def __post_init__(self):
+        if not self.chars or self.chars[0] != PAD:
+            raise ValueError(f"a vocabulary starts with {PAD!r}")
+        if len(set(self.chars)) != len(self.chars):
+            raise ValueError("a vocabulary has no repeated characters")
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    @property
+    def stoi(self) -> dict[str, int]:
+        return {ch: i for i, ch in enumerate(self.chars)}
+
+    def encode(self, word: str) -> list[int]:
+        stoi = self.stoi
+        for ch in word:
+            if ch not in stoi:
+                raise DataError(f"character {ch!r} is not in the vocabulary ({''.join(self.chars[1:])})")
+        return [stoi[ch] for ch in word]
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+def split_words(words: list[str], seed: int = 42) -> tuple[list[str], list[str], list[str]]:
+    """The lecture's split: random.seed(42); random.shuffle(words); then 80% / 10% / 10%.
+
+    A private Random(seed) shuffles exactly as the seeded global one does, without touching global state.
+    """
+    words = list(words)
+    random.Random(seed).shuffle(words)
+    n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
+    return words[:n1], words[n1:n2], words[n2:]
+
+
+def windows(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lecture's build_dataset: X (N, block_size) contexts, Y (N,) next characters."""
+    xs, ys = [], []
+    for w in words:
+        context = [0] * block_size
+        for ix in vocab.encode(w) + [0]:
+            xs.append(context)
+            ys.append(ix)
+            context = context[1:] + [ix]
+    return torch.tensor(xs, dtype=torch.long), torch.tensor(ys, dtype=torch.long)
+
+
+def encode_names(words: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
+    """All names as one right-padded matrix, for cheap batching.
+
+    Returns tokens (N, max_len) with 0 after each name, and lengths (N,).
+    """
+    encoded = [vocab.encode(w) for w in words]
+    lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long)
+    tokens = torch.zeros(len(encoded), int(lengths.max()), dtype=torch.long)
+    for i, e in enumerate(encoded):
+        tokens[i, : len(e)] = torch.tensor(e, dtype=torch.long)
+    return tokens, lengths
+
+
+def pad_batch(tokens: torch.Tensor, lengths: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole names in the conv model's layout.
+
+    tokens (B, L) right-padded names, lengths (B,). Returns
+      idx     (B, block_size + n - 1): block_size '.' tokens, then the name, then padding '.',
+      targets (B, n): the name, then the end token 0, then -1 at padding,
+    where n = max(lengths) + 1 is the number of predictions of the longest name. Output j of the model
+    sees idx[:, j : j + block_size] and predicts targets[:, j].
+    """
+    B = tokens.shape[0]
+    n = int(lengths.max()) + 1
+    names = torch.zeros(B, n, dtype=torch.long, device=tokens.device)
+    names[:, : min(n, tokens.shape[1])] = tokens[:, :n]
+    positions = torch.arange(n, device=tokens.device)
+    targets = names.masked_fill(positions > lengths[:, None], -1)  # (B, n): name, end token 0, -1s
+    idx = torch.cat([names.new_zeros(B, block_size), names[:, : n - 1]], dim=1)  # (B, block_size + n - 1)
+    return idx, targets

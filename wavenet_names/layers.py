@@ -1,0 +1,57 @@
+"""The lecture's two hand-written layers, as torch.nn modules with the lecture's exact semantics."""
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+class FlattenConsecutive(nn.Module):
+    """Fuse n consecutive positions into one: (B, T, C) -> (B, T/n, n*C), and (B, n*C) when T == n.
+
+    The squeeze at T == n is the lecture's: the tree's top node comes out as a plain (B, C) batch.
+    """
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] % self.n:
+            raise ValueError(f"FlattenConsecutive({self.n}) needs a length divisible by {self.n}, got {x.shape[1]}")
+        x = rearrange(x, "b (t n) c -> b t (n c)", n=self.n)
+        return x.squeeze(1) if x.shape[1] == 1 else x
+
+
+class BatchNorm(nn.Module):
+    """The lecture's BatchNorm1d: normalise every feature (the last dimension) over all other dimensions.
+
+    For 3-D input (B, T, C) that is over batch AND position: the fix of the lecture's second batch-norm
+    bug, where only the batch dimension was used. As in the lecture, the variance is the unbiased one (torch.var's
+    default) both to normalise and in the running estimate, which moves with momentum 0.1; eval mode
+    uses the running estimates, so a batch of one is fine there (the lecture's first bug was sampling
+    in training mode, where one example has no variance).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(dim))  # the lecture's gamma
+        self.bias = nn.Parameter(torch.zeros(dim))  # the lecture's beta
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])  # (N, C): every dimension but the last is the batch
+        weight, eps = self.weight, self.eps
+        if self.training:
+            # torch's fused batch_norm divides by the biased variance v_b = v_u (N-1)/N; the lecture
+            # divides by the unbiased v_u. (x - m) / sqrt(v_u + eps) equals
+            # sqrt((N-1)/N) (x - m) / sqrt(v_b + eps (N-1)/N), so rescaling the weight and eps gives
+            # the lecture's output exactly, and the fused kernel already keeps v_u as running_var.
+            shrink = (flat.shape[0] - 1) / flat.shape[0]
+            weight, eps = weight * shrink**0.5, eps * shrink
+        out = F.batch_norm(
+            flat, self.running_mean, self.running_var, weight, self.bias, self.training, self.momentum, eps
+        )
+        return out.view_as(x)

@@ -1,0 +1,264 @@
+"""The three models of makemore part 5, one contract: forward(idx, targets=None) -> (logits, loss).
+
+- FlatMLP: the lecture's baseline (Bengio et al. 2003): all block_size embeddings in one Linear.
+- HierarchicalMLP: the lecture's "WaveNet" tree, run per position: pairs, pairs of pairs, ...
+- ConvWaveNet: the same tree as dilated causal convolutions slid over whole names (WaveNet,
+  arXiv:1609.03499), computing every tree node once per position instead of once per window.
+
+Targets of -1 are padding: ignored by the loss (and, in ConvWaveNet, by the BatchNorm statistics).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .layers import BatchNorm, FlattenConsecutive
+
+
+@dataclass
+class ModelConfig:
+    """What a checkpoint needs to rebuild a model. block_size is the context length for `flat`;
+    the tree models see 2**n_layers characters."""
+
+    kind: str = "conv"  # conv | hierarchical | flat
+    vocab_size: int = 27
+    n_embd: int = 24
+    n_hidden: int = 128
+    n_layers: int = 3
+    block_size: int | None = None  # flat only; None means 2**n_layers
+
+    def __post_init__(self):
+        if self.kind not in MODELS:
+            raise ValueError(f"model kind must be one of {', '.join(MODELS)}, got {self.kind!r}")
+        for name in ("vocab_size", "n_embd", "n_hidden", "n_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.block_size is not None and self.block_size < 1:
+            raise ValueError(f"block-size must be at least 1, got {self.block_size}")
+
+    @property
+    def context(self) -> int:
+        """How many characters the model sees before the one it predicts."""
+        if self.kind == "flat" and self.block_size is not None:
+            return self.block_size
+        return 2**self.n_layers
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    if config.kind == "flat":
+        return FlatMLP(config.vocab_size, config.n_embd, config.n_hidden, config.context)
+    return MODELS[config.kind](config.vocab_size, config.n_embd, config.n_hidden, config.n_layers)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
+    if targets is None:
+        return None
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
+
+
+def _init_lecture(model: nn.Module) -> None:
+    """The lecture's initialisation: N(0, 1) embeddings, N(0, 1/fan_in) weights, zero biases, and the
+    output layer scaled by 0.1 so that the first predictions are nearly uniform."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight)
+            elif isinstance(m, (nn.Linear, nn.Conv1d)):
+                fan_in = m.weight[0].numel()  # in_features, or in_channels * kernel_size
+                nn.init.normal_(m.weight, std=fan_in**-0.5)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        model.lm_head.weight *= 0.1
+
+
+class FlatMLP(nn.Module):
+    """Embedding, flatten all block_size embeddings, Linear (no bias), BatchNorm, Tanh, Linear."""
+
+    def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, block_size: int):
+        super().__init__()
+        self.block_size = block_size
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.hidden = nn.Sequential(
+            nn.Linear(block_size * n_embd, n_hidden, bias=False), BatchNorm(n_hidden), nn.Tanh()
+        )
+        self.lm_head = nn.Linear(n_hidden, vocab_size)
+        _init_lecture(self)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        x = rearrange(self.wte(idx), "b t c -> b (t c)")  # (B, block_size * n_embd)
+        logits = self.lm_head(self.hidden(x))  # (B, vocab)
+        return logits, _loss(logits, targets)
+
+
+class HierarchicalMLP(nn.Module):
+    """The lecture's tree, evaluated for each window on its own: block_size = 2**n_layers characters
+    are fused in pairs, then pairs of pairs, ..., by n_layers [FlattenConsecutive(2), Linear, BatchNorm,
+    Tanh] layers. A window costs 2**n_layers - 1 node evaluations; see ConvWaveNet for the shared way."""
+
+    def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int):
+        super().__init__()
+        self.block_size = 2**n_layers
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.tree = nn.ModuleList(
+            nn.Sequential(
+                FlattenConsecutive(2),
+                nn.Linear(2 * (n_embd if i == 0 else n_hidden), n_hidden, bias=False),
+                BatchNorm(n_hidden),
+                nn.Tanh(),
+            )
+            for i in range(n_layers)
+        )
+        self.lm_head = nn.Linear(n_hidden, vocab_size)
+        _init_lecture(self)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        x = self.wte(idx)  # (B, block_size, n_embd)
+        for layer in self.tree:
+            x = layer(x)  # (B, T/2, n_hidden), and (B, n_hidden) at the top
+        logits = self.lm_head(x)  # (B, vocab)
+        return logits, _loss(logits, targets)
+
+    @classmethod
+    def from_conv(cls, conv: "ConvWaveNet") -> "HierarchicalMLP":
+        """A tree that computes the same function as `conv`: same weights, same BatchNorm buffers."""
+        model = _empty_like(cls, conv)
+        with torch.no_grad():
+            for node, layer in zip(model.tree, conv.layers, strict=True):
+                node[1].weight.copy_(rearrange(layer.conv.weight, "h c k -> h (k c)"))
+                node[2].load_state_dict(layer.norm.state_dict())
+        return model
+
+
+class DilatedLayer(nn.Module):
+    """One level of the tree as a causal convolution: out[t] = tanh(BN(W0 x[t - dilation] + W1 x[t]))."""
+
+    def __init__(self, n_in: int, n_out: int, dilation: int):
+        super().__init__()
+        self.dilation = dilation
+        self.conv = nn.Conv1d(n_in, n_out, kernel_size=2, dilation=dilation, bias=False)
+        self.norm = BatchNorm(n_out)
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """left: the inputs `dilation` steps back, right: the current ones, both (..., n_in).
+
+        We apply the kernel as the tree's Linear over the pair: (..., 2 * n_in) @ (2 * n_in, n_out) is
+        one large matmul, much faster on a CPU than Conv1d's kernel with dilation.
+        """
+        weight = rearrange(self.conv.weight, "h c k -> h (k c)")  # (n_out, 2 * n_in), [W0 | W1]
+        x = F.linear(torch.cat([left, right], dim=-1), weight)  # (..., n_out)
+        return torch.tanh(self.norm(x))
+
+
+class ConvWaveNet(nn.Module):
+    """The lecture's tree as n_layers causal convolutions of kernel 2 and dilations 1, 2, 4, ...
+
+    idx (B, T): each row is block_size '.' tokens, then a name, right-padded. Output j predicts the
+    character after idx[:, j : j + block_size], so logits are (B, T - block_size + 1, vocab), and
+    targets, of the same shape, are -1 at padding.
+
+    How the padding is made free (the reason this model exists):
+    - The left padding. A node whose receptive field holds only '.' tokens has the same value for
+      every name, so it is never computed per '.' column: we drop the first block_size - 1 columns
+      and keep one all-'.' column per name (it is also the first output: '........ -> e'). Where a
+      layer reaches back `dilation` steps past a name's start, it reads that column instead, which
+      holds exactly the value the dropped columns would have had: every node is computed once.
+    - The right padding. Positions with target -1 are dropped before the first layer: the valid
+      positions of all names are packed into one (N, C) sequence, and each layer reads its left
+      input through an index (the position `dilation` back, clamped to the name's first column).
+      So padding costs no compute, and it does not enter the BatchNorm statistics.
+    A batch of names thus costs n_layers node evaluations per predicted character, against
+    2**n_layers - 1 for HierarchicalMLP. When idx does not start with block_size '.' tokens (e.g. the
+    lecture's windows themselves) the model runs as a plain valid convolution over every column.
+
+    In training mode the BatchNorm statistics are those of the nodes computed: a node shared by
+    several positions is counted once here, but once per window in HierarchicalMLP, so the two models
+    only compute the same function in eval mode, where both use the running estimates.
+    """
+
+    def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int):
+        super().__init__()
+        self.block_size = 2**n_layers
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.layers = nn.ModuleList(
+            DilatedLayer(n_embd if i == 0 else n_hidden, n_hidden, dilation=2**i) for i in range(n_layers)
+        )
+        self.lm_head = nn.Linear(n_hidden, vocab_size)
+        _init_lecture(self)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        B, T = idx.shape
+        n_out = T - self.block_size + 1
+        if n_out < 1:
+            raise ValueError(f"idx needs at least block_size={self.block_size} columns, got {T}")
+        if targets is not None and targets.shape != (B, n_out):
+            raise ValueError(f"targets must be (B, T - block_size + 1) = {(B, n_out)}, got {tuple(targets.shape)}")
+        if not bool((idx[:, : self.block_size] == 0).all()):
+            logits = self._forward_full(idx)
+            return logits, _loss(logits, targets)
+        valid = self._valid_positions(targets, idx, n_out)  # (B, n_out) bool, True where predicted
+        tokens = idx[:, self.block_size - 1 :][valid]  # (N,): each name's '.' column, then its characters
+        h = self.wte(tokens)  # (N, n_embd)
+        for layer, left in zip(self.layers, self._left_indices(valid), strict=True):
+            h = layer(h[left], h)  # (N, n_hidden)
+        logits = self.lm_head(h)  # (N, vocab)
+        if targets is None:
+            return logits.view(B, n_out, logits.shape[-1]), None
+        loss = F.cross_entropy(logits, targets[valid])
+        return logits.new_zeros(B, n_out, logits.shape[-1]).masked_scatter(valid[..., None], logits), loss
+
+    @staticmethod
+    def _valid_positions(targets: torch.Tensor | None, idx: torch.Tensor, n_out: int) -> torch.Tensor:
+        if targets is None:
+            return torch.ones(idx.shape[0], n_out, dtype=torch.bool, device=idx.device)
+        valid = targets != -1
+        lengths = valid.sum(1, keepdim=True)
+        if not torch.equal(valid, torch.arange(n_out, device=valid.device) < lengths):
+            raise ValueError("targets must be -1 only after each name (right padding)")
+        return valid
+
+    def _left_indices(self, valid: torch.Tensor) -> list[torch.Tensor]:
+        """For each layer, the packed index of every position's left input: `dilation` steps back,
+        clamped to the name's first (all-'.') column."""
+        lengths = valid.sum(1)  # (B,)
+        starts = torch.cumsum(lengths, 0) - lengths  # (B,) packed index of each name's first column
+        row, col = valid.nonzero(as_tuple=True)  # (N,), (N,) in packed order
+        start = starts[row]
+        return [start + (col - layer.dilation).clamp(min=0) for layer in self.layers]
+
+    def _forward_full(self, idx: torch.Tensor) -> torch.Tensor:
+        """A plain valid dilated convolution over every column: each layer shortens T by its dilation."""
+        h = self.wte(idx)  # (B, T, n_embd)
+        for layer in self.layers:
+            h = layer(h[:, : -layer.dilation], h[:, layer.dilation :])  # (B, T - dilation, n_hidden)
+        return self.lm_head(h)  # (B, T - block_size + 1, vocab)
+
+    @classmethod
+    def from_hierarchical(cls, tree: HierarchicalMLP) -> "ConvWaveNet":
+        """A convolutional model that computes the same function as `tree`."""
+        model = _empty_like(cls, tree)
+        with torch.no_grad():
+            for layer, node in zip(model.layers, tree.tree, strict=True):
+                layer.conv.weight.copy_(rearrange(node[1].weight, "h (k c) -> h c k", k=2))
+                layer.norm.load_state_dict(node[2].state_dict())
+        return model
+
+
+def _empty_like(cls, src: nn.Module) -> nn.Module:
+    """A `cls` of the same sizes, dtype, device and mode as `src`, sharing its embedding and head weights."""
+    vocab_size, n_embd = src.wte.weight.shape
+    n_hidden, n_layers = src.lm_head.in_features, len(src.tree if hasattr(src, "tree") else src.layers)
+    model = cls(vocab_size, n_embd, n_hidden, n_layers).to(src.wte.weight)
+    with torch.no_grad():
+        model.wte.weight.copy_(src.wte.weight)
+        model.lm_head.load_state_dict(src.lm_head.state_dict())
+    return model.train(src.training)
+
+
+MODELS = {"conv": ConvWaveNet, "hierarchical": HierarchicalMLP, "flat": FlatMLP}

@@ -134,3 +134,36 @@ def pad_batch(tokens: torch.Tensor, lengths: torch.Tensor, block_size: int) -> t
     targets = names.masked_fill(positions > lengths[:, None], -1)  # (B, n): name, end token 0, -1s
     idx = torch.cat([names.new_zeros(B, block_size), names[:, : n - 1]], dim=1)  # (B, block_size + n - 1)
     return idx, targets
+
+
+class NameBatches:
+    """A split as whole names, for ConvWaveNet: a batch is a set of names, every position trained."""
+
+    def __init__(self, words: list[str], vocab: Vocab, block_size: int, device: str | torch.device = "cpu"):
+        self.block_size = block_size
+        self.tokens, self.lengths = (t.to(device) for t in encode_names(words, vocab))
+        self.n_examples = int(self.lengths.sum()) + len(words)  # every character and each end token
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        ix = torch.randint(0, len(self.lengths), (batch_size,), generator=generator).to(self.lengths.device)
+        return pad_batch(self.tokens[ix], self.lengths[ix], self.block_size)
+
+    def chunks(self, size: int):
+        for i in range(0, len(self.lengths), size):
+            yield pad_batch(self.tokens[i : i + size], self.lengths[i : i + size], self.block_size)
+
+
+class WindowBatches:
+    """A split as the lecture's windows, for the per-position models: a batch is a set of windows."""
+
+    def __init__(self, words: list[str], vocab: Vocab, block_size: int, device: str | torch.device = "cpu"):
+        self.X, self.Y = (t.to(device) for t in windows(words, vocab, block_size))
+        self.n_examples = len(self.Y)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        ix = torch.randint(0, len(self.Y), (batch_size,), generator=generator).to(self.Y.device)
+        return self.X[ix], self.Y[ix]
+
+    def chunks(self, size: int):
+        for i in range(0, len(self.Y), size):
+            yield self.X[i : i + size], self.Y[i : i + size]

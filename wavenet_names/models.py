@@ -232,6 +232,33 @@ class ConvWaveNet(nn.Module):
         start = starts[row]
         return [start + (col - layer.dilation).clamp(min=0) for layer in self.layers]
 
+    @torch.no_grad()
+    def init_cache(self, batch_size: int) -> "GenerationCache":
+        """Fast WaveNet generation (arXiv:1611.09482): each layer keeps the last `dilation` inputs it
+        has seen, so one new character costs one node per layer instead of a whole tree.
+
+        Every queue starts filled with the value its layer's input has on the all-'.' padding.
+        """
+        h = self.wte.weight[0].expand(batch_size, -1)  # (B, n_embd): the '.' token
+        queues = []
+        for layer in self.layers:
+            queues.append(h[:, None].expand(-1, layer.dilation, -1).clone())  # (B, dilation, n_in)
+            h = layer(h, h)  # the node over all-'.' input, one level up
+        return GenerationCache(queues)
+
+    @torch.no_grad()
+    def step(self, cache: "GenerationCache", token: torch.Tensor) -> torch.Tensor:
+        """Feed one character per row, token (B,); returns the logits (B, vocab) for the next one.
+        Updates `cache` in place. Needs eval mode: BatchNorm's running statistics, not a batch's."""
+        h = self.wte(token)  # (B, n_embd)
+        for layer, queue in zip(self.layers, cache.queues, strict=True):
+            slot = cache.t % layer.dilation  # a ring buffer: this slot holds the input `dilation` steps back
+            left = queue[:, slot].clone()  # (B, n_in)
+            queue[:, slot] = h
+            h = layer(left, h)  # (B, n_hidden)
+        cache.t += 1
+        return self.lm_head(h)
+
     def _forward_full(self, idx: torch.Tensor) -> torch.Tensor:
         """A plain valid dilated convolution over every column: each layer shortens T by its dilation."""
         h = self.wte(idx)  # (B, T, n_embd)
@@ -248,6 +275,14 @@ class ConvWaveNet(nn.Module):
                 layer.conv.weight.copy_(rearrange(node[1].weight, "h (k c) -> h c k", k=2))
                 layer.norm.load_state_dict(node[2].state_dict())
         return model
+
+
+@dataclass
+class GenerationCache:
+    """ConvWaveNet's generation state: per layer a ring buffer (B, dilation, n_in) of its last inputs."""
+
+    queues: list[torch.Tensor]
+    t: int = 0  # characters fed so far
 
 
 def _empty_like(cls, src: nn.Module) -> nn.Module:

@@ -1,0 +1,230 @@
+"""End to end: the wavenet-names commands on a small data file, and every bad input the issue names."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from wavenet_names.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from wavenet_names.cli import _print_names, main
+from wavenet_names.sampling import SampleConfig, generate
+
+TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", "16", "--samples", "3"]
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory, all_words):
+    path = tmp_path_factory.mktemp("data") / "names.txt"
+    path.write_text("\n".join(all_words[:300]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_file):
+    """A run of 20 steps; tests must not modify it."""
+    out = tmp_path_factory.mktemp("run")
+    assert (
+        main(["train", "--data", str(data_file), "--out", str(out), "--steps", "20", "--eval-every", "5", *TINY]) == 0
+    )
+    return out
+
+
+def run_cli(*args):
+    """The installed entry point as a user runs it: returns (exit status, stdout, stderr)."""
+    result = subprocess.run([sys.executable, "-m", "wavenet_names", *args], capture_output=True, text=True, timeout=120)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_train_writes_everything(trained):
+    for name in ("model.pt", "last.pt", "loss.png", "metrics.jsonl", "metrics.json"):
+        assert (trained / name).stat().st_size > 0, name
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert {"train_loss", "val_loss", "steps", "seconds"} <= metrics.keys()
+    assert metrics["steps"] == 20
+    assert len((trained / "metrics.jsonl").read_text().splitlines()) == 4
+    assert (trained / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sample_is_reproducible_and_marks_seen_names(trained, capsys):
+    assert main(["sample", "--checkpoint", str(trained / "model.pt"), "-n", "12", "--seed", "3"]) == 0
+    first = capsys.readouterr().out
+    assert main(["sample", "--checkpoint", str(trained / "model.pt"), "-n", "12", "--seed", "3"]) == 0
+    assert capsys.readouterr().out == first
+    assert len(first.splitlines()) == 12
+    assert (
+        main(["sample", "--checkpoint", str(trained / "model.pt"), "--prefix", "an", "-n", "3", "--top-k", "500"]) == 0
+    )
+    assert all(line.startswith("an") for line in capsys.readouterr().out.splitlines())
+
+
+def test_seen_names_are_marked(vocab, capsys):
+    from wavenet_names import ConvWaveNet
+
+    model = ConvWaveNet(len(vocab), 8, 16, 2).eval()
+    config = SampleConfig(n=6, seed=1)
+    names = generate(model, vocab, config)
+    _print_names(model, vocab, {names[0], names[3]}, config)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.endswith(" *") for line in lines] == [True, False, False, True, False, False]
+
+
+def test_evaluate_prints_split_and_loss(trained, capsys):
+    assert main(["evaluate", "--checkpoint", str(trained / "model.pt")]) == 0
+    split, loss = capsys.readouterr().out.split()
+    assert split == "val"
+    assert float(loss) == pytest.approx(json.loads((trained / "metrics.json").read_text())["val_loss"], abs=1e-4)
+    assert main(["evaluate", "--checkpoint", str(trained / "model.pt"), "--split", "test"]) == 0
+    assert capsys.readouterr().out.startswith("test ")
+
+
+def test_resume_continues_exactly(tmp_path, data_file):
+    common = ["--data", str(data_file), "--schedule", "constant", "--eval-every", "5", *TINY]
+    assert main(["train", "--out", str(tmp_path / "a"), "--steps", "20", *common]) == 0
+    assert main(["train", "--out", str(tmp_path / "b"), "--steps", "10", *common]) == 0
+    assert main(["train", "--out", str(tmp_path / "b"), "--steps", "20", "--resume", "--samples", "0"]) == 0
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert b["step"] == 20
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_the_lectures_models_train(tmp_path, data_file, capsys):
+    for model in ("hierarchical", "flat"):
+        args = ["train", "--model", model, "--data", str(data_file), "--out", str(tmp_path / model), "--steps", "30"]
+        assert main([*args, "--n-hidden", "16", "--samples", "2"]) == 0
+        assert load_checkpoint(tmp_path / model / "model.pt")["train_config"]["optimizer"] == "sgd"
+
+
+def bad(tmp_path, content: bytes | None):
+    path = tmp_path / "bad.txt"
+    if content is not None:
+        path.write_bytes(content)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda t, d, c: ["train", "--data", bad(t, None)], "no such file"),
+        (lambda t, d, c: ["train", "--data", bad(t, b"\n\n")], "empty"),
+        (lambda t, d, c: ["train", "--data", bad(t, bytes(range(256)))], "binary"),
+        (lambda t, d, c: ["train", "--data", bad(t, "zoë\n".encode("latin-1"))], "not UTF-8"),
+        (lambda t, d, c: ["train", "--data", d, "--steps", "0"], "--steps must be at least 1"),
+        (lambda t, d, c: ["train", "--data", d, "--batch-size", "-4"], "--batch-size must be at least 1"),
+        (lambda t, d, c: ["train", "--data", d, "--n-layers", "0"], "n-layers must be at least 1"),
+        (lambda t, d, c: ["train", "--data", d, "--n-hidden", "0"], "n-hidden must be at least 1"),
+        (lambda t, d, c: ["train", "--data", d, "--steps", "ten"], "invalid int value"),
+        (lambda t, d, c: ["train", "--data", d, "--lr", "-1"], "--lr must be a positive number"),
+        (lambda t, d, c: ["train", "--out", str(t / "nothing"), "--resume"], "no such checkpoint"),
+        (lambda t, d, c: ["sample", "--checkpoint", c, "--prefix", "Zo"], "'Z' is not in the vocabulary"),
+        (lambda t, d, c: ["sample", "--checkpoint", c, "--temperature", "0"], "temperature must be greater"),
+        (lambda t, d, c: ["sample", "--checkpoint", c, "--temperature", "-2"], "temperature must be greater"),
+        (lambda t, d, c: ["sample", "--checkpoint", c, "-n", "0"], "-n must be at least 1"),
+        (lambda t, d, c: ["sample", "--checkpoint", bad(t, b"just text\n")], "not a readable checkpoint"),
+        (lambda t, d, c: ["evaluate", "--checkpoint", c, "--data", bad(t, b"ZZZ\n")], "'Z' is not in the vocabulary"),
+    ],
+    ids=[
+        "missing",
+        "empty",
+        "binary",
+        "latin-1",
+        "steps",
+        "batch",
+        "layers",
+        "hidden",
+        "not-int",
+        "lr",
+        "no-resume",
+        "prefix",
+        "temp-0",
+        "temp-neg",
+        "n",
+        "not-ckpt",
+        "eval-vocab",
+    ],  # fmt: skip
+)
+def test_bad_input_is_one_line_and_harms_nothing(make_args, message, tmp_path, data_file, trained, capsys):
+    before = {name: (trained / name).read_bytes() for name in ("model.pt", "last.pt", "metrics.json")}
+    args = make_args(tmp_path, str(data_file), str(trained / "model.pt"))
+    if args[0] == "train" and "--out" not in args:
+        args += ["--out", str(trained), "--overwrite"]  # even so, nothing in the earlier run is touched
+    with pytest.raises(SystemExit) if "invalid int" in message else _no_exit() as exit_info:
+        status = main(args)
+    status = exit_info.value.code if exit_info else status
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+    for name, content in before.items():
+        assert (trained / name).read_bytes() == content, f"{name} changed"
+
+
+class _no_exit:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_training_into_an_earlier_run_needs_resume_or_overwrite(trained, data_file, capsys):
+    before = (trained / "model.pt").read_bytes()
+    assert main(["train", "--data", str(data_file), "--out", str(trained), "--steps", "2"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (trained / "model.pt").read_bytes() == before
+
+
+def test_truncated_and_foreign_checkpoints(trained, tmp_path, capsys):
+    content = (trained / "model.pt").read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(content[: len(content) // 2])
+    assert main(["sample", "--checkpoint", str(truncated)]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    future = tmp_path / "future.pt"
+    checkpoint = load_checkpoint(trained / "model.pt")
+    checkpoint.pop("format")
+    torch.save({**checkpoint, "format": "wavenet_names.checkpoint/99"}, future)
+    assert main(["evaluate", "--checkpoint", str(future)]) == 2
+    assert f"this version reads {FORMAT!r}" in capsys.readouterr().err
+    pickled = tmp_path / "code.pt"
+    torch.save({"format": FORMAT, "model": Path("x")}, pickled)  # an arbitrary object: refused unpickled
+    assert main(["sample", "--checkpoint", str(pickled)]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    save_checkpoint({"step": 1}, path)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C in the middle of torch.save
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"step": 2}, path)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left behind
+
+
+def test_python_m_and_ctrl_c_saves_and_exits_cleanly(tmp_path, data_file):
+    status, out, err = run_cli("--help")
+    assert status == 0 and "train" in out and "sample" in out and "evaluate" in out
+    out_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wavenet_names", "train", "--data", str(data_file), "--out", str(out_dir),
+         "--steps", "1000000", "--eval-every", "10", *TINY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (out_dir / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    assert load_checkpoint(out_dir / "last.pt")["step"] >= 10

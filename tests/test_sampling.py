@@ -1,0 +1,58 @@
+import pytest
+
+from wavenet_names import ConvWaveNet, HierarchicalMLP, encode_names, pad_batch
+from wavenet_names.sampling import SampleConfig, generate
+
+from helpers import both_views, sgd_steps
+
+
+def trained(model_cls, words, vocab, n_layers):
+    _, _, idx, targets = both_views(words, vocab, 2**n_layers)
+    model = ConvWaveNet(len(vocab), 10, 32, n_layers)
+    sgd_steps(model, idx, targets)
+    return model.eval() if model_cls is ConvWaveNet else HierarchicalMLP.from_conv(model).eval()
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3, 5, 8])
+def test_cached_generation_gives_the_full_forward_logits(n_layers, words, vocab):
+    model = trained(ConvWaveNet, words, vocab, n_layers)
+    batch = words[:8]
+    idx, targets = pad_batch(*encode_names(batch, vocab), model.block_size)
+    full, _ = model(idx)  # (B, T, vocab): every position at once
+    cache = model.init_cache(len(batch))
+    for j in range(targets.shape[1]):  # feed '.', then each character: output j sees idx[:, j + block - 1]
+        logits = model.step(cache, idx[:, j + model.block_size - 1])
+        assert (logits - full[:, j]).abs().max() <= 1e-5
+    assert cache.t == targets.shape[1]
+
+
+@pytest.mark.parametrize("n_layers", [1, 3, 6])
+def test_cached_and_recomputed_generation_give_the_same_names(n_layers, words, vocab):
+    model = trained(ConvWaveNet, words, vocab, n_layers)
+    config = SampleConfig(n=30, seed=7)
+    cached = generate(model, vocab, config, use_cache=True)
+    assert cached == generate(model, vocab, config, use_cache=False)
+    assert cached == generate(model, vocab, config)  # the same seed, the same names
+    assert cached != generate(model, vocab, SampleConfig(n=30, seed=8))
+    assert generate(HierarchicalMLP.from_conv(model), vocab, config) == cached  # the tree samples alike
+
+
+def test_prefix_top_k_and_temperature(words, vocab):
+    model = trained(ConvWaveNet, words, vocab, 3)
+    names = generate(model, vocab, SampleConfig(n=10, seed=0, prefix="ka"))
+    assert all(name.startswith("ka") for name in names)
+    top1 = generate(model, vocab, SampleConfig(n=5, seed=0, top_k=1))
+    assert len(set(top1)) == 1  # greedy: every row the same name
+    clamped = generate(model, vocab, SampleConfig(n=10, seed=0, top_k=1000))  # larger than the vocabulary
+    assert clamped == generate(model, vocab, SampleConfig(n=10, seed=0))
+    cold = generate(model, vocab, SampleConfig(n=5, seed=0, temperature=1e-4))
+    assert cold == top1
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("temperature", 0.0, "temperature"), ("temperature", -1.0, "temperature"), ("top_k", 0, "top-k"), ("n", 0, "-n")],
+)
+def test_bad_sample_configs_are_refused(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SampleConfig(**{field: value})

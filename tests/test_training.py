@@ -1,0 +1,79 @@
+"""The training loop: exact resume, Ctrl-C, checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from wavenet_names.checkpoint import load_checkpoint
+from wavenet_names.models import ModelConfig
+from wavenet_names.training import Splits, TrainConfig, Trainer, TrainingInterrupted, fit, learning_rate
+
+
+@pytest.fixture
+def splits(all_words):
+    return Splits.from_words(all_words[:400])
+
+
+def small_run(splits, kind="conv", **overrides):
+    model_config = ModelConfig(kind=kind, vocab_size=len(splits.vocab), n_embd=8, n_hidden=16, n_layers=2)
+    config = TrainConfig(**{"steps": 30, "batch_size": 16, "eval_every": 7, **overrides})
+    return Trainer(model_config, config, splits)
+
+
+@pytest.mark.parametrize("kind, optimizer", [("conv", "adamw"), ("hierarchical", "sgd"), ("flat", "sgd")])
+def test_interrupt_then_resume_equals_one_run(splits, tmp_path, kind, optimizer):
+    whole = small_run(splits, kind, optimizer=optimizer)
+    fit(whole, tmp_path / "whole")
+
+    first = small_run(splits, kind, optimizer=optimizer)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        fit(first, tmp_path / "split", should_stop=lambda: first.step == 12)  # Ctrl-C after step 12
+    assert stopped.value.step == 12
+    checkpoint = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert checkpoint["step"] == 12
+    resumed = Trainer.from_checkpoint(checkpoint, splits, torch.device("cpu"))
+    fit(resumed, tmp_path / "split")
+
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert resumed.train_losses == pytest.approx(whole.train_losses, abs=0)
+    assert len(resumed.train_losses) == 30
+
+
+def test_checkpoints_and_metrics(splits, tmp_path):
+    trainer = small_run(splits)
+    fit(trainer, tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [7, 14, 21, 28, 30]
+    best = load_checkpoint(tmp_path / "model.pt")
+    assert best["best_val_loss"] == min(r["val_loss"] for r in records)
+    assert best["step"] == min(records, key=lambda r: r["val_loss"])["step"]
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 30
+    assert records[-1]["val_loss"] < records[0]["val_loss"] + 0.5  # sane, not diverged
+
+
+def test_resume_refuses_other_data(splits, all_words, tmp_path):
+    trainer = small_run(splits, steps=3)
+    fit(trainer, tmp_path)
+    other = Splits.from_words(all_words[400:800], splits.vocab)
+    with pytest.raises(ValueError, match="data differs"):
+        Trainer.from_checkpoint(load_checkpoint(tmp_path / "last.pt"), other, torch.device("cpu"))
+
+
+def test_learning_rate_schedules():
+    step = TrainConfig(steps=200_000, lr=0.1, schedule="step")
+    assert learning_rate(step, 149_999) == 0.1 and learning_rate(step, 150_000) == pytest.approx(0.01)
+    cosine = TrainConfig(steps=1000, lr=1.0, warmup=100, schedule="cosine")
+    assert learning_rate(cosine, 0) == pytest.approx(0.01)
+    assert learning_rate(cosine, 99) == pytest.approx(1.0)
+    assert learning_rate(cosine, 999) == pytest.approx(0.1, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("steps", 0), ("batch_size", -1), ("eval_every", 0), ("lr", 0.0), ("lr", float("nan")), ("optimizer", "adam")],
+)
+def test_bad_train_configs_are_refused(field, value):
+    with pytest.raises(ValueError):
+        TrainConfig(**{field: value})

@@ -1,0 +1,50 @@
+"""Self-contained checkpoints: everything `sample`, `evaluate` and `--resume` need, in one file.
+
+A checkpoint is a dict of plain values and tensors, loaded with weights_only=True (no pickled code),
+and written atomically: a crash or Ctrl-C mid-write leaves the previous file as it was.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "wavenet_names.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint: the message names the file and the problem."""
+
+
+def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **checkpoint}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch.load fails in many ways on foreign bytes (KeyError, EOFError, ...)
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or another format: {first_line})"
+        ) from None
+    if not isinstance(checkpoint, dict) or "format" not in checkpoint:
+        raise CheckpointError(f"{path}: not a wavenet_names checkpoint")
+    if checkpoint["format"] != FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {checkpoint['format']!r}, this version reads {FORMAT!r}")
+    return checkpoint

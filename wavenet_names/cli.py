@@ -1,0 +1,259 @@
+"""wavenet-names: train, sample and evaluate. The only module that prints.
+
+Bad input ends in one line on stderr and exit status 2; Ctrl-C during training saves and exits 130.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import DataError, Vocab, read_words
+from .models import ModelConfig, build_model, count_params
+from .plots import plot_losses
+from .sampling import SampleConfig, generate
+from .training import (
+    LECTURE_RECIPE,
+    OPTIMIZERS,
+    SCHEDULES,
+    Splits,
+    TrainConfig,
+    Trainer,
+    TrainingInterrupted,
+    evaluate,
+    fit,
+    make_batches,
+    resolve_device,
+)
+
+# Model sizes when not given: the lecture's final tree (76,579 parameters) for conv and hierarchical,
+# the lecture's first MLP for flat.
+MODEL_DEFAULTS = {
+    "conv": dict(n_embd=24, n_hidden=128, n_layers=3),
+    "hierarchical": dict(n_embd=24, n_hidden=128, n_layers=3),
+    "flat": dict(n_embd=10, n_hidden=200, n_layers=3, block_size=3),
+}
+RESUMABLE = {"steps", "eval_every", "device"}  # what --resume may change
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except TrainingInterrupted as e:
+        print(f"\n{e}; continue with: wavenet-names train --out {e.path.parent} --resume", file=sys.stderr)
+        return 130
+    except (DataError, CheckpointError, ValueError, OSError) as e:
+        print(f"wavenet-names {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="wavenet-names", description="A WaveNet-style character-level language model of names.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    train = commands.add_parser("train", help="train a model (with no options: ConvWaveNet on data/names.txt)")
+    train.add_argument("--data", help="text file, one item per line (default: data/names.txt)")
+    train.add_argument("--out", default="out", help="directory for model.pt, last.pt, loss.png, metrics (default: out)")
+    train.add_argument("--model", choices=list(MODEL_DEFAULTS),
+                       help="conv: dilated convolutions over whole names (default); hierarchical, flat: the "
+                            "lecture's per-position models, trained with the lecture's recipe")  # fmt: skip
+    train.add_argument("--n-embd", type=int, help="embedding size (default 24; flat 10)")
+    train.add_argument("--n-hidden", type=int, help="hidden units per layer (default 128; flat 200)")
+    train.add_argument("--n-layers", type=int, help="tree levels; the context is 2**n-layers characters (default 3)")
+    train.add_argument("--block-size", type=int, help="context length of the flat model (default 3)")
+    train.add_argument(
+        "--steps", type=int, help=f"optimizer steps (default {TrainConfig.steps}; lecture recipe 200000)"
+    )
+    train.add_argument("--batch-size", type=int, help=f"names per batch for conv (default {TrainConfig.batch_size}), "
+                                                      "windows per batch otherwise (default 32)")  # fmt: skip
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw for conv, sgd for the lecture's models")
+    train.add_argument("--lr", type=float, help=f"peak learning rate (default {TrainConfig.lr}; sgd 0.1)")
+    train.add_argument("--schedule", choices=SCHEDULES,
+                       help="cosine: warmup, then down to lr/10 (default for conv); step: lr/10 for the last "
+                            "quarter (the lecture's); constant")  # fmt: skip
+    train.add_argument("--warmup", type=int, help=f"linear warmup steps for cosine (default {TrainConfig.warmup})")
+    train.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default {TrainConfig.weight_decay})")
+    train.add_argument("--seed", type=int, help=f"seed for initialisation and batches (default {TrainConfig.seed})")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: cuda when available")
+    train.add_argument("--eval-every", type=int, help="evaluate on the validation split every N steps")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in OUT/last.pt")
+    train.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
+    train.add_argument("--samples", type=int, default=10, help="names to print at the end (default 10)")
+    train.set_defaults(run=cmd_train)
+
+    sample = commands.add_parser("sample", help="print new names from a checkpoint")
+    sample.add_argument("--checkpoint", default="out/model.pt", help="default out/model.pt")
+    sample.add_argument("-n", type=int, default=20, help="how many names (default 20)")
+    sample.add_argument("--temperature", type=float, default=1.0, help="> 1 more adventurous, < 1 safer (default 1)")
+    sample.add_argument("--top-k", type=int, help="sample only among the k most likely characters")
+    sample.add_argument("--seed", type=int, help="the same seed prints the same names")
+    sample.add_argument("--prefix", default="", help="start every name with these characters")
+    sample.add_argument("--max-len", type=int, default=64, help="stop a name after this many characters")
+    sample.set_defaults(run=cmd_sample)
+
+    ev = commands.add_parser("evaluate", help="print the mean loss of a checkpoint over a whole split")
+    ev.add_argument("--checkpoint", default="out/model.pt", help="default out/model.pt")
+    ev.add_argument("--data", help="default: the file the checkpoint was trained on")
+    ev.add_argument("--split", choices=("train", "val", "test"), default="val", help="default val")
+    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ev.set_defaults(run=cmd_evaluate)
+    return parser
+
+
+def _configs(args) -> tuple[ModelConfig, dict]:
+    """ModelConfig and the TrainConfig fields from the options given, with per-model defaults."""
+    kind = args.model or "conv"
+    sizes = {**MODEL_DEFAULTS[kind]}
+    for name in ("n_embd", "n_hidden", "n_layers", "block_size"):
+        if getattr(args, name) is not None:
+            sizes[name] = getattr(args, name)
+    if args.block_size is not None and kind != "flat":
+        raise ValueError("--block-size is for --model flat; the tree models see 2**n-layers characters")
+    given = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
+    recipe = {} if kind == "conv" else dict(LECTURE_RECIPE)
+    return ModelConfig(kind=kind, **sizes), {**recipe, **given}
+
+
+def cmd_train(args) -> int:
+    out = Path(args.out)
+    if args.samples < 0:
+        raise ValueError(f"--samples cannot be negative, got {args.samples}")
+    if args.resume:
+        trainer = _resume(args, out)
+    else:
+        model_config, train_fields = _configs(args)
+        config = TrainConfig(**train_fields)
+        splits = Splits.from_words(read_words(config.data))
+        model_config.vocab_size = len(splits.vocab)
+        device = resolve_device(config.device)
+        if not args.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt")):
+            raise ValueError(f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, "
+                             "or choose another --out")  # fmt: skip
+        trainer = Trainer(model_config, config, splits, device)
+        for stale in ("metrics.jsonl", "metrics.json", "loss.png"):
+            (out / stale).unlink(missing_ok=True)
+    _run_with_progress(trainer, out)
+    return _report(trainer, out, args.samples)
+
+
+def _resume(args, out: Path) -> Trainer:
+    checkpoint = load_checkpoint(out / "last.pt")
+    fixed = [f"--{k.replace('_', '-')}" for k in ("model", "n_embd", "n_hidden", "n_layers", "block_size", "data",
+             "batch_size", "optimizer", "lr", "schedule", "warmup", "weight_decay", "seed")
+             if getattr(args, k) is not None]  # fmt: skip
+    if fixed:
+        raise ValueError(f"--resume continues the saved run; it cannot change {', '.join(fixed)}")
+    data = checkpoint["train_config"]["data"]
+    vocab = Vocab(tuple(checkpoint["vocab"]))
+    splits = Splits.from_words(read_words(data), vocab)
+    overrides = {k: getattr(args, k) for k in RESUMABLE if getattr(args, k) is not None}
+    device = resolve_device(overrides.get("device", checkpoint["train_config"]["device"]))
+    return Trainer.from_checkpoint(checkpoint, splits, device, **overrides)
+
+
+def _run_with_progress(trainer: Trainer, out: Path) -> None:
+    from tqdm import tqdm
+
+    stop = {"requested": False}
+
+    def on_sigint(signum, frame):
+        if stop["requested"]:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        stop["requested"] = True
+
+    bar = tqdm(total=trainer.config.steps, initial=trainer.step, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def on_step(step, loss, positions_per_second):
+        bar.update(1)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{float(loss):.4f}", pos_per_s=f"{positions_per_second:,.0f}", refresh=False)
+
+    def on_eval(record):
+        bar.write(f"step {record['step']:>7}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}  "
+                  f"lr {record['lr']:.2e}  {record['positions_per_second']:,.0f} positions/s")  # fmt: skip
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        fit(trainer, out, on_step, on_eval, should_stop=lambda: stop["requested"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+
+
+def _report(trainer: Trainer, out: Path, n_samples: int) -> int:
+    """Final figures of the best checkpoint (model.pt), the loss plot, and a few samples."""
+    best = load_checkpoint(out / "model.pt", map_location=trainer.device)
+    model = build_model(trainer.model_config).to(trainer.device)
+    model.load_state_dict(best["model"])
+    train_loss = evaluate(model, trainer.train_batches)
+    metrics = {
+        "train_loss": train_loss,
+        "val_loss": best["best_val_loss"],
+        "steps": trainer.step,
+        "best_step": best["step"],
+        "seconds": round(trainer.seconds, 2),
+        "params": count_params(model),
+        "model": asdict(trainer.model_config),
+        "train_config": asdict(trainer.config),
+    }
+    _write_json(metrics, out / "metrics.json")
+    plot_losses(trainer.train_losses, trainer.history, out / "loss.png")
+    print(f"train {train_loss:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters, "
+          f"{trainer.step} steps, {trainer.seconds:.0f} s; best at step {best['step']})")  # fmt: skip
+    print(f"wrote {out / 'model.pt'}, {out / 'loss.png'}, {out / 'metrics.json'}")
+    if n_samples:
+        print("samples (* = in the training data):")
+        _print_names(model, trainer.splits.vocab, set(trainer.splits.train), SampleConfig(n=n_samples, seed=0))
+    return 0
+
+
+def _print_names(model, vocab: Vocab, seen: set[str], config: SampleConfig) -> None:
+    for name in generate(model, vocab, config):
+        print(f"{name or '(empty)'}{' *' if name in seen else ''}")
+
+
+def _load_model(path: str, device: torch.device):
+    checkpoint = load_checkpoint(path, map_location=device)
+    try:
+        model = build_model(ModelConfig(**checkpoint["model_config"])).to(device)
+        model.load_state_dict(checkpoint["model"])
+        vocab = Vocab(tuple(checkpoint["vocab"]))
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: incomplete or incompatible checkpoint ({type(e).__name__}: {e})") from None
+    return model.eval(), vocab, checkpoint
+
+
+def cmd_sample(args) -> int:
+    config = SampleConfig(args.n, args.temperature, args.top_k, args.prefix, args.seed, args.max_len)
+    model, vocab, checkpoint = _load_model(args.checkpoint, torch.device("cpu"))
+    vocab.encode(config.prefix)  # an unknown prefix character is an error before anything is printed
+    _print_names(model, vocab, set(checkpoint.get("train_words", "").split("\n")), config)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    device = resolve_device(args.device)
+    model, vocab, checkpoint = _load_model(args.checkpoint, device)
+    splits = Splits.from_words(read_words(args.data or checkpoint["train_config"]["data"]), vocab)
+    words = getattr(splits, args.split)
+    batches = make_batches(checkpoint["model_config"]["kind"], words, vocab, model.block_size, device)
+    print(f"{args.split} {evaluate(model, batches):.4f}")
+    return 0
+
+
+def _write_json(data: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

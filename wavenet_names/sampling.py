@@ -1,0 +1,86 @@
+"""Sampling new names from any model: incremental with ConvWaveNet's cache, by windows otherwise."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .data import Vocab
+
+
+@dataclass
+class SampleConfig:
+    n: int = 20
+    temperature: float = 1.0
+    top_k: int | None = None  # keep the k most likely characters; larger than the vocabulary means all
+    prefix: str = ""
+    seed: int | None = None
+    max_len: int = 64  # characters after the prefix, for a model that never ends a name
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"-n must be at least 1, got {self.n}")
+        if not self.temperature > 0:
+            raise ValueError(f"--temperature must be greater than 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.max_len < 1:
+            raise ValueError(f"--max-len must be at least 1, got {self.max_len}")
+
+
+@torch.no_grad()
+def generate(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True) -> list[str]:
+    """config.n names, each config.prefix followed by sampled characters up to the end token.
+
+    With use_cache and a model that has one (ConvWaveNet), each character costs one node per layer;
+    otherwise the whole window is recomputed for every character. The same seed gives the same names.
+    """
+    prefix = vocab.encode(config.prefix)
+    generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
+    next_logits = (
+        _incremental(model, config.n) if use_cache and hasattr(model, "init_cache") else _windows(model, config.n)
+    )
+    for ix in [0] + prefix:  # the '.' before the name, then the prefix
+        logits = next_logits(torch.full((config.n,), ix, dtype=torch.long))
+    names = [[] for _ in range(config.n)]
+    done = torch.zeros(config.n, dtype=torch.bool)
+    for _ in range(config.max_len):
+        ix = _sample(logits, config.temperature, config.top_k, generator)  # (n,)
+        done |= ix == 0
+        if done.all():
+            break
+        for row in (~done).nonzero().flatten().tolist():
+            names[row].append(int(ix[row]))
+        logits = next_logits(ix)
+    return [config.prefix + vocab.decode(name) for name in names]
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
+    logits = logits.float().cpu() / temperature  # (n, vocab)
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+
+
+def _incremental(model, n: int):
+    model.eval()
+    device = next(model.parameters()).device
+    cache = model.init_cache(n)
+    return lambda token: model.step(cache, token.to(device))
+
+
+def _windows(model, n: int):
+    """Recompute the model on the last block_size characters, for every new character."""
+    model.eval()
+    device = next(model.parameters()).device
+    context = torch.zeros(n, model.block_size - 1, dtype=torch.long, device=device)
+
+    def next_logits(token):
+        nonlocal context
+        window = torch.cat([context, token.to(device)[:, None]], dim=1)  # (n, block_size)
+        context = window[:, 1:]
+        logits, _ = model(window)
+        return logits[:, -1] if logits.ndim == 3 else logits  # ConvWaveNet gives (n, 1, vocab)
+
+    return next_logits

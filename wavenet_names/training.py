@@ -1,0 +1,269 @@
+"""Training: one loop for every model, evaluation over whole splits, checkpoints that resume exactly.
+
+ConvWaveNet trains on whole names (a batch of names, every position in one pass); the per-position
+models train as the lecture does, on random batches of windows. The loop never prints: it reports
+through callbacks, and the CLI draws the progress bar.
+"""
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import save_checkpoint
+from .data import NameBatches, Vocab, WindowBatches, split_words
+from .models import ModelConfig, build_model
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "names.txt"
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass
+class TrainConfig:
+    data: str = str(DEFAULT_DATA)
+    steps: int = 4000
+    batch_size: int = 128  # names per batch for conv; windows per batch for hierarchical and flat
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    schedule: str = "cosine"  # cosine: warmup then decay to lr/10; step: lr/10 for the last quarter
+    warmup: int = 100
+    weight_decay: float = 0.1
+    seed: int = 42
+    device: str = "auto"
+    eval_every: int = 500
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        if self.warmup < 0 or self.weight_decay < 0:
+            raise ValueError("--warmup and --weight-decay cannot be negative")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+
+
+# The lecture's recipe for the per-position models: batches of 32 windows, SGD at 0.1, then 0.01 for
+# the last quarter of 200,000 steps.
+LECTURE_RECIPE = dict(steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step", warmup=0,
+                      weight_decay=0.0, eval_every=10_000)  # fmt: skip
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+    return torch.device(device)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate for the update that takes the model from `step` to `step + 1`."""
+    if config.schedule == "step":
+        return config.lr if step < 0.75 * config.steps else config.lr / 10
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    if config.schedule == "constant":
+        return config.lr
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr / 10 + (config.lr - config.lr / 10) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def fingerprint(words: list[str]) -> str:
+    return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class Splits:
+    """The words of a data file, split the lecture's way, and the vocabulary built from all of them."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    vocab: Vocab
+    fingerprint: str
+
+    @classmethod
+    def from_words(cls, words: list[str], vocab: Vocab | None = None) -> "Splits":
+        if vocab is None:
+            vocab = Vocab.from_words(words)
+        else:
+            vocab.encode("".join(sorted(set("".join(words)))))  # every character must be known
+        return cls(*split_words(words), vocab=vocab, fingerprint=fingerprint(words))
+
+
+def make_batches(kind: str, words: list[str], vocab: Vocab, block_size: int, device):
+    cls = NameBatches if kind == "conv" else WindowBatches
+    return cls(words, vocab, block_size, device)
+
+
+@torch.no_grad()
+def evaluate(model, batches, chunk_size: int = 2048) -> float:
+    """Mean loss over every example of a split (every character of every name, end tokens included)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for inputs, targets in batches.chunks(chunk_size):
+        _, loss = model(inputs, targets)
+        n = int((targets != -1).sum())
+        total += float(loss) * n
+        count += n
+    model.train(was_training)
+    return total / count
+
+
+@dataclass
+class Trainer:
+    """A training run's whole state: what a checkpoint stores and --resume restores."""
+
+    model_config: ModelConfig
+    config: TrainConfig
+    splits: Splits
+    device: torch.device = field(default=torch.device("cpu"))
+    step: int = 0
+    best_val_loss: float = math.inf
+    seconds: float = 0.0  # training time so far, over all resumed sessions
+    train_losses: list[float] = field(default_factory=list)  # one per step, for the loss plot
+    history: list[dict] = field(default_factory=list)  # one record per evaluation
+
+    def __post_init__(self):
+        torch.manual_seed(self.config.seed)
+        self.model = build_model(self.model_config).to(self.device)
+        block = self.model_config.context
+        kind = self.model_config.kind
+        self.train_batches = make_batches(kind, self.splits.train, self.splits.vocab, block, self.device)
+        self.val_batches = make_batches(kind, self.splits.val, self.splits.vocab, block, self.device)
+        self.optimizer = self._make_optimizer()
+        self.generator = torch.Generator().manual_seed(self.config.seed)  # draws the batches
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(self.model.parameters(), lr=self.config.lr)
+        # no weight decay on embeddings, BatchNorm gains and biases: only matrices shrink
+        decay = [p for p in self.model.parameters() if p.ndim >= 2 and p is not self.model.wte.weight]
+        rest = [p for p in self.model.parameters() if not any(p is q for q in decay)]
+        groups = [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.config.lr)
+
+    def train_step(self) -> tuple[torch.Tensor, int]:
+        """One update; returns the batch loss (a tensor, so that the GPU need not wait) and how many
+        positions it trained."""
+        inputs, targets = self.train_batches.sample(self.config.batch_size, self.generator)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, self.step)
+        self.model.train()
+        _, loss = self.model(inputs, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return loss.detach(), targets.numel() if targets.ndim == 1 else int((targets != -1).sum())
+
+    def checkpoint(self) -> dict:
+        return {
+            "model_config": asdict(self.model_config),
+            "train_config": asdict(self.config),
+            "vocab": "".join(self.splits.vocab.chars),
+            "data_fingerprint": self.splits.fingerprint,
+            "train_words": "\n".join(self.splits.train),  # so `sample` can mark names it has seen
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "best_val_loss": self.best_val_loss,
+            "seconds": self.seconds,
+            "rng": {"batches": self.generator.get_state(), "torch": torch.get_rng_state()},
+            "train_losses": torch.tensor(self.train_losses, dtype=torch.float32),
+            "history": self.history,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict, splits: Splits, device: torch.device, **overrides) -> "Trainer":
+        """Continue a run. `overrides` may change TrainConfig fields such as steps (a longer run)."""
+        if splits.fingerprint != checkpoint["data_fingerprint"]:
+            raise ValueError("the data differs from the data this checkpoint was trained on; --resume needs the same")
+        config = TrainConfig(**{**checkpoint["train_config"], **overrides})
+        trainer = cls(ModelConfig(**checkpoint["model_config"]), config, splits, device, checkpoint["step"],
+                      checkpoint["best_val_loss"], checkpoint["seconds"], checkpoint["train_losses"].tolist(),
+                      list(checkpoint["history"]))  # fmt: skip
+        trainer.model.load_state_dict(checkpoint["model"])
+        trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+        trainer.generator.set_state(checkpoint["rng"]["batches"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        return trainer
+
+
+class TrainingInterrupted(Exception):
+    def __init__(self, step: int, path: Path):
+        super().__init__(f"interrupted at step {step}; saved {path}")
+        self.step, self.path = step, path
+
+
+def fit(
+    trainer: Trainer,
+    out: Path,
+    on_step: Callable[[int, torch.Tensor, float], None] | None = None,
+    on_eval: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict:
+    """Train to config.steps, evaluating every eval_every steps. Writes into `out`:
+    last.pt (the latest state, for --resume), model.pt (the best by validation loss) and
+    metrics.jsonl (one record per evaluation). When should_stop() turns true (the CLI's Ctrl-C), saves
+    last.pt at a step boundary and raises TrainingInterrupted. Returns the last evaluation record."""
+    out.mkdir(parents=True, exist_ok=True)
+    config, record = trainer.config, None
+    recent, positions, t0 = [], 0, time.perf_counter()
+    while trainer.step < config.steps:
+        if should_stop():
+            trainer.seconds += time.perf_counter() - t0
+            trainer.train_losses += torch.stack(recent).float().tolist() if recent else []
+            save_checkpoint(trainer.checkpoint(), out / "last.pt")
+            raise TrainingInterrupted(trainer.step, out / "last.pt")
+        loss, n = trainer.train_step()
+        recent.append(loss)
+        positions += n
+        if on_step is not None:
+            on_step(trainer.step, loss, positions / (time.perf_counter() - t0 + 1e-9))
+        if trainer.step % config.eval_every == 0 or trainer.step == config.steps:
+            trainer.seconds += time.perf_counter() - t0
+            record = _evaluation(
+                trainer, out, torch.stack(recent).float().tolist(), positions, time.perf_counter() - t0
+            )
+            recent, positions, t0 = [], 0, time.perf_counter()
+            if on_eval is not None:
+                on_eval(record)
+    return record
+
+
+def _evaluation(trainer: Trainer, out: Path, losses: list[float], positions: int, seconds: float) -> dict:
+    trainer.train_losses += losses
+    val_loss = evaluate(trainer.model, trainer.val_batches)
+    improved = val_loss < trainer.best_val_loss
+    trainer.best_val_loss = min(val_loss, trainer.best_val_loss)
+    record = {
+        "step": trainer.step,
+        "train_loss": sum(losses) / len(losses),  # mean training-batch loss since the last evaluation
+        "val_loss": val_loss,
+        "best_val_loss": trainer.best_val_loss,
+        "lr": learning_rate(trainer.config, trainer.step - 1),
+        "positions_per_second": positions / max(seconds, 1e-9),
+        "seconds": trainer.seconds,
+    }
+    trainer.history.append(record)
+    checkpoint = trainer.checkpoint()
+    if improved:
+        save_checkpoint(checkpoint, out / "model.pt")
+    save_checkpoint(checkpoint, out / "last.pt")
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    return record

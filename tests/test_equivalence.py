@@ -68,7 +68,8 @@ def test_logits_and_gradients_agree(n_layers, state, dtype, words, vocab):
 
     summed_loss(tree_logits, Y).backward()
     summed_loss(conv_logits, targets).backward()
-    close = dict(rtol=1e-7, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    # gradients of a sum over ~400 positions, accumulated in another order: float32 keeps ~1e-5 of them
+    close = dict(rtol=1e-7, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(conv.wte.weight.grad, tree.wte.weight.grad, **close)
     torch.testing.assert_close(conv.lm_head.weight.grad, tree.lm_head.weight.grad, **close)
     torch.testing.assert_close(conv.lm_head.bias.grad, tree.lm_head.bias.grad, **close)

@@ -66,14 +66,16 @@ def test_extra_padding_changes_nothing_in_training(n_layers, words, vocab):
         torch.testing.assert_close(c, b, rtol=1e-10, atol=1e-12, msg=name)
 
 
-def test_masked_batchnorm_statistics_are_those_of_the_valid_positions(words, vocab):
-    """The first layer's node at each valid position fuses (previous char, char); its batch statistics,
-    computed by hand over those positions only, are what the running estimates move towards."""
+def test_masked_batchnorm_statistics_are_those_of_the_distinct_nodes(words, vocab):
+    """The first layer's node at each position fuses (previous char, char). Its batch statistics,
+    computed by hand over the valid positions, each node once (the all-'.' node, shared by every
+    name's first position, once), are what the running estimates move towards: padding is not in."""
     model = ConvWaveNet(len(vocab), 10, 32, 3).double()
     X, _, idx, targets = both_views(words, vocab, model.block_size)
-    pairs = model.wte(X[:, -2:]).flatten(1)  # (N, 2 * n_embd): the last two characters of each window
+    nodes = torch.cat([X[:1, -2:], X[X[:, -1] != 0, -2:]])  # the '..' node once, then each (prev, char)
+    pairs = model.wte(nodes).flatten(1)  # (nodes, 2 * n_embd)
     weight = model.layers[0].conv.weight  # (n_hidden, n_embd, 2)
-    pre = pairs @ torch.cat([weight[:, :, 0], weight[:, :, 1]], dim=1).T  # (N, n_hidden)
+    pre = pairs @ torch.cat([weight[:, :, 0], weight[:, :, 1]], dim=1).T  # (nodes, n_hidden)
     model.train()
     model(idx, targets)
     norm = model.layers[0].norm

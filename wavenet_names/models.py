@@ -137,7 +137,12 @@ class HierarchicalMLP(nn.Module):
 
 
 class DilatedLayer(nn.Module):
-    """One level of the tree as a causal convolution: out[t] = tanh(BN(W0 x[t - dilation] + W1 x[t]))."""
+    """One level of the tree as a causal convolution: out[t] = tanh(BN(W0 x[t - dilation] + W1 x[t])).
+
+    W0 and W1 are the two taps of an nn.Conv1d(kernel_size=2) weight, which is the tree's Linear
+    weight split in its left and right halves. We apply them as two matmuls rather than through
+    Conv1d's kernel, which on a CPU is several times slower for this shape.
+    """
 
     def __init__(self, n_in: int, n_out: int, dilation: int):
         super().__init__()
@@ -146,13 +151,23 @@ class DilatedLayer(nn.Module):
         self.norm = BatchNorm(n_out)
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        """left: the inputs `dilation` steps back, right: the current ones, both (..., n_in).
+        """left: the inputs `dilation` steps back (or one row that broadcasts), right: the current
+        inputs, both (..., n_in). Returns (..., n_out)."""
+        w0, w1 = self.conv.weight.unbind(-1)  # (n_out, n_in) each
+        return torch.tanh(self.norm(F.linear(right, w1) + F.linear(left, w0)))
 
-        We apply the kernel as the tree's Linear over the pair: (..., 2 * n_in) @ (2 * n_in, n_out) is
-        one large matmul, much faster on a CPU than Conv1d's kernel with dilation.
+    def forward_packed(self, h: torch.Tensor, far: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+        """h (1 + R, n_in): the all-'.' node, then the packed characters of a batch of names.
+
+        A position more than `dilation` columns into its name (`far`) has its left input `dilation`
+        rows back in h; every other position (`near`) reaches into the padding, where the left input
+        is the all-'.' node h[0]: that half of the kernel is computed once and shared.
         """
-        weight = rearrange(self.conv.weight, "h c k -> h (k c)")  # (n_out, 2 * n_in), [W0 | W1]
-        x = F.linear(torch.cat([left, right], dim=-1), weight)  # (..., n_out)
+        w0, w1 = self.conv.weight.unbind(-1)  # (n_out, n_in) each
+        x = F.linear(h, w1)  # (N, n_out): the current inputs
+        x = x.index_add(0, near, F.linear(h[:1], w0).expand(len(near), -1))  # the padding, once
+        if len(far):
+            x = x.index_add(0, far, F.linear(h[far - self.dilation], w0))  # (N, n_out)
         return torch.tanh(self.norm(x))
 
 
@@ -165,21 +180,24 @@ class ConvWaveNet(nn.Module):
 
     How the padding is made free (the reason this model exists):
     - The left padding. A node whose receptive field holds only '.' tokens has the same value for
-      every name, so it is never computed per '.' column: we drop the first block_size - 1 columns
-      and keep one all-'.' column per name (it is also the first output: '........ -> e'). Where a
-      layer reaches back `dilation` steps past a name's start, it reads that column instead, which
-      holds exactly the value the dropped columns would have had: every node is computed once.
-    - The right padding. Positions with target -1 are dropped before the first layer: the valid
-      positions of all names are packed into one (N, C) sequence, and each layer reads its left
-      input through an index (the position `dilation` back, clamped to the name's first column).
-      So padding costs no compute, and it does not enter the BatchNorm statistics.
-    A batch of names thus costs n_layers node evaluations per predicted character, against
-    2**n_layers - 1 for HierarchicalMLP. When idx does not start with block_size '.' tokens (e.g. the
-    lecture's windows themselves) the model runs as a plain valid convolution over every column.
+      every name, so it is computed once per layer for the whole batch, in row 0 of a packed
+      sequence, instead of once per '.' column of every name. Row 0 is also every name's first
+      output ('........ -> e'). A position whose left input lies `dilation` steps back in the
+      padding reads row 0, which holds exactly what the padding columns would have held.
+    - The right padding. Positions with target -1 are dropped before the first layer: the real
+      characters of all names follow row 0, packed into one (1 + R, C) sequence, so a left input
+      inside the same name is exactly `dilation` rows back. Padding costs no compute, and it does
+      not enter the BatchNorm statistics.
+    A batch of names thus costs at most n_layers node evaluations per predicted character (fewer:
+    a left input in the padding is the shared row, whose half of the kernel is computed once),
+    against 2**n_layers - 1 for HierarchicalMLP. When idx does not start with block_size '.' tokens
+    (e.g. the lecture's windows themselves) the model runs as a plain valid convolution over every
+    column.
 
-    In training mode the BatchNorm statistics are those of the nodes computed: a node shared by
-    several positions is counted once here, but once per window in HierarchicalMLP, so the two models
-    only compute the same function in eval mode, where both use the running estimates.
+    In training mode the BatchNorm statistics are those of the nodes computed: every distinct node
+    once, the all-'.' nodes included, while HierarchicalMLP recomputes a node for every window that
+    contains it and counts it that many times. So the two models compute the same function in eval
+    mode, where both use the running estimates, and not in training mode.
     """
 
     def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int):
@@ -203,13 +221,18 @@ class ConvWaveNet(nn.Module):
             logits = self._forward_full(idx)
             return logits, _loss(logits, targets)
         valid = self._valid_positions(targets, idx, n_out)  # (B, n_out) bool, True where predicted
-        tokens = idx[:, self.block_size - 1 :][valid]  # (N,): each name's '.' column, then its characters
-        h = self.wte(tokens)  # (N, n_embd)
-        for layer, left in zip(self.layers, self._left_indices(valid), strict=True):
-            h = layer(h[left], h)  # (N, n_hidden)
-        logits = self.lm_head(h)  # (N, vocab)
+        real = valid[:, 1:]  # (B, n_out - 1): the positions whose last input is a real character
+        rows = torch.zeros_like(valid, dtype=torch.long)  # (B, n_out): each position's packed row
+        rows[:, 1:][real] = torch.arange(1, int(real.sum()) + 1, device=idx.device)  # column 0 is row 0
+        tokens = F.pad(idx[:, self.block_size :][real], (1, 0))  # (1 + R,): '.', then every character
+        col = F.pad(real.nonzero(as_tuple=True)[1] + 1, (1, 0))  # (1 + R,): the column in its name
+        h = self.wte(tokens)  # (1 + R, n_embd)
+        for layer in self.layers:
+            far = col > layer.dilation  # the left input is a character of the same name, not padding
+            h = layer.forward_packed(h, far.nonzero().squeeze(1), (~far).nonzero().squeeze(1))  # (1 + R, n_hidden)
+        logits = self.lm_head(h)[rows[valid]]  # (N, vocab), one row per valid position
         if targets is None:
-            return logits.view(B, n_out, logits.shape[-1]), None
+            return logits.view(B, n_out, -1), None
         loss = F.cross_entropy(logits, targets[valid])
         return logits.new_zeros(B, n_out, logits.shape[-1]).masked_scatter(valid[..., None], logits), loss
 
@@ -222,15 +245,6 @@ class ConvWaveNet(nn.Module):
         if not torch.equal(valid, torch.arange(n_out, device=valid.device) < lengths):
             raise ValueError("targets must be -1 only after each name (right padding)")
         return valid
-
-    def _left_indices(self, valid: torch.Tensor) -> list[torch.Tensor]:
-        """For each layer, the packed index of every position's left input: `dilation` steps back,
-        clamped to the name's first (all-'.') column."""
-        lengths = valid.sum(1)  # (B,)
-        starts = torch.cumsum(lengths, 0) - lengths  # (B,) packed index of each name's first column
-        row, col = valid.nonzero(as_tuple=True)  # (N,), (N,) in packed order
-        start = starts[row]
-        return [start + (col - layer.dilation).clamp(min=0) for layer in self.layers]
 
     @torch.no_grad()
     def init_cache(self, batch_size: int) -> "GenerationCache":

@@ -154,7 +154,10 @@ class DilatedLayer(nn.Module):
         """left: the inputs `dilation` steps back (or one row that broadcasts), right: the current
         inputs, both (..., n_in). Returns (..., n_out)."""
         w0, w1 = self.conv.weight.unbind(-1)  # (n_out, n_in) each
-        return torch.tanh(self.norm(F.linear(right, w1) + F.linear(left, w0)))
+        return self.activate(F.linear(right, w1) + F.linear(left, w0))
+
+    def activate(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.norm(x))
 
     def forward_packed(self, h: torch.Tensor, far: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
         """h (1 + R, n_in): the all-'.' node, then the packed characters of a batch of names.
@@ -168,7 +171,7 @@ class DilatedLayer(nn.Module):
         x = x.index_add(0, near, F.linear(h[:1], w0).expand(len(near), -1))  # the padding, once
         if len(far):
             x = x.index_add(0, far, F.linear(h[far - self.dilation], w0))  # (N, n_out)
-        return torch.tanh(self.norm(x))
+        return self.activate(x)
 
 
 class ConvWaveNet(nn.Module):
@@ -251,25 +254,28 @@ class ConvWaveNet(nn.Module):
         """Fast WaveNet generation (arXiv:1611.09482): each layer keeps the last `dilation` inputs it
         has seen, so one new character costs one node per layer instead of a whole tree.
 
-        Every queue starts filled with the value its layer's input has on the all-'.' padding.
+        Every queue starts filled with the value its layer's input has on the all-'.' padding. The
+        cache also holds each layer's kernel as one contiguous (2 * n_in, n_out) matrix, so a step
+        does not re-lay the Conv1d weight out: generate with the weights the cache was made with.
         """
         h = self.wte.weight[0].expand(batch_size, -1)  # (B, n_embd): the '.' token
-        queues = []
+        queues, kernels = [], []
         for layer in self.layers:
             queues.append(h[:, None].expand(-1, layer.dilation, -1).clone())  # (B, dilation, n_in)
+            kernels.append(rearrange(layer.conv.weight, "h c k -> (k c) h").contiguous())  # [W0 | W1]^T
             h = layer(h, h)  # the node over all-'.' input, one level up
-        return GenerationCache(queues)
+        return GenerationCache(queues, kernels)
 
     @torch.no_grad()
     def step(self, cache: "GenerationCache", token: torch.Tensor) -> torch.Tensor:
         """Feed one character per row, token (B,); returns the logits (B, vocab) for the next one.
         Updates `cache` in place. Needs eval mode: BatchNorm's running statistics, not a batch's."""
         h = self.wte(token)  # (B, n_embd)
-        for layer, queue in zip(self.layers, cache.queues, strict=True):
+        for layer, queue, kernel in zip(self.layers, cache.queues, cache.kernels, strict=True):
             slot = cache.t % layer.dilation  # a ring buffer: this slot holds the input `dilation` steps back
-            left = queue[:, slot].clone()  # (B, n_in)
+            pair = torch.cat([queue[:, slot], h], dim=1)  # (B, 2 * n_in): [x[t - dilation], x[t]]
             queue[:, slot] = h
-            h = layer(left, h)  # (B, n_hidden)
+            h = layer.activate(pair @ kernel)  # (B, n_hidden)
         cache.t += 1
         return self.lm_head(h)
 
@@ -293,9 +299,10 @@ class ConvWaveNet(nn.Module):
 
 @dataclass
 class GenerationCache:
-    """ConvWaveNet's generation state: per layer a ring buffer (B, dilation, n_in) of its last inputs."""
+    """ConvWaveNet's generation state: per layer a ring buffer of its last inputs, and its kernel."""
 
-    queues: list[torch.Tensor]
+    queues: list[torch.Tensor]  # per layer (B, dilation, n_in)
+    kernels: list[torch.Tensor]  # per layer (2 * n_in, n_out)
     t: int = 0  # characters fed so far
 
 

@@ -1,0 +1,30 @@
+"""The issue's speed floors, as ratios of the two code paths timed in turn in one run (CPU)."""
+
+import pytest
+import torch
+
+import workloads
+
+TRAINING_FLOORS = {3: 1.6, 6: 7.0, 8: 20.0}  # n_layers -> conv / per-position, training step
+SAMPLING_FLOOR = 10.0  # cached / recomputed generation per name, block 256
+
+
+@pytest.mark.parametrize("n_layers", list(TRAINING_FLOORS))
+def test_training_step_speedup(n_layers, names, data):
+    device = torch.device("cpu")
+    pair = workloads.models(n_layers, data.vocab, device)
+    steps = {kind: workloads.training_step(model, kind, names, data.vocab, device)[0] for kind, model in pair.items()}
+    seconds = workloads.interleaved_medians(steps, repeats=5 if n_layers == 8 else 9)
+    speedup = seconds["per_position"] / seconds["conv"]
+    print(f"block={2**n_layers} training-step speedup {speedup:.2f}x")
+    assert speedup >= TRAINING_FLOORS[n_layers]
+
+
+def test_cached_sampling_speedup(data):
+    model = workloads.models(8, data.vocab, torch.device("cpu"))["conv"]
+    runs = {name: workloads.sampling(model, data.vocab, use_cache)[0] for name, use_cache in
+            [("recompute", False), ("cached", True)]}  # fmt: skip
+    seconds = workloads.interleaved_medians(runs, repeats=5)
+    speedup = seconds["recompute"] / seconds["cached"]
+    print(f"block=256 sampling speedup {speedup:.2f}x")
+    assert speedup >= SAMPLING_FLOOR

@@ -1,0 +1,91 @@
+"""What bench/ times, shared by the pytest benchmarks and speedup.py: the package's real code paths
+(the models' forward and backward, `evaluate`, `generate`) on names from data/names.txt."""
+
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from wavenet_names import ConvWaveNet, HierarchicalMLP, Vocab, encode_names, pad_batch, read_words, windows
+from wavenet_names.sampling import SampleConfig, generate
+from wavenet_names.training import Splits, evaluate, make_batches
+
+NAMES_TXT = Path(__file__).resolve().parents[1] / "data" / "names.txt"
+N_EMBD, N_HIDDEN = 24, 128  # the lecture's final sizes
+
+
+def splits() -> Splits:
+    return Splits.from_words(read_words(NAMES_TXT))
+
+
+def models(n_layers: int, vocab: Vocab, device) -> dict[str, torch.nn.Module]:
+    """The per-position tree and the conv model, with the same weights."""
+    torch.manual_seed(0)
+    tree = HierarchicalMLP(len(vocab), N_EMBD, N_HIDDEN, n_layers).to(device)
+    return {"per_position": tree, "conv": ConvWaveNet.from_hierarchical(tree)}
+
+
+def training_step(model, kind: str, words: list[str], vocab: Vocab, device, autocast: bool = False):
+    """One forward + backward of the loss over every position of `words`. Returns (fn, positions)."""
+    block_size = model.block_size
+    if kind == "conv":
+        inputs, targets = pad_batch(*encode_names(words, vocab), block_size)
+    else:
+        inputs, targets = windows(words, vocab, block_size)
+    inputs, targets = inputs.to(device), targets.to(device)
+    context = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else nullcontext()
+    model.train()
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        with context:
+            _, loss = model(inputs, targets)
+        loss.backward()
+
+    return step, int((targets != -1).sum())
+
+
+def eval_pass(model, kind: str, words: list[str], vocab: Vocab, device):
+    """The loss over a whole split, through training.evaluate. Returns (fn, positions)."""
+    batches = make_batches("conv" if kind == "conv" else "hierarchical", words, vocab, model.block_size, device)
+    return (lambda: evaluate(model, batches)), batches.n_examples
+
+
+def sampling(model, vocab: Vocab, use_cache: bool, n: int = 8):
+    """Generate n names (seed 0, the same names either way). Returns (fn, names)."""
+    model.eval()
+    config = SampleConfig(n=n, seed=0, max_len=20)
+    return (lambda: generate(model, vocab, config, use_cache=use_cache)), n
+
+
+def synchronised(fn: Callable, device) -> Callable:
+    if device.type != "cuda":
+        return fn
+
+    def run():
+        fn()
+        torch.cuda.synchronize()
+
+    return run
+
+
+def interleaved_medians(fns: dict[str, Callable], repeats: int = 7, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each fn, run in turn (a, b, a, b, ...) so that a noisy machine slows both alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def node_limit(n_layers: int) -> float:
+    """What reuse can buy at most: 2**L - 1 tree nodes per position recomputed, against L."""
+    return (2**n_layers - 1) / n_layers

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DataError, Vocab, read_words
 from .models import ModelConfig, build_model, count_params
@@ -52,11 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except TrainingInterrupted as e:
-        print(f"\n{e}; continue with: wavenet-names train --out {e.path.parent} --resume", file=sys.stderr)
+        if _is_main_process():
+            print(f"\n{e}; continue with: wavenet-names train --out {e.path.parent} --resume", file=sys.stderr)
         return 130
     except (DataError, CheckpointError, ValueError, OSError) as e:
-        print(f"wavenet-names {args.command}: error: {e}", file=sys.stderr)
+        if _is_main_process():  # under torchrun every rank fails alike: one line, not one per rank
+            print(f"wavenet-names {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,28 +134,43 @@ def _configs(args) -> tuple[ModelConfig, dict]:
 
 
 def cmd_train(args) -> int:
+    """Train in this process, or as one rank of `torchrun ... -m wavenet_names train` (rank 0 writes
+    and prints, every rank trains on its share of each batch)."""
     out = Path(args.out)
     if args.samples < 0:
         raise ValueError(f"--samples cannot be negative, got {args.samples}")
-    if args.resume:
-        trainer = _resume(args, out)
-    else:
-        model_config, train_fields = _configs(args)
-        config = TrainConfig(**train_fields)
-        splits = Splits.from_words(read_words(config.data))
-        model_config.vocab_size = len(splits.vocab)
-        device = resolve_device(config.device)
-        if not args.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt")):
-            raise ValueError(f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, "
-                             "or choose another --out")  # fmt: skip
-        trainer = Trainer(model_config, config, splits, device)
+    context = distributed.setup(args.device or "auto")
+    try:
+        trainer = _resume(args, out, context) if args.resume else _start(args, out, context)
+        if context.active:
+            trainer.distribute(context)
+        _run_with_progress(trainer, out)
+        return _report(trainer, out, args.samples) if context.is_main else 0
+    finally:
+        distributed.cleanup()
+
+
+def _start(args, out: Path, context: distributed.Context) -> Trainer:
+    model_config, train_fields = _configs(args)
+    config = TrainConfig(**train_fields)
+    splits = Splits.from_words(read_words(config.data))
+    model_config.vocab_size = len(splits.vocab)
+    device = _rank_device(resolve_device(config.device), context)
+    if not args.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt")):
+        raise ValueError(f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, "
+                         "or choose another --out")  # fmt: skip
+    trainer = Trainer(model_config, config, splits, device)
+    if context.is_main:
         for stale in ("metrics.jsonl", "metrics.json", "loss.png"):
             (out / stale).unlink(missing_ok=True)
-    _run_with_progress(trainer, out)
-    return _report(trainer, out, args.samples)
+    return trainer
 
 
-def _resume(args, out: Path) -> Trainer:
+def _rank_device(device: torch.device, context: distributed.Context) -> torch.device:
+    return torch.device("cuda", context.local_rank) if device.type == "cuda" and context.active else device
+
+
+def _resume(args, out: Path, context: distributed.Context) -> Trainer:
     checkpoint = load_checkpoint(out / "last.pt")
     fixed = [f"--{k.replace('_', '-')}" for k in ("model", "n_embd", "n_hidden", "n_layers", "block_size", "data",
              "batch_size", "optimizer", "lr", "schedule", "warmup", "weight_decay", "seed")
@@ -159,7 +181,7 @@ def _resume(args, out: Path) -> Trainer:
     vocab = Vocab(tuple(checkpoint["vocab"]))
     splits = Splits.from_words(read_words(data), vocab)
     overrides = {k: getattr(args, k) for k in RESUMABLE if getattr(args, k) is not None}
-    device = resolve_device(overrides.get("device", checkpoint["train_config"]["device"]))
+    device = _rank_device(resolve_device(overrides.get("device", checkpoint["train_config"]["device"])), context)
     return Trainer.from_checkpoint(checkpoint, splits, device, **overrides)
 
 
@@ -173,7 +195,8 @@ def _run_with_progress(trainer: Trainer, out: Path) -> None:
             raise KeyboardInterrupt
         stop["requested"] = True
 
-    bar = tqdm(total=trainer.config.steps, initial=trainer.step, unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=trainer.config.steps, initial=trainer.step, unit="step", dynamic_ncols=True, file=sys.stderr,
+               disable=not trainer.context.is_main)  # fmt: skip
 
     def on_step(step, loss, positions_per_second):
         bar.update(1)

@@ -141,12 +141,18 @@ class NameBatches:
 
     def __init__(self, words: list[str], vocab: Vocab, block_size: int, device: str | torch.device = "cpu"):
         self.block_size = block_size
-        self.tokens, self.lengths = (t.to(device) for t in encode_names(words, vocab))
-        self.n_examples = int(self.lengths.sum()) + len(words)  # every character and each end token
+        tokens, self.lengths_cpu = encode_names(words, vocab)
+        self.tokens, self.lengths = tokens.to(device), self.lengths_cpu.to(device)
+        self.n_examples = int(self.lengths_cpu.sum()) + len(words)  # every character and each end token
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        ix = torch.randint(0, len(self.lengths), (batch_size,), generator=generator).to(self.lengths.device)
-        return pad_batch(self.tokens[ix], self.lengths[ix], self.block_size)
+    def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1):
+        """A random batch of names; with several ranks, this rank's share of it. Returns idx, targets
+        and the share's weight: world_size * (its positions) / (the whole batch's positions)."""
+        ix = torch.randint(0, len(self.lengths), (batch_size,), generator=generator)  # the same on every rank
+        mine = ix.tensor_split(world_size)[rank]
+        weight = world_size * (self.lengths_cpu[mine].sum() + len(mine)) / (self.lengths_cpu[ix].sum() + len(ix))
+        mine = mine.to(self.lengths.device)
+        return *pad_batch(self.tokens[mine], self.lengths[mine], self.block_size), float(weight)
 
     def chunks(self, size: int):
         for i in range(0, len(self.lengths), size):
@@ -160,9 +166,11 @@ class WindowBatches:
         self.X, self.Y = (t.to(device) for t in windows(words, vocab, block_size))
         self.n_examples = len(self.Y)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        ix = torch.randint(0, len(self.Y), (batch_size,), generator=generator).to(self.Y.device)
-        return self.X[ix], self.Y[ix]
+    def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1):
+        """A random batch of windows (this rank's share of it), and the share's weight (see NameBatches)."""
+        ix = torch.randint(0, len(self.Y), (batch_size,), generator=generator)
+        mine = ix.tensor_split(world_size)[rank].to(self.Y.device)
+        return self.X[mine], self.Y[mine], world_size * len(mine) / batch_size
 
     def chunks(self, size: int):
         for i in range(0, len(self.Y), size):

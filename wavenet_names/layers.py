@@ -1,9 +1,12 @@
 """The lecture's two hand-written layers, as torch.nn modules with the lecture's exact semantics."""
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from .distributed import all_reduce_sum
 
 
 class FlattenConsecutive(nn.Module):
@@ -41,8 +44,14 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_mean", torch.zeros(dim))
         self.register_buffer("running_var", torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    synced = False  # set by distributed.sync_batchnorm: training statistics over all ranks
+
+    def forward(self, x: torch.Tensor, shared_first_row: bool = False) -> torch.Tensor:
+        """x (..., C). shared_first_row: x[0] is a node that every rank computes (ConvWaveNet's all-'.'
+        node), so in distributed training only rank 0 counts it, as one process would."""
         flat = x.reshape(-1, x.shape[-1])  # (N, C): every dimension but the last is the batch
+        if self.training and self.synced and dist.is_initialized():
+            return self._synced(flat, shared_first_row).view_as(x)
         weight, eps = self.weight, self.eps
         if self.training:
             # torch's fused batch_norm divides by the biased variance v_b = v_u (N-1)/N; the lecture
@@ -55,3 +64,17 @@ class BatchNorm(nn.Module):
             flat, self.running_mean, self.running_var, weight, self.bias, self.training, self.momentum, eps
         )
         return out.view_as(x)
+
+    def _synced(self, flat: torch.Tensor, shared_first_row: bool) -> torch.Tensor:
+        """The statistics of the rows of all ranks together, in two passes for accuracy. The sums go
+        through a differentiable all-reduce, so gradients flow to every rank's rows, as in torch's
+        SyncBatchNorm."""
+        counted = flat[1:] if shared_first_row and dist.get_rank() != 0 else flat
+        n = torch.tensor([float(len(counted))], device=flat.device, dtype=flat.dtype)
+        dist.all_reduce(n)
+        mean = all_reduce_sum(counted.sum(0)) / n  # (C,)
+        var = all_reduce_sum(((counted - mean) ** 2).sum(0)) / (n - 1)  # (C,), unbiased
+        with torch.no_grad():
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var, self.momentum)
+        return (flat - mean) * (self.weight * torch.rsqrt(var + self.eps)) + self.bias

@@ -156,8 +156,8 @@ class DilatedLayer(nn.Module):
         w0, w1 = self.conv.weight.unbind(-1)  # (n_out, n_in) each
         return self.activate(F.linear(right, w1) + F.linear(left, w0))
 
-    def activate(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.norm(x))
+    def activate(self, x: torch.Tensor, shared_first_row: bool = False) -> torch.Tensor:
+        return torch.tanh(self.norm(x, shared_first_row))
 
     def forward_packed(self, h: torch.Tensor, far: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
         """h (1 + R, n_in): the all-'.' node, then the packed characters of a batch of names.
@@ -171,7 +171,7 @@ class DilatedLayer(nn.Module):
         x = x.index_add(0, near, F.linear(h[:1], w0).expand(len(near), -1))  # the padding, once
         if len(far):
             x = x.index_add(0, far, F.linear(h[far - self.dilation], w0))  # (N, n_out)
-        return self.activate(x)
+        return self.activate(x, shared_first_row=True)
 
 
 class ConvWaveNet(nn.Module):

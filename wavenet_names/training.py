@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
+from . import distributed
 from .checkpoint import save_checkpoint
 from .data import NameBatches, Vocab, WindowBatches, split_words
 from .models import ModelConfig, build_model
@@ -136,10 +138,12 @@ class Trainer:
     seconds: float = 0.0  # training time so far, over all resumed sessions
     train_losses: list[float] = field(default_factory=list)  # one per step, for the loss plot
     history: list[dict] = field(default_factory=list)  # one record per evaluation
+    context: distributed.Context = field(default_factory=distributed.Context)
 
     def __post_init__(self):
         torch.manual_seed(self.config.seed)
-        self.model = build_model(self.model_config).to(self.device)
+        self.model = build_model(self.model_config).to(self.device)  # the raw module: what checkpoints hold
+        self.forward = self.model  # what trains: a DistributedDataParallel wrapper when there are ranks
         block = self.model_config.context
         kind = self.model_config.kind
         self.train_batches = make_batches(kind, self.splits.train, self.splits.vocab, block, self.device)
@@ -156,19 +160,31 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=self.config.lr)
 
+    def distribute(self, context: distributed.Context) -> "Trainer":
+        """Train as one of context.world_size ranks, each on its share of every batch."""
+        if self.config.batch_size < context.world_size:
+            raise ValueError(f"--batch-size {self.config.batch_size} is smaller than the {context.world_size} ranks")
+        self.context = context
+        distributed.sync_batchnorm(self.model)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.forward = DistributedDataParallel(self.model, device_ids=device_ids)
+        return self
+
     def train_step(self) -> tuple[torch.Tensor, int]:
         """One update; returns the batch loss (a tensor, so that the GPU need not wait) and how many
-        positions it trained."""
-        inputs, targets = self.train_batches.sample(self.config.batch_size, self.generator)
+        positions this rank trained."""
+        rank, world_size = self.context.rank, self.context.world_size
+        inputs, targets, weight = self.train_batches.sample(self.config.batch_size, self.generator, rank, world_size)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step)
         self.model.train()
-        _, loss = self.model(inputs, targets)
+        _, loss = self.forward(inputs, targets)  # the mean over this rank's positions
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight).backward()  # averaged over ranks: the mean over the whole batch's positions
         self.optimizer.step()
         self.step += 1
-        return loss.detach(), targets.numel() if targets.ndim == 1 else int((targets != -1).sum())
+        batch_loss = distributed.mean_over_ranks(loss.detach() * weight)
+        return batch_loss, targets.numel() if targets.ndim == 1 else int((targets != -1).sum())
 
     def checkpoint(self) -> dict:
         return {
@@ -223,18 +239,20 @@ def fit(
     out.mkdir(parents=True, exist_ok=True)
     config, record = trainer.config, None
     recent, positions, t0 = [], 0, time.perf_counter()
+    main = trainer.context.is_main  # only rank 0 evaluates and writes
     while trainer.step < config.steps:
-        if should_stop():
+        if distributed.any_rank(should_stop(), trainer.device):
             trainer.seconds += time.perf_counter() - t0
             trainer.train_losses += torch.stack(recent).float().tolist() if recent else []
-            save_checkpoint(trainer.checkpoint(), out / "last.pt")
+            if main:
+                save_checkpoint(trainer.checkpoint(), out / "last.pt")
             raise TrainingInterrupted(trainer.step, out / "last.pt")
         loss, n = trainer.train_step()
         recent.append(loss)
         positions += n
         if on_step is not None:
             on_step(trainer.step, loss, positions / (time.perf_counter() - t0 + 1e-9))
-        if trainer.step % config.eval_every == 0 or trainer.step == config.steps:
+        if main and (trainer.step % config.eval_every == 0 or trainer.step == config.steps):
             trainer.seconds += time.perf_counter() - t0
             record = _evaluation(
                 trainer, out, torch.stack(recent).float().tolist(), positions, time.perf_counter() - t0

@@ -1,0 +1,45 @@
+"""Data-parallel training: 2 CPU ranks (gloo) under the standard launcher train the model that one
+process trains on the whole batch, and their checkpoint resumes in a single process."""
+
+import subprocess
+import sys
+
+import pytest
+
+from wavenet_names.checkpoint import load_checkpoint
+
+TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--eval-every", "10", "--samples", "2", "--seed", "3"]
+
+
+def wavenet_names(*args, ranks=None):
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks else []
+    result = subprocess.run(
+        [sys.executable, *launcher, "-m", "wavenet_names", *args], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory, all_words):
+    path = tmp_path_factory.mktemp("data") / "names.txt"
+    path.write_text("\n".join(all_words[:400]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("model", ["conv", "hierarchical"])
+def test_two_ranks_train_the_single_process_model(tmp_path, data_file, model):
+    args = ["train", "--model", model, "--data", str(data_file), "--steps", "20", "--batch-size", "32", *TINY]
+    two = wavenet_names(*args, "--out", str(tmp_path / "two"), ranks=2)
+    wavenet_names(*args, "--out", str(tmp_path / "one"))
+    a, b = load_checkpoint(tmp_path / "two" / "last.pt"), load_checkpoint(tmp_path / "one" / "last.pt")
+    assert a["step"] == b["step"] == 20
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    for key in b["model"]:  # weights and BatchNorm running statistics alike
+        diff = (a["model"][key].float() - b["model"][key].float()).abs().max().item()
+        assert diff <= 1e-5, f"{key}: {diff}"
+    assert sum(line.startswith("train ") for line in two.stdout.splitlines()) == 1  # rank 0 alone reports
+
+    resumed = wavenet_names("train", "--out", str(tmp_path / "two"), "--resume", "--steps", "25", "--samples", "0")
+    assert load_checkpoint(tmp_path / "two" / "last.pt")["step"] == 25
+    assert "val" in resumed.stdout

@@ -49,3 +49,22 @@ def test_eval_mode_with_a_batch_of_one_is_finite(model):
     model.eval()
     logits, _ = model(torch.zeros(1, 8, dtype=torch.long))
     assert torch.isfinite(logits).all()
+
+
+def test_the_lectures_batch_norm_bug_keeps_per_position_statistics():
+    """Preset 3 of the lecture's table: (B, T, C) normalised over B alone, one statistic per position."""
+    from wavenet_names.layers import BatchDimOnlyBatchNorm
+
+    x = torch.randn(16, 4, 5, dtype=torch.float64) + torch.arange(4, dtype=torch.float64)[:, None] * 3
+    norm = BatchDimOnlyBatchNorm(5, positions=4).double()
+    y = norm(x)
+    torch.testing.assert_close(y, (x - x.mean(0)) / torch.sqrt(x.var(0) + norm.eps))
+    assert y.mean(0).abs().max() < 1e-12  # every position centred on its own
+    torch.testing.assert_close(norm.running_mean, 0.1 * x.mean(0))  # (T, C) running estimates
+    norm.eval()
+    torch.testing.assert_close(norm(x), (x - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps))
+    model = HierarchicalMLP(27, 10, 68, 3, batchnorm_bug=True)
+    assert sum(p.numel() for p in model.parameters()) == 22397  # the lecture's row 3
+    assert model(torch.zeros(2, 8, dtype=torch.long))[0].shape == (2, 27)
+    with pytest.raises(ValueError, match="no conv equivalent"):
+        ConvWaveNet.from_hierarchical(model)

@@ -4,20 +4,17 @@ Bad input ends in one line on stderr and exit status 2; Ctrl-C during training s
 """
 
 import argparse
-import json
 import os
 import signal
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from . import distributed
+from . import distributed, experiments
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DataError, Vocab, read_words
-from .models import ModelConfig, build_model, count_params
-from .plots import plot_losses
+from .models import ModelConfig, build_model
 from .sampling import SampleConfig, generate
 from .training import (
     LECTURE_RECIPE,
@@ -28,6 +25,7 @@ from .training import (
     Trainer,
     TrainingInterrupted,
     evaluate,
+    finish,
     fit,
     make_batches,
     resolve_device,
@@ -109,6 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--prefix", default="", help="start every name with these characters")
     sample.add_argument("--max-len", type=int, default=64, help="stop a name after this many characters")
     sample.set_defaults(run=cmd_sample)
+
+    experiment = commands.add_parser("experiment", help="the lecture's results table, or a sweep over options")
+    kinds = experiment.add_subparsers(dest="experiment", required=True, parser_class=Parser)
+    lecture = kinds.add_parser("lecture", help="train the lecture's performance log as presets, write a table")
+    quick_help = f"every step count divided by {experiments.QUICK_FACTOR}: the table in minutes"
+    lecture.add_argument("--quick", action="store_true", help=quick_help)
+    lecture.add_argument(
+        "--out", default="out/lecture", help="directory for the runs and results.md (default out/lecture)"
+    )
+    lecture.add_argument("--data", help="default: data/names.txt")
+    lecture.add_argument("--seed", type=int, default=42, help="default 42")
+    lecture.set_defaults(run=cmd_lecture)
+    sweep = kinds.add_parser("sweep", help="train every point of a grid or random search, resumably")
+    sweep_help = "a JSON sweep file (its format: help(wavenet_names.experiments.SweepConfig))"
+    sweep.add_argument("--config", required=True, help=sweep_help)
+    sweep.add_argument(
+        "--out", default="out/sweep", help="directory for the runs and results.jsonl (default out/sweep)"
+    )
+    sweep.add_argument("--data", help="default: data/names.txt")
+    sweep.set_defaults(run=cmd_sweep)
 
     ev = commands.add_parser("evaluate", help="print the mean loss of a checkpoint over a whole split")
     ev.add_argument("--checkpoint", default="out/model.pt", help="default out/model.pt")
@@ -217,24 +235,9 @@ def _run_with_progress(trainer: Trainer, out: Path) -> None:
 
 def _report(trainer: Trainer, out: Path, n_samples: int) -> int:
     """Final figures of the best checkpoint (model.pt), the loss plot, and a few samples."""
-    best = load_checkpoint(out / "model.pt", map_location=trainer.device)
-    model = build_model(trainer.model_config).to(trainer.device)
-    model.load_state_dict(best["model"])
-    train_loss = evaluate(model, trainer.train_batches)
-    metrics = {
-        "train_loss": train_loss,
-        "val_loss": best["best_val_loss"],
-        "steps": trainer.step,
-        "best_step": best["step"],
-        "seconds": round(trainer.seconds, 2),
-        "params": count_params(model),
-        "model": asdict(trainer.model_config),
-        "train_config": asdict(trainer.config),
-    }
-    _write_json(metrics, out / "metrics.json")
-    plot_losses(trainer.train_losses, trainer.history, out / "loss.png")
-    print(f"train {train_loss:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters, "
-          f"{trainer.step} steps, {trainer.seconds:.0f} s; best at step {best['step']})")  # fmt: skip
+    metrics, model = finish(trainer, out)
+    print(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters, "
+          f"{trainer.step} steps, {trainer.seconds:.0f} s; best at step {metrics['best_step']})")  # fmt: skip
     print(f"wrote {out / 'model.pt'}, {out / 'loss.png'}, {out / 'metrics.json'}")
     if n_samples:
         print("samples (* = in the training data):")
@@ -258,6 +261,35 @@ def _load_model(path: str, device: torch.device):
     return model.eval(), vocab, checkpoint
 
 
+def _experiment_data(args) -> tuple[Splits, str]:
+    data = args.data or TrainConfig.data
+    return Splits.from_words(read_words(data)), data
+
+
+def _print_run(name: str, metrics: dict) -> None:
+    print(f"{name}: train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  "
+          f"({metrics['params']:,} parameters, {metrics['seconds']:.0f} s)", flush=True)  # fmt: skip
+
+
+def cmd_lecture(args) -> int:
+    splits, data = _experiment_data(args)
+    out = Path(args.out)
+    rows = experiments.lecture_table(splits, data, out, args.quick, _run_with_progress, args.seed)
+    for row in rows:
+        _print_run(row["preset"], row)
+    print((out / "results.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    config = experiments.SweepConfig.load(args.config)
+    splits, data = _experiment_data(args)
+    out = Path(args.out)
+    experiments.sweep(config, splits, data, out, _run_with_progress, on_result=_print_run)
+    print(f"wrote {out / 'results.jsonl'}")
+    return 0
+
+
 def cmd_sample(args) -> int:
     config = SampleConfig(args.n, args.temperature, args.top_k, args.prefix, args.seed, args.max_len)
     model, vocab, checkpoint = _load_model(args.checkpoint, torch.device("cpu"))
@@ -274,9 +306,3 @@ def cmd_evaluate(args) -> int:
     batches = make_batches(checkpoint["model_config"]["kind"], words, vocab, model.block_size, device)
     print(f"{args.split} {evaluate(model, batches):.4f}")
     return 0
-
-
-def _write_json(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

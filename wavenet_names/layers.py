@@ -78,3 +78,25 @@ class BatchNorm(nn.Module):
             self.running_mean.lerp_(mean, self.momentum)
             self.running_var.lerp_(var, self.momentum)
         return (flat - mean) * (self.weight * torch.rsqrt(var + self.eps)) + self.bias
+
+
+class BatchDimOnlyBatchNorm(BatchNorm):
+    """The lecture's second batch-norm bug, kept only to reproduce its results table: a (B, T, C)
+    input is normalised over the batch dimension alone, so each of the T positions has statistics of
+    its own, and (as in the lecture, whose buffers broadcast to (1, T, C)) running estimates of its own.
+    """
+
+    def __init__(self, dim: int, positions: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__(dim, eps, momentum)
+        self.register_buffer("running_mean", torch.zeros(positions, dim))
+        self.register_buffer("running_var", torch.ones(positions, dim))
+
+    def forward(self, x: torch.Tensor, shared_first_row: bool = False) -> torch.Tensor:
+        if self.training:
+            var, mean = torch.var_mean(x, dim=0)  # (T, C), or (C,) for the tree's top (B, C)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.view_as(self.running_mean), self.momentum)
+                self.running_var.lerp_(var.view_as(self.running_var), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean) * (self.weight * torch.rsqrt(var + self.eps)) + self.bias

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .layers import BatchNorm, FlattenConsecutive
+from .layers import BatchDimOnlyBatchNorm, BatchNorm, FlattenConsecutive
 
 
 @dataclass
@@ -29,6 +29,7 @@ class ModelConfig:
     n_hidden: int = 128
     n_layers: int = 3
     block_size: int | None = None  # flat only; None means 2**n_layers
+    batchnorm_bug: bool = False  # hierarchical only: the lecture's batch-dimension-only statistics
 
     def __post_init__(self):
         if self.kind not in MODELS:
@@ -38,6 +39,8 @@ class ModelConfig:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.block_size is not None and self.block_size < 1:
             raise ValueError(f"block-size must be at least 1, got {self.block_size}")
+        if self.batchnorm_bug and self.kind != "hierarchical":
+            raise ValueError("the lecture's batch-norm bug is an option of the hierarchical model only")
 
     @property
     def context(self) -> int:
@@ -50,7 +53,9 @@ class ModelConfig:
 def build_model(config: ModelConfig) -> nn.Module:
     if config.kind == "flat":
         return FlatMLP(config.vocab_size, config.n_embd, config.n_hidden, config.context)
-    return MODELS[config.kind](config.vocab_size, config.n_embd, config.n_hidden, config.n_layers)
+    if config.kind == "hierarchical":
+        return HierarchicalMLP(config.vocab_size, config.n_embd, config.n_hidden, config.n_layers, config.batchnorm_bug)
+    return ConvWaveNet(config.vocab_size, config.n_embd, config.n_hidden, config.n_layers)
 
 
 def count_params(model: nn.Module) -> int:
@@ -102,7 +107,7 @@ class HierarchicalMLP(nn.Module):
     are fused in pairs, then pairs of pairs, ..., by n_layers [FlattenConsecutive(2), Linear, BatchNorm,
     Tanh] layers. A window costs 2**n_layers - 1 node evaluations; see ConvWaveNet for the shared way."""
 
-    def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int):
+    def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int, batchnorm_bug: bool = False):
         super().__init__()
         self.block_size = 2**n_layers
         self.wte = nn.Embedding(vocab_size, n_embd)
@@ -110,7 +115,9 @@ class HierarchicalMLP(nn.Module):
             nn.Sequential(
                 FlattenConsecutive(2),
                 nn.Linear(2 * (n_embd if i == 0 else n_hidden), n_hidden, bias=False),
-                BatchNorm(n_hidden),
+                BatchDimOnlyBatchNorm(n_hidden, positions=2 ** (n_layers - i - 1))
+                if batchnorm_bug
+                else BatchNorm(n_hidden),
                 nn.Tanh(),
             )
             for i in range(n_layers)
@@ -289,6 +296,8 @@ class ConvWaveNet(nn.Module):
     @classmethod
     def from_hierarchical(cls, tree: HierarchicalMLP) -> "ConvWaveNet":
         """A convolutional model that computes the same function as `tree`."""
+        if isinstance(tree.tree[0][2], BatchDimOnlyBatchNorm):
+            raise ValueError("a tree with the lecture's batch-norm bug has per-position statistics: no conv equivalent")
         model = _empty_like(cls, tree)
         with torch.no_grad():
             for layer, node in zip(model.layers, tree.tree, strict=True):

@@ -8,6 +8,7 @@ through callbacks, and the CLI draws the progress bar.
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,9 +18,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import NameBatches, Vocab, WindowBatches, split_words
-from .models import ModelConfig, build_model
+from .models import ModelConfig, build_model, count_params
+from .plots import plot_losses
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "names.txt"
 OPTIMIZERS = ("sgd", "adamw")
@@ -285,3 +287,32 @@ def _evaluation(trainer: Trainer, out: Path, losses: list[float], positions: int
     with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
     return record
+
+
+def finish(trainer: Trainer, out: Path) -> tuple[dict, torch.nn.Module]:
+    """The final figures of a run, from its best checkpoint (model.pt): the loss over the whole
+    training split and the best validation loss. Writes metrics.json and loss.png; returns the
+    figures and the best model."""
+    best = load_checkpoint(out / "model.pt", map_location=trainer.device)
+    model = build_model(trainer.model_config).to(trainer.device)
+    model.load_state_dict(best["model"])
+    metrics = {
+        "train_loss": evaluate(model, trainer.train_batches),
+        "val_loss": best["best_val_loss"],
+        "steps": trainer.step,
+        "best_step": best["step"],
+        "seconds": round(trainer.seconds, 2),
+        "params": count_params(model),
+        "model": asdict(trainer.model_config),
+        "train_config": asdict(trainer.config),
+    }
+    write_json(metrics, out / "metrics.json")
+    plot_losses(trainer.train_losses, trainer.history, out / "loss.png")
+    return metrics, model.eval()
+
+
+def write_json(data, path: Path) -> None:
+    """Atomically, like the checkpoints: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,211 @@
+"""Experiments: the lecture's performance log as named presets, and sweeps over options.
+
+Every run trains into a directory of its own and is resumable: a run whose metrics.json exists is
+done and read back, a run with only last.pt continues from it, so an interrupted table or sweep is
+finished by running the same command again.
+"""
+
+import itertools
+import json
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .checkpoint import load_checkpoint
+from .models import ModelConfig
+from .training import LECTURE_RECIPE, Splits, TrainConfig, Trainer, finish, resolve_device, write_json
+
+# what runs a Trainer to its end, writing into a directory: the CLI's fit with a progress bar
+Runner = Callable[[Trainer, Path], None]
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    model: dict  # ModelConfig fields
+    train: dict  # TrainConfig fields
+    lecture: tuple[float, float] | None = None  # (train, val) in the lecture's log
+
+
+LECTURE_PRESETS = [
+    Preset("flat-3", "flat MLP, 3-character context, 200 hidden",
+           dict(kind="flat", n_embd=10, n_hidden=200, block_size=3), LECTURE_RECIPE, (2.058, 2.105)),
+    Preset("flat-8", "flat MLP, 8-character context",
+           dict(kind="flat", n_embd=10, n_hidden=200, block_size=8), LECTURE_RECIPE, (1.918, 2.027)),
+    Preset("tree-22k-bug", "hierarchical, batch-norm over the batch dimension only (the lecture's bug)",
+           dict(kind="hierarchical", n_embd=10, n_hidden=68, n_layers=3, batchnorm_bug=True), LECTURE_RECIPE,
+           (1.941, 2.029)),
+    Preset("tree-22k", "hierarchical, batch-norm over batch and position (the fix)",
+           dict(kind="hierarchical", n_embd=10, n_hidden=68, n_layers=3), LECTURE_RECIPE, (1.912, 2.022)),
+    Preset("tree-76k", "hierarchical, n_embd 24, n_hidden 128",
+           dict(kind="hierarchical", n_embd=24, n_hidden=128, n_layers=3), LECTURE_RECIPE, (1.769, 1.993)),
+    Preset("conv-76k", "the same 76K tree as ConvWaveNet on whole names (the default `train`)",
+           dict(kind="conv", n_embd=24, n_hidden=128, n_layers=3), {}),
+]  # fmt: skip
+QUICK_FACTOR = 20  # --quick divides every step count by this
+
+
+def run(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, runner: Runner) -> dict:
+    """Train one configuration into `out`, or continue or read back what is there. Returns metrics."""
+    if (out / "metrics.json").exists():
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        _check_same(metrics["model"], metrics["train_config"], model_config, config, out)
+        return metrics
+    device = resolve_device(config.device)
+    if (out / "last.pt").exists():
+        checkpoint = load_checkpoint(out / "last.pt", map_location=device)
+        _check_same(checkpoint["model_config"], checkpoint["train_config"], model_config, config, out)
+        trainer = Trainer.from_checkpoint(checkpoint, splits, device)
+    else:
+        trainer = Trainer(model_config, config, splits, device)
+    runner(trainer, out)
+    return finish(trainer, out)[0]
+
+
+def _check_same(saved_model: dict, saved_train: dict, model_config, config, out: Path) -> None:
+    if saved_model != asdict(model_config) or saved_train != asdict(config):
+        raise ValueError(f"{out} holds a run with other settings; choose another --out to keep both")
+
+
+def lecture_table(splits: Splits, data: str, out: Path, quick: bool, runner: Runner, seed: int = 42) -> list[dict]:
+    """Run every preset of the lecture's log; write results.json and results.md into `out`."""
+    rows = []
+    for preset in LECTURE_PRESETS:
+        train = {**preset.train, "data": data, "seed": seed}
+        if quick:
+            steps = train.get("steps", TrainConfig.steps) // QUICK_FACTOR
+            train.update(
+                steps=steps, eval_every=max(1, train.get("eval_every", TrainConfig.eval_every) // QUICK_FACTOR)
+            )
+            train["warmup"] = min(train.get("warmup", TrainConfig.warmup), steps // 10)
+        model_config = ModelConfig(vocab_size=len(splits.vocab), **preset.model)
+        metrics = run(model_config, TrainConfig(**train), splits, out / preset.name, runner)
+        rows.append(_row(preset, metrics))
+        _write_table(rows, out, quick)
+    return rows
+
+
+def _row(preset: Preset, metrics: dict) -> dict:
+    lecture_train, lecture_val = preset.lecture or (None, None)
+    keep = ("params", "train_loss", "val_loss", "steps", "seconds")
+    return {"preset": preset.name, "description": preset.description, **{k: metrics[k] for k in keep},
+            "lecture_train_loss": lecture_train, "lecture_val_loss": lecture_val}  # fmt: skip
+
+
+def _write_table(rows: list[dict], out: Path, quick: bool) -> None:
+    write_json(rows, out / "results.json")
+    scale = f" (--quick: steps / {QUICK_FACTOR})" if quick else ""
+    lines = [f"Lecture presets{scale}, on the lecture's split.", "",
+             "| preset | what | params | train | val | lecture train | lecture val | steps | seconds |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for r in rows:
+        lecture = [f"{r[k]:.3f}" if r[k] is not None else "-" for k in ("lecture_train_loss", "lecture_val_loss")]
+        losses = f"{r['train_loss']:.4f} | {r['val_loss']:.4f} | {lecture[0]} | {lecture[1]}"
+        lines.append(f"| {r['preset']} | {r['description']} | {r['params']:,} | {losses} | {r['steps']:,} | "
+                     f"{r['seconds']:.0f} |")  # fmt: skip
+    tmp = out / ".results.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(out / "results.md")
+
+
+# --- sweeps -----------------------------------------------------------------------------------------
+
+MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"vocab_size", "kind"} | {"model"}
+TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+
+
+@dataclass
+class SweepConfig:
+    """A sweep file (JSON):
+
+        {"base": {"steps": 2000},                      # options every run shares
+         "grid": {"lr": [0.001, 0.003], "n_hidden": [128, 256]},
+         "seeds": [42, 43],                            # every point once per seed (default [42])
+         "search": "grid",                             # or "random": `samples` random points
+         "samples": 8}
+
+    Keys are the options of `wavenet-names train` with underscores ("model", "n_hidden", "lr", ...).
+    """
+
+    base: dict
+    grid: dict
+    seeds: list
+    search: str = "grid"
+    samples: int | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SweepConfig":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such sweep file") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a JSON sweep file ({e})") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("grid", {}), dict):
+            raise ValueError(f'{path}: expected an object with "grid": {{"option": [values, ...]}}')
+        unknown = set(raw) - {"base", "grid", "seeds", "search", "samples"}
+        if unknown:
+            raise ValueError(f"{path}: unknown key {sorted(unknown)[0]!r}")
+        config = cls(raw.get("base", {}), raw.get("grid", {}), raw.get("seeds", [42]), raw.get("search", "grid"),
+                     raw.get("samples"))  # fmt: skip
+        config.validate(path)
+        return config
+
+    def validate(self, path) -> None:
+        for key in [*self.base, *self.grid]:
+            if key not in MODEL_KEYS | TRAIN_KEYS or key == "seed":
+                raise ValueError(f'{path}: {key!r} is not an option of train (seeds go in "seeds")')
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"{path}: grid {key!r} must be a non-empty list of values")
+        if self.search not in ("grid", "random"):
+            raise ValueError(f'{path}: "search" must be "grid" or "random"')
+        if self.search == "random" and not (isinstance(self.samples, int) and self.samples >= 1):
+            raise ValueError(f'{path}: a random search needs "samples": a whole number >= 1')
+        if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
+            raise ValueError(f'{path}: "seeds" must be a non-empty list of whole numbers')
+
+    def points(self) -> list[dict]:
+        """Every option setting to run, seeds included, in a fixed order."""
+        keys = sorted(self.grid)
+        grid = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        if self.search == "random":
+            rng = random.Random(0)
+            grid = [{k: rng.choice(self.grid[k]) for k in keys} for _ in range(self.samples)]
+        return [{**point, "seed": seed} for point in grid for seed in self.seeds]
+
+
+def run_name(point: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in point.items()).replace("/", "_")
+
+
+def configs_for(options: dict, vocab_size: int, data: str) -> tuple[ModelConfig, TrainConfig]:
+    model = {k: v for k, v in options.items() if k in MODEL_KEYS}
+    kind = model.pop("model", "conv")
+    train = {k: v for k, v in options.items() if k in TRAIN_KEYS}
+    if kind != "conv":
+        train = {**LECTURE_RECIPE, **train}
+    if kind == "flat":
+        model.setdefault("block_size", 3)
+    return ModelConfig(kind=kind, vocab_size=vocab_size, **model), TrainConfig(**{"data": data, **train})
+
+
+def sweep(sweep_config: SweepConfig, splits: Splits, data: str, out: Path, runner: Runner,
+          on_result: Callable[[str, dict], None] | None = None) -> list[dict]:  # fmt: skip
+    """Run every point of the sweep (skipping those done); results.jsonl gets one row per run."""
+    rows = []
+    for point in sweep_config.points():
+        name = run_name(point)
+        model_config, config = configs_for({**sweep_config.base, **point}, len(splits.vocab), data)
+        metrics = run(model_config, config, splits, out / "runs" / name, runner)
+        rows.append({"run": name, **point, "params": metrics["params"], "train_loss": metrics["train_loss"],
+                     "val_loss": metrics["val_loss"], "seconds": metrics["seconds"]})  # fmt: skip
+        tmp = out / ".results.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        tmp.replace(out / "results.jsonl")
+        if on_result is not None:
+            on_result(name, rows[-1])
+    return rows

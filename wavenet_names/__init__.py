@@ -2,6 +2,8 @@
 
 from .data import DataError, Vocab, encode_names, pad_batch, read_words, split_words, windows
 from .layers import BatchNorm, FlattenConsecutive
-from .models import ConvWaveNet, FlatMLP, HierarchicalMLP, ModelConfig, build_model, count_params
+from .mlp import FlatMLP, HierarchicalMLP
+from .models import ModelConfig, build_model, count_params
+from .wavenet import Blocks, ConvWaveNet
 
 __version__ = "0.1.0"

@@ -39,6 +39,7 @@ MODEL_DEFAULTS = {
     "flat": dict(n_embd=10, n_hidden=200, n_layers=3, block_size=3),
 }
 RESUMABLE = {"steps", "eval_every", "device"}  # what --resume may change
+MODEL_OPTIONS = ("n_embd", "n_hidden", "n_layers", "gated", "residual", "skip", "cycles", "dropout", "norm")
 
 
 class Parser(argparse.ArgumentParser):
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--n-hidden", type=int, help="hidden units per layer (default 128; flat 200)")
     train.add_argument("--n-layers", type=int, help="tree levels; the context is 2**n-layers characters (default 3)")
     train.add_argument("--block-size", type=int, help="context length of the flat model (default 3)")
+    blocks = train.add_argument_group("WaveNet blocks (conv only; the defaults are the lecture's tree)")
+    blocks.add_argument("--gated", action="store_true", default=None, help="tanh(W_f x) * sigmoid(W_g x) units")
+    blocks.add_argument("--residual", action="store_true", default=None, help="residual 1x1 connections")
+    blocks.add_argument("--skip", action="store_true", default=None, help="the head reads the sum of skip connections")
+    blocks.add_argument("--cycles", type=int, help="repeat the dilations 1, 2, ... this many times (default 1)")
+    blocks.add_argument("--dropout", type=float, help="dropout on each layer's activation (default 0)")
+    blocks.add_argument("--norm", choices=("batch", "layer", "none"), help="normalisation (default batch)")
     train.add_argument(
         "--steps", type=int, help=f"optimizer steps (default {TrainConfig.steps}; lecture recipe 200000)"
     )
@@ -141,7 +149,7 @@ def _configs(args) -> tuple[ModelConfig, dict]:
     """ModelConfig and the TrainConfig fields from the options given, with per-model defaults."""
     kind = args.model or "conv"
     sizes = {**MODEL_DEFAULTS[kind]}
-    for name in ("n_embd", "n_hidden", "n_layers", "block_size"):
+    for name in (*MODEL_OPTIONS, "block_size"):
         if getattr(args, name) is not None:
             sizes[name] = getattr(args, name)
     if args.block_size is not None and kind != "flat":
@@ -190,8 +198,8 @@ def _rank_device(device: torch.device, context: distributed.Context) -> torch.de
 
 def _resume(args, out: Path, context: distributed.Context) -> Trainer:
     checkpoint = load_checkpoint(out / "last.pt")
-    fixed = [f"--{k.replace('_', '-')}" for k in ("model", "n_embd", "n_hidden", "n_layers", "block_size", "data",
-             "batch_size", "optimizer", "lr", "schedule", "warmup", "weight_decay", "seed")
+    train_options = ("data", "batch_size", "optimizer", "lr", "schedule", "warmup", "weight_decay", "seed")
+    fixed = [f"--{k.replace('_', '-')}" for k in ("model", *MODEL_OPTIONS, "block_size", *train_options)
              if getattr(args, k) is not None]  # fmt: skip
     if fixed:
         raise ValueError(f"--resume continues the saved run; it cannot change {', '.join(fixed)}")
@@ -274,7 +282,8 @@ def _print_run(name: str, metrics: dict) -> None:
 def cmd_lecture(args) -> int:
     splits, data = _experiment_data(args)
     out = Path(args.out)
-    rows = experiments.lecture_table(splits, data, out, args.quick, _run_with_progress, args.seed)
+    scale = experiments.QUICK_FACTOR if args.quick else 1
+    rows = experiments.lecture_table(splits, data, out, _run_with_progress, scale, args.seed)
     for row in rows:
         _print_run(row["preset"], row)
     print((out / "results.md").read_text(encoding="utf-8"))

@@ -69,21 +69,21 @@ def _check_same(saved_model: dict, saved_train: dict, model_config, config, out:
         raise ValueError(f"{out} holds a run with other settings; choose another --out to keep both")
 
 
-def lecture_table(splits: Splits, data: str, out: Path, quick: bool, runner: Runner, seed: int = 42) -> list[dict]:
-    """Run every preset of the lecture's log; write results.json and results.md into `out`."""
+def lecture_table(splits: Splits, data: str, out: Path, runner: Runner, scale: int = 1, seed: int = 42) -> list[dict]:
+    """Run every preset of the lecture's log, with its step counts divided by `scale`; write
+    results.json and results.md into `out`."""
     rows = []
     for preset in LECTURE_PRESETS:
         train = {**preset.train, "data": data, "seed": seed}
-        if quick:
-            steps = train.get("steps", TrainConfig.steps) // QUICK_FACTOR
-            train.update(
-                steps=steps, eval_every=max(1, train.get("eval_every", TrainConfig.eval_every) // QUICK_FACTOR)
-            )
+        if scale > 1:
+            steps = max(1, train.get("steps", TrainConfig.steps) // scale)
+            eval_every = max(train.get("eval_every", TrainConfig.eval_every) // scale, steps // 5, 1)  # <= 5 evals
+            train.update(steps=steps, eval_every=eval_every)
             train["warmup"] = min(train.get("warmup", TrainConfig.warmup), steps // 10)
         model_config = ModelConfig(vocab_size=len(splits.vocab), **preset.model)
         metrics = run(model_config, TrainConfig(**train), splits, out / preset.name, runner)
         rows.append(_row(preset, metrics))
-        _write_table(rows, out, quick)
+        _write_table(rows, out, scale)
     return rows
 
 
@@ -94,10 +94,10 @@ def _row(preset: Preset, metrics: dict) -> dict:
             "lecture_train_loss": lecture_train, "lecture_val_loss": lecture_val}  # fmt: skip
 
 
-def _write_table(rows: list[dict], out: Path, quick: bool) -> None:
+def _write_table(rows: list[dict], out: Path, scale: int) -> None:
     write_json(rows, out / "results.json")
-    scale = f" (--quick: steps / {QUICK_FACTOR})" if quick else ""
-    lines = [f"Lecture presets{scale}, on the lecture's split.", "",
+    scaled = f" (step counts / {scale})" if scale > 1 else ""
+    lines = [f"Lecture presets{scaled}, on the lecture's split.", "",
              "| preset | what | params | train | val | lecture train | lecture val | steps | seconds |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for r in rows:

@@ -1,0 +1,96 @@
+"""The experiment harness: the lecture's presets and sweeps, both resumable."""
+
+import json
+
+import pytest
+
+from wavenet_names import experiments
+from wavenet_names.cli import main
+from wavenet_names.experiments import SweepConfig
+from wavenet_names.models import ModelConfig
+from wavenet_names.training import Splits, TrainConfig, TrainingInterrupted, fit
+
+
+@pytest.fixture
+def splits(all_words, vocab):
+    return Splits.from_words(all_words[:300], vocab)  # the full vocabulary: the lecture's parameter counts
+
+
+def plain(trainer, out):
+    fit(trainer, out)
+
+
+def never(trainer, out):
+    raise AssertionError("a finished run was trained again")
+
+
+def test_lecture_presets_run_and_read_back(tmp_path, splits):
+    rows = experiments.lecture_table(splits, "tiny.txt", tmp_path, plain, scale=2000)  # 100 steps each
+    assert [r["preset"] for r in rows] == [p.name for p in experiments.LECTURE_PRESETS]
+    assert [r["params"] for r in rows] == [12097, 22097, 22397, 22397, 76579, 76579]
+    assert [r["lecture_val_loss"] for r in rows[:5]] == [2.105, 2.027, 2.029, 2.022, 1.993]
+    assert all(r["steps"] == 100 for r in rows[:5]) and rows[5]["steps"] == 2
+    table = (tmp_path / "results.md").read_text()
+    assert all(p.name in table for p in experiments.LECTURE_PRESETS)
+    assert json.loads((tmp_path / "results.json").read_text()) == rows
+    assert experiments.lecture_table(splits, "tiny.txt", tmp_path, never, scale=2000) == rows
+
+
+def small(splits, **train):
+    model = ModelConfig(vocab_size=len(splits.vocab), n_embd=8, n_hidden=16, n_layers=2)
+    return model, TrainConfig(**{"steps": 20, "batch_size": 16, "eval_every": 5, **train})
+
+
+def test_an_interrupted_run_continues(tmp_path, splits):
+    model, config = small(splits)
+
+    def interrupted(trainer, out):
+        fit(trainer, out, should_stop=lambda: trainer.step == 8)
+
+    with pytest.raises(TrainingInterrupted):
+        experiments.run(model, config, splits, tmp_path, interrupted)
+    metrics = experiments.run(model, config, splits, tmp_path, plain)
+    assert metrics["steps"] == 20
+    other_model, other = small(splits, steps=30)
+    with pytest.raises(ValueError, match="other settings"):
+        experiments.run(other_model, other, splits, tmp_path, plain)
+
+
+def test_sweep_grid_and_random(tmp_path, splits):
+    config_file = tmp_path / "sweep.json"
+    base = {"steps": 6, "eval_every": 3, "batch_size": 8, "n_embd": 8, "n_layers": 2}
+    config_file.write_text(json.dumps({"base": base, "grid": {"lr": [0.001, 0.01], "n_hidden": [8]}, "seeds": [1, 2]}))
+    config = SweepConfig.load(config_file)
+    rows = experiments.sweep(config, splits, "tiny.txt", tmp_path / "out", plain)
+    assert [r["run"] for r in rows] == ["lr=0.001,n_hidden=8,seed=1", "lr=0.001,n_hidden=8,seed=2",
+                                        "lr=0.01,n_hidden=8,seed=1", "lr=0.01,n_hidden=8,seed=2"]  # fmt: skip
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["run"] for line in lines] == [r["run"] for r in rows]
+    assert rows[0]["val_loss"] != rows[2]["val_loss"]  # the options reached the runs
+    assert experiments.sweep(config, splits, "tiny.txt", tmp_path / "out", never) == rows
+
+    random_search = SweepConfig(base, {"lr": [0.001, 0.01, 0.1], "n_hidden": [8, 16]}, [1], "random", 3)
+    points = random_search.points()
+    assert len(points) == 3 and points == random_search.points()  # fixed for a given file
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such sweep file"),
+        ("{not json", "not a JSON sweep file"),
+        ('{"grid": {"lr": [0.1]}, "colour": 1}', "unknown key 'colour'"),
+        ('{"grid": {"learning_rate": [0.1]}}', "'learning_rate' is not an option"),
+        ('{"grid": {"lr": []}}', "non-empty list"),
+        ('{"grid": {"lr": [0.1]}, "search": "random"}', 'needs "samples"'),
+        ('{"grid": {"seed": [1, 2]}}', "seeds go in"),
+    ],
+)
+def test_bad_sweep_files(tmp_path, capsys, content, message):
+    path = tmp_path / "sweep.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["experiment", "sweep", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()

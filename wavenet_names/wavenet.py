@@ -1,0 +1,251 @@
+"""ConvWaveNet: the lecture's tree as dilated causal convolutions slid over whole names (WaveNet,
+arXiv:1609.03499), computing every tree node once per position instead of once per window; and, as
+options, the rest of a WaveNet block: gated units, residual and skip connections, repeated dilation
+cycles, dropout and a choice of normalisation.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .layers import BatchDimOnlyBatchNorm, BatchNorm
+from .mlp import HierarchicalMLP, _empty_like, _init_lecture, _loss
+
+NORMS = ("batch", "layer", "none")
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """What turns the lecture's tree into full WaveNet blocks. The defaults are the lecture's tree,
+    the one configuration that computes the same function as HierarchicalMLP."""
+
+    gated: bool = False  # tanh(W_f * x) * sigmoid(W_g * x) instead of tanh(W * x)
+    residual: bool = False  # every layer but the first adds a 1x1 projection of its output to its input
+    skip: bool = False  # the head reads relu(sum of every layer's 1x1 skip projection), not the last layer
+    cycles: int = 1  # the dilations 1, 2, ..., 2**(n_layers - 1), this many times over
+    dropout: float = 0.0  # on each layer's activation, in training
+    norm: str = "batch"  # batch: the lecture's BatchNorm; layer: LayerNorm; none
+
+    def __post_init__(self):
+        if self.cycles < 1:
+            raise ValueError(f"--cycles must be at least 1, got {self.cycles}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.norm not in NORMS:
+            raise ValueError(f"--norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+
+    @property
+    def lecture(self) -> bool:
+        return self == Blocks()
+
+
+class DilatedLayer(nn.Module):
+    """One level of the tree as a causal convolution: out[t] = act(norm(W0 x[t - dilation] + W1 x[t])).
+
+    W0 and W1 are the two taps of an nn.Conv1d(kernel_size=2) weight, which is the tree's Linear
+    weight split in its left and right halves. We apply them as two matmuls rather than through
+    Conv1d's kernel, which on a CPU is several times slower for this shape. Every way of feeding the
+    layer (pairs of columns, packed names, one cached step) computes the pre-activation its own way,
+    then calls finish().
+    """
+
+    def __init__(self, n_in: int, n_out: int, dilation: int, blocks: Blocks = Blocks(), residual: bool = False):
+        super().__init__()
+        self.dilation = dilation
+        n_conv = 2 * n_out if blocks.gated else n_out  # a gated unit has filter and gate channels
+        # the lecture's Linear has no bias, BatchNorm's beta does its work; so does LayerNorm's
+        self.conv = nn.Conv1d(n_in, n_conv, kernel_size=2, dilation=dilation, bias=blocks.norm == "none")
+        self.norm = {"batch": BatchNorm, "layer": nn.LayerNorm, "none": lambda n: nn.Identity()}[blocks.norm](n_conv)
+        self.gated = blocks.gated
+        self.dropout = nn.Dropout(blocks.dropout) if blocks.dropout > 0 else None
+        self.residual = nn.Linear(n_out, n_out) if residual else None
+        self.skip = nn.Linear(n_out, n_out) if blocks.skip else None
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor):
+        """left: the inputs `dilation` steps back (or one row that broadcasts), right: the current
+        inputs, both (..., n_in). Returns (out, skip) as finish() does."""
+        w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
+        return self.finish(F.linear(right, w1, self.conv.bias) + F.linear(left, w0), right)
+
+    def forward_packed(self, h: torch.Tensor, far: torch.Tensor, near: torch.Tensor):
+        """h (1 + R, n_in): the all-'.' node, then the packed characters of a batch of names.
+
+        A position more than `dilation` columns into its name (`far`) has its left input `dilation`
+        rows back in h; every other position (`near`) reaches into the padding, where the left input
+        is the all-'.' node h[0]: that half of the kernel is computed once and shared.
+        """
+        w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
+        x = F.linear(h, w1, self.conv.bias)  # (N, n_conv): the current inputs
+        x = x.index_add(0, near, F.linear(h[:1], w0).expand(len(near), -1))  # the padding, once
+        if len(far):
+            x = x.index_add(0, far, F.linear(h[far - self.dilation], w0))  # (N, n_conv)
+        return self.finish(x, h, shared_first_row=True)
+
+    def finish(self, pre: torch.Tensor, x: torch.Tensor, shared_first_row: bool = False):
+        """pre (..., n_conv): the convolution's output; x (..., n_in): the layer's current input.
+        Returns (out (..., n_out), skip (..., n_out) or None)."""
+        if isinstance(self.norm, BatchNorm):
+            pre = self.norm(pre, shared_first_row)  # row 0 is the shared all-'.' node (distributed)
+        else:
+            pre = self.norm(pre)
+        if self.gated:
+            f, g = pre.chunk(2, dim=-1)
+            z = torch.tanh(f) * torch.sigmoid(g)  # (..., n_out)
+        else:
+            z = torch.tanh(pre)
+        if self.dropout is not None:
+            z = self.dropout(z)
+        out = x + self.residual(z) if self.residual is not None else z
+        return out, self.skip(z) if self.skip is not None else None
+
+
+class ConvWaveNet(nn.Module):
+    """The lecture's tree as n_layers causal convolutions of kernel 2 and dilations 1, 2, 4, ...
+
+    idx (B, T): each row is block_size '.' tokens, then a name, right-padded. Output j predicts the
+    character after idx[:, j : j + block_size], so logits are (B, T - block_size + 1, vocab), and
+    targets, of the same shape, are -1 at padding. block_size is the receptive field, 2**n_layers
+    for the lecture's tree, cycles * (2**n_layers - 1) + 1 in general.
+
+    How the padding is made free (the reason this model exists):
+    - The left padding. A node whose receptive field holds only '.' tokens has the same value for
+      every name, so it is computed once per layer for the whole batch, in row 0 of a packed
+      sequence, instead of once per '.' column of every name. Row 0 is also every name's first
+      output ('........ -> e'). A position whose left input lies `dilation` steps back in the
+      padding reads row 0, which holds exactly what the padding columns would have held.
+    - The right padding. Positions with target -1 are dropped before the first layer: the real
+      characters of all names follow row 0, packed into one (1 + R, C) sequence, so a left input
+      inside the same name is exactly `dilation` rows back. Padding costs no compute, and it does
+      not enter the BatchNorm statistics.
+    A batch of names thus costs at most one node evaluation per layer and predicted character
+    (fewer: a left input in the padding is the shared row, whose half of the kernel is computed
+    once), against 2**n_layers - 1 for HierarchicalMLP. When idx does not start with block_size '.'
+    tokens (e.g. the lecture's windows themselves) the model runs as a plain valid convolution over
+    every column.
+
+    In training mode the BatchNorm statistics are those of the nodes computed: every distinct node
+    once, the all-'.' nodes included, while HierarchicalMLP recomputes a node for every window that
+    contains it and counts it that many times. So the two models compute the same function in eval
+    mode, where both use the running estimates, and not in training mode.
+    """
+
+    def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int, blocks: Blocks = Blocks()):
+        super().__init__()
+        self.blocks = blocks
+        self.block_size = blocks.cycles * (2**n_layers - 1) + 1
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        depth = n_layers * blocks.cycles
+        self.layers = nn.ModuleList(
+            DilatedLayer(n_embd if i == 0 else n_hidden, n_hidden, 2 ** (i % n_layers), blocks,
+                         # a residual needs equal sizes; with skips, the last layer's output feeds nothing
+                         residual=blocks.residual and i > 0 and not (blocks.skip and i == depth - 1))
+            for i in range(depth)
+        )  # fmt: skip
+        self.lm_head = nn.Linear(n_hidden, vocab_size)
+        _init_lecture(self)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        B, T = idx.shape
+        n_out = T - self.block_size + 1
+        if n_out < 1:
+            raise ValueError(f"idx needs at least block_size={self.block_size} columns, got {T}")
+        if targets is not None and targets.shape != (B, n_out):
+            raise ValueError(f"targets must be (B, T - block_size + 1) = {(B, n_out)}, got {tuple(targets.shape)}")
+        if not bool((idx[:, : self.block_size] == 0).all()):
+            logits = self._forward_full(idx)
+            return logits, _loss(logits, targets)
+        valid = self._valid_positions(targets, idx, n_out)  # (B, n_out) bool, True where predicted
+        real = valid[:, 1:]  # (B, n_out - 1): the positions whose last input is a real character
+        rows = torch.zeros_like(valid, dtype=torch.long)  # (B, n_out): each position's packed row
+        rows[:, 1:][real] = torch.arange(1, int(real.sum()) + 1, device=idx.device)  # column 0 is row 0
+        tokens = F.pad(idx[:, self.block_size :][real], (1, 0))  # (1 + R,): '.', then every character
+        col = F.pad(real.nonzero(as_tuple=True)[1] + 1, (1, 0))  # (1 + R,): the column in its name
+        h, skips = self.wte(tokens), []  # (1 + R, n_embd)
+        for layer in self.layers:
+            far = col > layer.dilation  # the left input is a character of the same name, not padding
+            h, skip = layer.forward_packed(h, far.nonzero().squeeze(1), (~far).nonzero().squeeze(1))
+            skips.append(skip)  # h: (1 + R, n_hidden)
+        logits = self._head(h, skips)[rows[valid]]  # (N, vocab), one row per valid position
+        if targets is None:
+            return logits.view(B, n_out, -1), None
+        loss = F.cross_entropy(logits, targets[valid])
+        return logits.new_zeros(B, n_out, logits.shape[-1]).masked_scatter(valid[..., None], logits), loss
+
+    def _head(self, h: torch.Tensor, skips: list) -> torch.Tensor:
+        """The logits from the last layer's output, or from the sum of the skip connections."""
+        return self.lm_head(F.relu(sum(skips)) if self.blocks.skip else h)
+
+    @staticmethod
+    def _valid_positions(targets: torch.Tensor | None, idx: torch.Tensor, n_out: int) -> torch.Tensor:
+        if targets is None:
+            return torch.ones(idx.shape[0], n_out, dtype=torch.bool, device=idx.device)
+        valid = targets != -1
+        lengths = valid.sum(1, keepdim=True)
+        if not torch.equal(valid, torch.arange(n_out, device=valid.device) < lengths):
+            raise ValueError("targets must be -1 only after each name (right padding)")
+        return valid
+
+    def _forward_full(self, idx: torch.Tensor) -> torch.Tensor:
+        """A plain valid dilated convolution over every column: each layer shortens T by its dilation."""
+        h, skips = self.wte(idx), []  # (B, T, n_embd)
+        for layer in self.layers:
+            h, skip = layer(h[:, : -layer.dilation], h[:, layer.dilation :])  # (B, T - dilation, n_hidden)
+            skips.append(skip)
+        n_out = h.shape[1]  # T - block_size + 1: earlier layers' skips are longer, keep their last columns
+        return self._head(h, [s[:, -n_out:] for s in skips] if self.blocks.skip else skips)
+
+    @torch.no_grad()
+    def init_cache(self, batch_size: int) -> "GenerationCache":
+        """Fast WaveNet generation (arXiv:1611.09482): each layer keeps the last `dilation` inputs it
+        has seen, so one new character costs one node per layer instead of a whole tree.
+
+        Every queue starts filled with the value its layer's input has on the all-'.' padding. The
+        cache also holds each layer's kernel as one contiguous (2 * n_in, n_conv) matrix, so a step
+        does not re-lay the Conv1d weight out: generate with the weights the cache was made with.
+        """
+        h = self.wte.weight[0].expand(batch_size, -1)  # (B, n_embd): the '.' token
+        queues, kernels = [], []
+        for layer in self.layers:
+            queues.append(h[:, None].expand(-1, layer.dilation, -1).clone())  # (B, dilation, n_in)
+            kernels.append(rearrange(layer.conv.weight, "h c k -> (k c) h").contiguous())  # [W0 | W1]^T
+            h, _ = layer(h, h)  # the node over all-'.' input, one level up
+        return GenerationCache(queues, kernels)
+
+    @torch.no_grad()
+    def step(self, cache: "GenerationCache", token: torch.Tensor) -> torch.Tensor:
+        """Feed one character per row, token (B,); returns the logits (B, vocab) for the next one.
+        Updates `cache` in place. Needs eval mode: BatchNorm's running statistics, not a batch's."""
+        h, skips = self.wte(token), []  # (B, n_embd)
+        for layer, queue, kernel in zip(self.layers, cache.queues, cache.kernels, strict=True):
+            slot = cache.t % layer.dilation  # a ring buffer: this slot holds the input `dilation` steps back
+            pair = torch.cat([queue[:, slot], h], dim=1)  # (B, 2 * n_in): [x[t - dilation], x[t]]
+            queue[:, slot] = h
+            pre = pair @ kernel if layer.conv.bias is None else torch.addmm(layer.conv.bias, pair, kernel)
+            h, skip = layer.finish(pre, h)  # (B, n_hidden)
+            skips.append(skip)
+        cache.t += 1
+        return self._head(h, skips)
+
+    @classmethod
+    def from_hierarchical(cls, tree: HierarchicalMLP) -> "ConvWaveNet":
+        """A convolutional model that computes the same function as `tree`."""
+        if isinstance(tree.tree[0][2], BatchDimOnlyBatchNorm):
+            raise ValueError("a tree with the lecture's batch-norm bug has per-position statistics: no conv equivalent")
+        model = _empty_like(cls, tree)
+        with torch.no_grad():
+            for layer, node in zip(model.layers, tree.tree, strict=True):
+                layer.conv.weight.copy_(rearrange(node[1].weight, "h (k c) -> h c k", k=2))
+                layer.norm.load_state_dict(node[2].state_dict())
+        return model
+
+
+@dataclass
+class GenerationCache:
+    """ConvWaveNet's generation state: per layer a ring buffer of its last inputs, and its kernel."""
+
+    queues: list[torch.Tensor]  # per layer (B, dilation, n_in)
+    kernels: list[torch.Tensor]  # per layer (2 * n_in, n_conv)
+    t: int = 0  # characters fed so far

@@ -228,3 +228,21 @@ def test_python_m_and_ctrl_c_saves_and_exits_cleanly(tmp_path, data_file):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err
     assert load_checkpoint(out_dir / "last.pt")["step"] >= 10
+
+
+def test_preset_best_reports_the_test_loss_once(tmp_path, data_file, capsys):
+    out = tmp_path / "best"
+    args = ["train", "--preset", "best", "--data", str(data_file), "--out", str(out), "--steps", "4", *TINY]
+    assert main([*args, "--eval-every", "2"]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_config"]["report_test"] is True
+    test_lines = [line for line in printed.splitlines() if line.startswith("test ")]
+    assert len(test_lines) == 1 and test_lines[0].startswith(f"test {metrics['test_loss']:.4f}")
+    assert metrics["model"]["n_hidden"] == 16  # an option given after the preset wins
+    best = load_checkpoint(out / "model.pt")
+    assert best["train_config"]["report_test"] is True and "test_loss" not in best  # never used to choose
+
+
+def test_without_report_test_there_is_no_test_loss(trained):
+    assert "test_loss" not in json.loads((trained / "metrics.json").read_text())

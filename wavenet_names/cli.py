@@ -72,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model (with no options: ConvWaveNet on data/names.txt)")
     train.add_argument("--data", help="text file, one item per line (default: data/names.txt)")
     train.add_argument("--out", default="out", help="directory for model.pt, last.pt, loss.png, metrics (default: out)")
+    train.add_argument(
+        "--preset",
+        choices=list(experiments.TRAIN_PRESETS),
+        help="a tested configuration; options given after it still apply. " + experiments.PRESET_HELP,
+    )
+    train.add_argument(
+        "--report-test",
+        action="store_true",
+        default=None,
+        help="evaluate the test split once, at the end (choose models by val, never by test)",
+    )
     train.add_argument("--model", choices=list(MODEL_DEFAULTS),
                        help="conv: dilated convolutions over whole names (default); hierarchical, flat: the "
                             "lecture's per-position models, trained with the lecture's recipe")  # fmt: skip
@@ -146,9 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configs(args) -> tuple[ModelConfig, dict]:
-    """ModelConfig and the TrainConfig fields from the options given, with per-model defaults."""
-    kind = args.model or "conv"
-    sizes = {**MODEL_DEFAULTS[kind]}
+    """ModelConfig and the TrainConfig fields: per-model defaults, then the --preset's, then the
+    options given."""
+    preset = experiments.TRAIN_PRESETS[args.preset] if args.preset else None
+    kind = args.model or (preset.model["kind"] if preset else "conv")
+    sizes = {**MODEL_DEFAULTS[kind], **(preset.model if preset and preset.model["kind"] == kind else {})}
+    sizes.pop("kind", None)
     for name in (*MODEL_OPTIONS, "block_size"):
         if getattr(args, name) is not None:
             sizes[name] = getattr(args, name)
@@ -156,7 +170,7 @@ def _configs(args) -> tuple[ModelConfig, dict]:
         raise ValueError("--block-size is for --model flat; the tree models see 2**n-layers characters")
     given = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
     recipe = {} if kind == "conv" else dict(LECTURE_RECIPE)
-    return ModelConfig(kind=kind, **sizes), {**recipe, **given}
+    return ModelConfig(kind=kind, **sizes), {**recipe, **(preset.train if preset else {}), **given}
 
 
 def cmd_train(args) -> int:
@@ -198,7 +212,8 @@ def _rank_device(device: torch.device, context: distributed.Context) -> torch.de
 
 def _resume(args, out: Path, context: distributed.Context) -> Trainer:
     checkpoint = load_checkpoint(out / "last.pt")
-    train_options = ("data", "batch_size", "optimizer", "lr", "schedule", "warmup", "weight_decay", "seed")
+    train_options = ("data", "batch_size", "optimizer", "lr", "schedule", "warmup", "weight_decay", "seed", "preset",
+                     "report_test")  # fmt: skip
     fixed = [f"--{k.replace('_', '-')}" for k in ("model", *MODEL_OPTIONS, "block_size", *train_options)
              if getattr(args, k) is not None]  # fmt: skip
     if fixed:
@@ -246,6 +261,8 @@ def _report(trainer: Trainer, out: Path, n_samples: int) -> int:
     metrics, model = finish(trainer, out)
     print(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters, "
           f"{trainer.step} steps, {trainer.seconds:.0f} s; best at step {metrics['best_step']})")  # fmt: skip
+    if "test_loss" in metrics:
+        print(f"test {metrics['test_loss']:.4f}  (the test split, evaluated once, at the end)")
     print(f"wrote {out / 'model.pt'}, {out / 'loss.png'}, {out / 'metrics.json'}")
     if n_samples:
         print("samples (* = in the training data):")

@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"
     eval_every: int = 500
+    report_test: bool = False  # evaluate the test split once, at the end
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every"):
@@ -200,7 +201,11 @@ class Trainer:
             "step": self.step,
             "best_val_loss": self.best_val_loss,
             "seconds": self.seconds,
-            "rng": {"batches": self.generator.get_state(), "torch": torch.get_rng_state()},
+            "rng": {
+                "batches": self.generator.get_state(),
+                "torch": torch.get_rng_state(),  # dropout on the CPU
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],  # and on GPUs
+            },
             "train_losses": torch.tensor(self.train_losses, dtype=torch.float32),
             "history": self.history,
         }
@@ -218,6 +223,9 @@ class Trainer:
         trainer.optimizer.load_state_dict(checkpoint["optimizer"])
         trainer.generator.set_state(checkpoint["rng"]["batches"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
+        cuda_states = checkpoint["rng"].get("cuda", [])
+        if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
         return trainer
 
 
@@ -306,6 +314,10 @@ def finish(trainer: Trainer, out: Path) -> tuple[dict, torch.nn.Module]:
         "model": asdict(trainer.model_config),
         "train_config": asdict(trainer.config),
     }
+    if trainer.config.report_test:  # once, of the model chosen by val
+        test = make_batches(trainer.model_config.kind, trainer.splits.test, trainer.splits.vocab, model.block_size,
+                            trainer.device)  # fmt: skip
+        metrics["test_loss"] = evaluate(model, test)
     write_json(metrics, out / "metrics.json")
     plot_losses(trainer.train_losses, trainer.history, out / "loss.png")
     return metrics, model.eval()

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except TrainingInterrupted as e:
         if _is_main_process():
-            print(f"\n{e}; continue with: wavenet-names train --out {e.path.parent} --resume", file=sys.stderr)
+            again = "the same command" if args.command == "experiment" else f"train --out {e.path.parent} --resume"
+            print(f"\n{e}; continue with: wavenet-names {again}", file=sys.stderr)
         return 130
     except (DataError, CheckpointError, ValueError, OSError) as e:
         if _is_main_process():  # under torchrun every rank fails alike: one line, not one per rank

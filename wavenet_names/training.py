@@ -262,14 +262,14 @@ def fit(
         positions += n
         if on_step is not None:
             on_step(trainer.step, loss, positions / (time.perf_counter() - t0 + 1e-9))
-        if main and (trainer.step % config.eval_every == 0 or trainer.step == config.steps):
+        if trainer.step % config.eval_every == 0 or trainer.step == config.steps:
             trainer.seconds += time.perf_counter() - t0
-            record = _evaluation(
-                trainer, out, torch.stack(recent).float().tolist(), positions, time.perf_counter() - t0
-            )
-            recent, positions, t0 = [], 0, time.perf_counter()
-            if on_eval is not None:
-                on_eval(record)
+            if main:
+                losses = torch.stack(recent).float().tolist()
+                record = _evaluation(trainer, out, losses, positions, time.perf_counter() - t0)
+                if on_eval is not None:
+                    on_eval(record)
+            recent, positions, t0 = [], 0, time.perf_counter()  # on every rank, or the others' lists grow
     return record
 
 

@@ -74,6 +74,24 @@ def test_sweep_grid_and_random(tmp_path, splits):
     assert len(points) == 3 and points == random_search.points()  # fixed for a given file
 
 
+def test_sweep_named_runs_and_summary(tmp_path, splits):
+    base = {"steps": 6, "eval_every": 3, "batch_size": 8, "n_embd": 8, "n_layers": 2}
+    runs = [{"name": "narrow", "n_hidden": 8}, {"name": "wide", "n_hidden": 32}]
+    config = SweepConfig(base, {"lr": [0.01]}, [1, 2], runs=runs)
+    rows = experiments.sweep(config, splits, "tiny.txt", tmp_path, plain)
+    settings = ["narrow,n_hidden=8,lr=0.01", "wide,n_hidden=32,lr=0.01"]
+    assert [r["run"] for r in rows] == [f"{s},seed={seed}" for s in settings for seed in (1, 2)]
+    assert rows[0]["params"] < rows[2]["params"]  # each run's options reached its model
+
+    summary = (tmp_path / "summary.md").read_text().splitlines()[2:]
+    assert [line.split(" | ")[0] for line in summary] == [f"| {s}" for s in settings]
+    for line, pair in zip(summary, (rows[:2], rows[2:]), strict=True):
+        cells = line.split(" | ")
+        vals = [r["val_loss"] for r in pair]
+        assert cells[2] == "2" and float(cells[3]) == pytest.approx(sum(vals) / 2, abs=1e-4)
+        assert float(cells[4]) == pytest.approx(abs(vals[0] - vals[1]), abs=1e-4)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -84,6 +102,11 @@ def test_sweep_grid_and_random(tmp_path, splits):
         ('{"grid": {"lr": []}}', "non-empty list"),
         ('{"grid": {"lr": [0.1]}, "search": "random"}', 'needs "samples"'),
         ('{"grid": {"seed": [1, 2]}}', "seeds go in"),
+        ('{"runs": []}', "non-empty list"),
+        ('{"runs": [{"n_hidden": 8}]}', 'needs a "name"'),
+        ('{"runs": [{"name": "a"}, {"name": "a"}]}', 'needs a "name" of its own'),
+        ('{"runs": [{"name": "a", "width": 8}]}', "'width' is not an option"),
+        ('{"runs": [{"name": "a", "lr": 0.1}], "grid": {"lr": [0.1]}}', "set by both run 'a' and \"grid\""),
     ],
 )
 def test_bad_sweep_files(tmp_path, capsys, content, message):

@@ -118,15 +118,14 @@ def _write_table(rows: list[dict], out: Path, scale: int) -> None:
         losses = f"{r['train_loss']:.4f} | {r['val_loss']:.4f} | {lecture[0]} | {lecture[1]}"
         lines.append(f"| {r['preset']} | {r['description']} | {r['params']:,} | {losses} | {r['steps']:,} | "
                      f"{r['seconds']:.0f} |")  # fmt: skip
-    tmp = out / ".results.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(out / "results.md")
+    _write_text(out / "results.md", "\n".join(lines) + "\n")
 
 
 # --- sweeps -----------------------------------------------------------------------------------------
 
 MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"vocab_size", "kind"} | {"model"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+RESULT_KEYS = ("params", "train_loss", "val_loss", "seconds")  # what a sweep keeps of each run's metrics
 
 
 @dataclass
@@ -140,6 +139,14 @@ class SweepConfig:
          "samples": 8}
 
     Keys are the options of `wavenet-names train` with underscores ("model", "n_hidden", "lr", ...).
+    An ablation is a list of named settings instead of (or crossed with) a grid:
+
+        {"base": {"steps": 4000},
+         "runs": [{"name": "small", "n_hidden": 128}, {"name": "wide", "n_hidden": 384}],
+         "seeds": [42, 43, 44]}
+
+    Besides results.jsonl (one row per run), the sweep writes summary.md: one row per setting, its
+    val loss averaged over the seeds, with the spread that tells a real difference from noise.
     """
 
     base: dict
@@ -147,6 +154,7 @@ class SweepConfig:
     seeds: list
     search: str = "grid"
     samples: int | None = None
+    runs: list | None = None  # named settings, each {"name": ..., option: value, ...}
 
     @classmethod
     def load(cls, path: str | Path) -> "SweepConfig":
@@ -159,16 +167,18 @@ class SweepConfig:
             raise ValueError(f"{path}: not a JSON sweep file ({e})") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("grid", {}), dict):
             raise ValueError(f'{path}: expected an object with "grid": {{"option": [values, ...]}}')
-        unknown = set(raw) - {"base", "grid", "seeds", "search", "samples"}
+        unknown = set(raw) - {"base", "grid", "seeds", "search", "samples", "runs"}
         if unknown:
             raise ValueError(f"{path}: unknown key {sorted(unknown)[0]!r}")
         config = cls(raw.get("base", {}), raw.get("grid", {}), raw.get("seeds", [42]), raw.get("search", "grid"),
-                     raw.get("samples"))  # fmt: skip
+                     raw.get("samples"), raw.get("runs"))  # fmt: skip
         config.validate(path)
         return config
 
     def validate(self, path) -> None:
-        for key in [*self.base, *self.grid]:
+        if self.runs is not None:
+            self._validate_runs(path)
+        for key in [*self.base, *self.grid, *(k for r in self.runs or [] for k in r if k != "name")]:
             if key not in MODEL_KEYS | TRAIN_KEYS or key == "seed":
                 raise ValueError(f'{path}: {key!r} is not an option of train (seeds go in "seeds")')
         for key, values in self.grid.items():
@@ -181,6 +191,17 @@ class SweepConfig:
         if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
             raise ValueError(f'{path}: "seeds" must be a non-empty list of whole numbers')
 
+    def _validate_runs(self, path) -> None:
+        if not isinstance(self.runs, list) or not self.runs or not all(isinstance(r, dict) for r in self.runs):
+            raise ValueError(f'{path}: "runs" must be a non-empty list of {{"name": ..., option: value}} objects')
+        names = [r.get("name") for r in self.runs]
+        if not all(isinstance(n, str) and n and "/" not in n for n in names) or len(set(names)) != len(names):
+            raise ValueError(f'{path}: every entry of "runs" needs a "name" of its own (no "/")')
+        for r in self.runs:
+            both = sorted(set(r) & set(self.grid))
+            if both:
+                raise ValueError(f'{path}: {both[0]!r} is set by both run {r["name"]!r} and "grid"')
+
     def points(self) -> list[dict]:
         """Every option setting to run, seeds included, in a fixed order."""
         keys = sorted(self.grid)
@@ -188,11 +209,12 @@ class SweepConfig:
         if self.search == "random":
             rng = random.Random(0)
             grid = [{k: rng.choice(self.grid[k]) for k in keys} for _ in range(self.samples)]
-        return [{**point, "seed": seed} for point in grid for seed in self.seeds]
+        return [{**run, **point, "seed": seed} for run in self.runs or [{}] for point in grid for seed in self.seeds]
 
 
 def run_name(point: dict) -> str:
-    return ",".join(f"{k}={v}" for k, v in point.items()).replace("/", "_")
+    """A named run reads "wide,seed=42"; a grid point "lr=0.001,n_hidden=8,seed=42"."""
+    return ",".join(str(v) if k == "name" else f"{k}={v}" for k, v in point.items()).replace("/", "_")
 
 
 def configs_for(options: dict, vocab_size: int, data: str) -> tuple[ModelConfig, TrainConfig]:
@@ -214,11 +236,35 @@ def sweep(sweep_config: SweepConfig, splits: Splits, data: str, out: Path, runne
         name = run_name(point)
         model_config, config = configs_for({**sweep_config.base, **point}, len(splits.vocab), data)
         metrics = run(model_config, config, splits, out / "runs" / name, runner)
-        rows.append({"run": name, **point, "params": metrics["params"], "train_loss": metrics["train_loss"],
-                     "val_loss": metrics["val_loss"], "seconds": metrics["seconds"]})  # fmt: skip
-        tmp = out / ".results.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        tmp.replace(out / "results.jsonl")
+        rows.append({"run": name, **point, **{k: metrics[k] for k in RESULT_KEYS}})
+        _write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        _write_text(out / "summary.md", summary_table(rows))
         if on_result is not None:
             on_result(name, rows[-1])
     return rows
+
+
+def summary_table(rows: list[dict]) -> str:
+    """One markdown row per setting (a sweep point without its seed), its losses averaged over seeds."""
+    by_setting: dict[str, list[dict]] = {}
+    for row in rows:
+        setting = {k: v for k, v in row.items() if k not in ("run", "seed", *RESULT_KEYS)}
+        by_setting.setdefault(run_name(setting), []).append(row)
+    lines = ["| setting | params | seeds | val mean | val spread | val per seed | train mean | seconds |",
+             "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]  # fmt: skip
+    for setting, group in by_setting.items():
+        vals = [r["val_loss"] for r in group]
+        mean = sum(vals) / len(vals)
+        train = sum(r["train_loss"] for r in group) / len(group)
+        seconds = sum(r["seconds"] for r in group) / len(group)
+        per_seed = ", ".join(f"{v:.4f}" for v in vals)
+        lines.append(f"| {setting} | {group[0]['params']:,} | {len(group)} | {mean:.4f} | {max(vals) - min(vals):.4f} "
+                     f"| {per_seed} | {train:.4f} | {seconds:.0f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Written whole or not at all: a crash never leaves half a results file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

@@ -92,6 +92,20 @@ def test_sweep_named_runs_and_summary(tmp_path, splits):
         assert float(cells[4]) == pytest.approx(abs(vals[0] - vals[1]), abs=1e-4)
 
 
+def test_sweep_command_prints_the_summary(tmp_path, capsys, all_words):
+    data = tmp_path / "names.txt"
+    data.write_text("\n".join(all_words[:300]) + "\n")
+    runs = [{"name": "a", "n_hidden": 8}, {"name": "b", "n_hidden": 16}]
+    base = {"steps": 4, "eval_every": 2, "batch_size": 8, "n_embd": 8, "n_layers": 2}
+    config = tmp_path / "sweep.json"
+    config.write_text(json.dumps({"base": base, "runs": runs, "seeds": [1]}))
+    out = tmp_path / "out"
+    assert main(["experiment", "sweep", "--config", str(config), "--out", str(out), "--data", str(data)]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "summary.md").read_text() in printed
+    assert "| a,n_hidden=8 |" in printed and "| b,n_hidden=16 |" in printed
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

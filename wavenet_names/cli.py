@@ -312,8 +312,9 @@ def cmd_sweep(args) -> int:
     config = experiments.SweepConfig.load(args.config)
     splits, data = _experiment_data(args)
     out = Path(args.out)
-    experiments.sweep(config, splits, data, out, _run_with_progress, on_result=_print_run)
-    print(f"wrote {out / 'results.jsonl'}")
+    rows = experiments.sweep(config, splits, data, out, _run_with_progress, on_result=_print_run)
+    print(experiments.summary_table(rows), end="")
+    print(f"wrote {out / 'results.jsonl'} and {out / 'summary.md'}")
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .checkpoint import load_checkpoint
 from .models import ModelConfig
-from .training import LECTURE_RECIPE, Splits, TrainConfig, Trainer, finish, resolve_device, write_json
+from .training import LECTURE_RECIPE, Splits, TrainConfig, Trainer, finish, resolve_device, write_json, write_text
 
 # what runs a Trainer to its end, writing into a directory: the CLI's fit with a progress bar
 Runner = Callable[[Trainer, Path], None]
@@ -118,7 +118,7 @@ def _write_table(rows: list[dict], out: Path, scale: int) -> None:
         losses = f"{r['train_loss']:.4f} | {r['val_loss']:.4f} | {lecture[0]} | {lecture[1]}"
         lines.append(f"| {r['preset']} | {r['description']} | {r['params']:,} | {losses} | {r['steps']:,} | "
                      f"{r['seconds']:.0f} |")  # fmt: skip
-    _write_text(out / "results.md", "\n".join(lines) + "\n")
+    write_text(out / "results.md", "\n".join(lines) + "\n")
 
 
 # --- sweeps -----------------------------------------------------------------------------------------
@@ -237,8 +237,8 @@ def sweep(sweep_config: SweepConfig, splits: Splits, data: str, out: Path, runne
         model_config, config = configs_for({**sweep_config.base, **point}, len(splits.vocab), data)
         metrics = run(model_config, config, splits, out / "runs" / name, runner)
         rows.append({"run": name, **point, **{k: metrics[k] for k in RESULT_KEYS}})
-        _write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-        _write_text(out / "summary.md", summary_table(rows))
+        write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        write_text(out / "summary.md", summary_table(rows))
         if on_result is not None:
             on_result(name, rows[-1])
     return rows
@@ -261,10 +261,3 @@ def summary_table(rows: list[dict]) -> str:
         lines.append(f"| {setting} | {group[0]['params']:,} | {len(group)} | {mean:.4f} | {max(vals) - min(vals):.4f} "
                      f"| {per_seed} | {train:.4f} | {seconds:.0f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Written whole or not at all: a crash never leaves half a results file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

@@ -324,7 +324,11 @@ def finish(trainer: Trainer, out: Path) -> tuple[dict, torch.nn.Module]:
 
 
 def write_json(data, path: Path) -> None:
-    """Atomically, like the checkpoints: a reader never sees half a file."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically, like the checkpoints: a reader never sees half a file, a crash never leaves one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -4,15 +4,16 @@
 #
 #     OUT=gpu-results bash bench/gpu.sh
 #
-# It writes into $OUT (default bench/gpu-out), keeping going past a failing step so that one run
-# brings back everything it could measure:
-#   gpu.txt            the GPU, driver and torch version
-#   smoke.log          a short `wavenet-names train --device cuda` and `evaluate` (the CUDA training path)
-#   bench.log          `pytest bench/test_speed.py`, its CUDA rows: fp32, bf16 and torch.compile
-#   results-cuda.json  its pytest-benchmark JSON
-#   speedup-cuda.txt   `bench/speedup.py --device cuda`, with the large-batch positions/s
-#   RESULTS.md, speedup.png   bench/report.py over this repo's CPU results and the new CUDA ones
-# Then copy results-cuda.json, speedup-cuda.txt, RESULTS.md and speedup.png into bench/ and commit.
+# It writes into $OUT (default bench/gpu-out), most important first, each step under a time limit and
+# keeping going past a failing one, so that one run on a short lease brings back all it could measure:
+#   gpu.log              the GPU, driver and torch version, then every step's output
+#   speedup-cuda.txt     `bench/speedup.py --device cuda`: the speedup per block size, then the default
+#                        model's large-batch positions/s in fp32, TF32 and bf16
+#   profile-cuda.txt     `bench/profile_step.py` at a small and a large batch: where a step's time goes
+#   results-cuda.json    `pytest bench/test_speed.py`, its CUDA rows: fp32 and bf16
+#   results-cuda-compile.json   its torch.compile rows (last: compiling takes the longest)
+#   RESULTS.md, speedup.png     bench/report.py over this repo's CPU results and the new CUDA ones
+# Then copy all but gpu.log into bench/ and commit.
 set -uo pipefail
 out=${OUT:-bench/gpu-out}
 mkdir -p "$out"
@@ -20,28 +21,37 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 
 if ! "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-    echo "error: no CUDA GPU visible to $py's torch" | tee "$out/gpu.txt" >&2
+    echo "error: no CUDA GPU visible to $py's torch" | tee "$out/gpu.log" >&2
     exit 2
 fi
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  "$py" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$out/gpu.txt"
+  "$py" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$out/gpu.log"
 
 status=0
-step() {  # step NAME LOG COMMAND...: run, log, remember a failure, go on
-    local name=$1 log=$2; shift 2
-    echo "== $name"
-    "$@" 2>&1 | tee -a "$log" || { echo "== $name FAILED"; status=1; }
+step() {  # step SECONDS NAME LOG COMMAND...: run under a time limit, log, remember a failure, go on
+    local limit=$1 name=$2 log=$3; shift 3
+    echo "== $name" | tee -a "$out/gpu.log"
+    timeout -s INT -k 20 "$limit" "$@" 2>&1 | tee -a "$log" || { echo "== $name FAILED" | tee -a "$out/gpu.log"; status=1; }
 }
-step "train on cuda" "$out/smoke.log" "$py" -m wavenet_names train --device cuda --steps 300 --eval-every 100 \
+step 90 "train on cuda" "$out/gpu.log" "$py" -m wavenet_names train --device cuda --steps 300 --eval-every 100 \
     --out "$out/smoke-run" --overwrite
-step "evaluate on cuda" "$out/smoke.log" "$py" -m wavenet_names evaluate --device cuda \
+step 30 "evaluate on cuda" "$out/gpu.log" "$py" -m wavenet_names evaluate --device cuda \
     --checkpoint "$out/smoke-run/model.pt"
 rm -rf "$out/smoke-run"  # checkpoints stay behind: only logs and results come back
+step 120 "speedup.py --device cuda" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda
+step 60 "profile, 256 names" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda --names 256
+step 60 "profile, 65536 names" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda --names 65536
 # CUDA rows only: the CPU tables and floors are this project's 2-core figures, not the GPU host's
-step "pytest bench (cuda)" "$out/bench.log" "$py" -m pytest bench/test_speed.py -q -p no:cacheprovider \
-    -k "cuda or gpu_variants" --benchmark-json="$out/results-cuda.json"
-step "speedup.py --device cuda" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda
-step "report" "$out/bench.log" "$py" bench/report.py bench/results-cpu.json "$out/results-cuda.json" \
+bench=("$py" -m pytest bench/test_speed.py -q -p no:cacheprovider)
+# with pytest-timeout, a compile that runs too long fails its own test and the others still report
+"$py" -c "import pytest_timeout" 2>/dev/null && bench+=(--timeout 75)
+step 150 "pytest bench (cuda, fp32 and bf16)" "$out/gpu.log" "${bench[@]}" -k "cuda or (gpu_variants and not compile)" \
+    --benchmark-json="$out/results-cuda.json"
+step 200 "pytest bench (cuda, torch.compile)" "$out/gpu.log" "${bench[@]}" -k "gpu_variants and compile" \
+    --benchmark-json="$out/results-cuda-compile.json"
+jsons=()
+for f in "$out/results-cuda.json" "$out/results-cuda-compile.json"; do [ -s "$f" ] && jsons+=("$f"); done
+step 60 "report" "$out/gpu.log" "$py" bench/report.py bench/results-cpu.json "${jsons[@]}" \
     --speedup-log bench/speedup-cpu.txt --speedup-log "$out/speedup-cuda.txt" \
     --out "$out/RESULTS.md" --plot "$out/speedup.png"
 exit $status

@@ -6,7 +6,7 @@ Prints one line per block size:
     block=<R> per_position=<positions/s> conv=<positions/s> speedup=<ratio>x limit=<(R-1)/log2 R>x
 each a median of --repeats interleaved runs after warm-up, on the same 256 names and the same
 weights (n_embd 24, n_hidden 128). On CUDA it also measures the default model's training throughput
-at a large batch (--large-batch names).
+at large batches (--large-batch names each): fp32, TF32 matmuls and bf16 autocast.
 """
 
 import argparse
@@ -25,14 +25,21 @@ def main() -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--blocks", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--large-batch", type=int, default=8192, help="names per batch for the CUDA throughput")
+    parser.add_argument(
+        "--large-batch",
+        type=int,
+        nargs="+",
+        default=[8192, 65536, 262144],
+        help="names per batch for the CUDA throughput (default 8192 65536 262144)",
+    )
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: CUDA is not available", file=sys.stderr)
         return 2
     bad = [b for b in args.blocks if b < 2 or b & (b - 1)]
-    if bad or args.repeats < 1:
-        print(f"error: blocks must be powers of two >= 2 (got {bad}) and --repeats >= 1", file=sys.stderr)
+    if bad or args.repeats < 1 or min(args.large_batch) < 1:
+        print(f"error: blocks must be powers of two >= 2 (got {bad}), --repeats and --large-batch >= 1",
+              file=sys.stderr)  # fmt: skip
         return 2
     device = torch.device(args.device)
     data = workloads.splits()
@@ -51,19 +58,25 @@ def main() -> int:
               f"speedup={rate['conv'] / rate['per_position']:.2f}x limit={workloads.node_limit(n_layers):.2f}x",
               flush=True)  # fmt: skip
     if device.type == "cuda":
-        large_batch_throughput(data, device, args.large_batch, args.repeats)
+        for batch_names in args.large_batch:
+            large_batch_throughput(data, device, batch_names, args.repeats)
     return 0
 
 
 def large_batch_throughput(data, device, batch_names: int, repeats: int) -> None:
-    """The default model (the lecture's 76K tree as ConvWaveNet) on a large batch: fp32 and bf16."""
+    """The default model (the lecture's 76K tree as ConvWaveNet) on one large batch of training names
+    (repeated as needed): fp32, then TF32 matmuls, then bf16 autocast."""
     names = (data.train * (batch_names // len(data.train) + 1))[:batch_names]
     model = workloads.models(3, data.vocab, device)["conv"]
-    for autocast in (False, True):
-        step, positions = workloads.training_step(model, "conv", names, data.vocab, device, autocast=autocast)
+    for precision in ("fp32", "tf32", "bf16"):
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.cuda.reset_peak_memory_stats(device)
+        step, positions = workloads.training_step(model, "conv", names, data.vocab, device, precision == "bf16")
         seconds = workloads.interleaved_medians({"conv": workloads.synchronised(step, device)}, repeats=repeats)
-        print(f"default model, {batch_names} names/batch, {'bf16' if autocast else 'fp32'}: "
-              f"{positions / seconds['conv']:,.0f} positions/s")  # fmt: skip
+        print(f"default model, {batch_names} names/batch ({positions:,} positions), {precision}: "
+              f"{positions / seconds['conv']:,.0f} positions/s, {seconds['conv'] * 1e3:.2f} ms/step, "
+              f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB", flush=True)  # fmt: skip
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@
 # It writes into $OUT (default bench/gpu-out), most important first, each step under a time limit and
 # keeping going past a failing one, so that one run on a short lease brings back all it could measure:
 #   gpu.log              the GPU, driver and torch version, then every step's output
-#   speedup-cuda.txt     `bench/speedup.py --device cuda`: the speedup per block size, then the default
-#                        model's large-batch positions/s in fp32, TF32 and bf16
+#   speedup-cuda.txt     `bench/speedup.py --device cuda`: the speedup per block size at 256 and at 8192
+#                        names, the default model's large-batch positions/s in fp32, TF32 and bf16,
+#                        then compiled
 #   profile-cuda.txt     `bench/profile_step.py` at a small and a large batch: where a step's time goes
 #   results-cuda.json    `pytest bench/test_speed.py`, its CUDA rows: fp32 and bf16
 #   results-cuda-compile.json   its torch.compile rows (last: compiling takes the longest)
@@ -39,6 +40,11 @@ step 30 "evaluate on cuda" "$out/gpu.log" "$py" -m wavenet_names evaluate --devi
     --checkpoint "$out/smoke-run/model.pt"
 rm -rf "$out/smoke-run"  # checkpoints stay behind: only logs and results come back
 step 120 "speedup.py --device cuda" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda
+# 256 names leave an H200 idle, waiting on kernel launches: the same table at a batch that fills it
+step 120 "speedup.py --device cuda --names 8192" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda \
+    --names 8192 --large-batch
+step 120 "speedup.py --device cuda --compile" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda \
+    --blocks --large-batch 262144 --precisions tf32 bf16 --compile
 step 60 "profile, 256 names" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda --names 256
 step 60 "profile, 65536 names" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda --names 65536
 # CUDA rows only: the CPU tables and floors are this project's 2-core figures, not the GPU host's

@@ -35,7 +35,7 @@ def main() -> int:
         return 2
     device = torch.device(args.device)
     data = workloads.splits()
-    names = (data.train * (args.names // len(data.train) + 1))[: args.names]
+    names = workloads.repeat(data.train, args.names)
     model = workloads.models(args.n_layers, data.vocab, device)["conv"]
     step, positions = workloads.training_step(model, "conv", names, data.vocab, device)
     step = workloads.synchronised(step, device)

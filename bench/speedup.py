@@ -1,12 +1,13 @@
 """Training-step speedup of ConvWaveNet over the per-position tree, side by side in one run.
 
-    python bench/speedup.py [--device cpu|cuda] [--blocks 8 64 256] [--repeats 7]
+    python bench/speedup.py [--device cpu|cuda] [--blocks 8 64 256] [--names 256] [--repeats 7]
 
 Prints one line per block size:
     block=<R> per_position=<positions/s> conv=<positions/s> speedup=<ratio>x limit=<(R-1)/log2 R>x
-each a median of --repeats interleaved runs after warm-up, on the same 256 names and the same
-weights (n_embd 24, n_hidden 128). On CUDA it also measures the default model's training throughput
-at large batches (--large-batch names each): fp32, TF32 matmuls and bf16 autocast.
+each a median of --repeats interleaved runs after warm-up, on the same --names training names and
+the same weights (n_embd 24, n_hidden 128). On CUDA it also measures the default model's training
+throughput at large batches (--large-batch names each): fp32, TF32 matmuls and bf16 autocast, and
+with --compile, torch.compile's. An empty --blocks or --large-batch skips that part.
 """
 
 import argparse
@@ -19,33 +20,45 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workloads  # noqa: E402
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--blocks", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256])
+    parser.add_argument("--blocks", type=int, nargs="*", default=[8, 16, 32, 64, 128, 256])
+    parser.add_argument("--names", type=int, default=256, help="training names per step (default 256)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
         "--large-batch",
         type=int,
-        nargs="+",
+        nargs="*",
         default=[8192, 65536, 262144],
         help="names per batch for the CUDA throughput (default 8192 65536 262144)",
     )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=PRECISIONS,
+        default=list(PRECISIONS),
+        help="for the CUDA throughput (default all)",
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model for the CUDA throughput")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: CUDA is not available", file=sys.stderr)
         return 2
     bad = [b for b in args.blocks if b < 2 or b & (b - 1)]
-    if bad or args.repeats < 1 or min(args.large_batch) < 1:
-        print(f"error: blocks must be powers of two >= 2 (got {bad}), --repeats and --large-batch >= 1",
+    if bad or min([args.repeats, args.names, *args.large_batch]) < 1:
+        print(f"error: blocks must be powers of two >= 2 (got {bad}); --repeats, --names, --large-batch >= 1",
               file=sys.stderr)  # fmt: skip
         return 2
     device = torch.device(args.device)
     data = workloads.splits()
-    names = data.train[:256]
+    names = workloads.repeat(data.train, args.names)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"# {name}, torch {torch.__version__}, 256 names, n_embd {workloads.N_EMBD}, n_hidden {workloads.N_HIDDEN}")
+    sizes = f"n_embd {workloads.N_EMBD}, n_hidden {workloads.N_HIDDEN}"
+    print(f"# {name}, torch {torch.__version__}, {args.names} names, {sizes}")
     for block in args.blocks:
         n_layers = int(math.log2(block))
         steps = {}
@@ -59,21 +72,24 @@ def main() -> int:
               flush=True)  # fmt: skip
     if device.type == "cuda":
         for batch_names in args.large_batch:
-            large_batch_throughput(data, device, batch_names, args.repeats)
+            large_batch_throughput(data, device, batch_names, args.repeats, args.precisions, args.compile)
     return 0
 
 
-def large_batch_throughput(data, device, batch_names: int, repeats: int) -> None:
+def large_batch_throughput(data, device, batch_names: int, repeats: int, precisions, compile: bool) -> None:
     """The default model (the lecture's 76K tree as ConvWaveNet) on one large batch of training names
-    (repeated as needed): fp32, then TF32 matmuls, then bf16 autocast."""
-    names = (data.train * (batch_names // len(data.train) + 1))[:batch_names]
+    (repeated as needed), in each precision: fp32, TF32 matmuls, bf16 autocast."""
+    names = workloads.repeat(data.train, batch_names)
     model = workloads.models(3, data.vocab, device)["conv"]
-    for precision in ("fp32", "tf32", "bf16"):
+    if compile:
+        model = torch.compile(model, dynamic=True)
+    for precision in precisions:
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
         torch.cuda.reset_peak_memory_stats(device)
         step, positions = workloads.training_step(model, "conv", names, data.vocab, device, precision == "bf16")
         seconds = workloads.interleaved_medians({"conv": workloads.synchronised(step, device)}, repeats=repeats)
-        print(f"default model, {batch_names} names/batch ({positions:,} positions), {precision}: "
+        print(f"default model, {batch_names} names/batch ({positions:,} positions), {precision}"
+              f"{', compiled' if compile else ''}: "
               f"{positions / seconds['conv']:,.0f} positions/s, {seconds['conv'] * 1e3:.2f} ms/step, "
               f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB", flush=True)  # fmt: skip
     torch.backends.cuda.matmul.allow_tf32 = False

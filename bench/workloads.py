@@ -21,6 +21,11 @@ def splits() -> Splits:
     return Splits.from_words(read_words(NAMES_TXT))
 
 
+def repeat(words: list[str], n: int) -> list[str]:
+    """The first n of words, words, words, ...: a batch of any size from one split."""
+    return (words * (n // len(words) + 1))[:n]
+
+
 def models(n_layers: int, vocab: Vocab, device) -> dict[str, torch.nn.Module]:
     """The per-position tree and the conv model, with the same weights."""
     torch.manual_seed(0)

@@ -80,6 +80,25 @@ def test_logits_and_gradients_agree(n_layers, state, dtype, words, vocab):
         torch.testing.assert_close(layer.norm.bias.grad, node[2].bias.grad, **close)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n_layers", [1, 3, 6])
+def test_training_loss_and_its_gradients_agree(n_layers, dtype, words, vocab):
+    """The loss the models train on, not one rebuilt from their logits: ConvWaveNet takes it from its
+    packed rows (every name's first position from the one shared row), the tree from its windows."""
+    tree, conv, (X, Y, idx, targets) = paired_models("trained_tree", n_layers, dtype, words, vocab)
+    _, tree_loss = tree(X, Y)
+    _, conv_loss = conv(idx, targets)
+    torch.testing.assert_close(conv_loss, tree_loss, rtol=TOLERANCE[dtype], atol=0)
+    tree_loss.backward()
+    conv_loss.backward()
+    close = dict(rtol=1e-7, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(conv.wte.weight.grad, tree.wte.weight.grad, **close)
+    torch.testing.assert_close(conv.lm_head.weight.grad, tree.lm_head.weight.grad, **close)
+    for layer, node in zip(conv.layers, tree.tree, strict=True):
+        torch.testing.assert_close(rearrange(layer.conv.weight.grad, "h c k -> h (k c)"), node[1].weight.grad, **close)
+        torch.testing.assert_close(layer.norm.weight.grad, node[2].weight.grad, **close)
+
+
 @pytest.mark.parametrize("n_layers", [1, 3, 6])
 def test_conv_on_any_window_is_the_tree(n_layers, words, vocab):
     """Without the '.' prefix, the conv model runs as a plain valid convolution: on a window of exactly

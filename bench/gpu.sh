@@ -6,7 +6,8 @@
 #
 # It writes into $OUT (default bench/gpu-out), most important first, each step under a time limit and
 # keeping going past a failing one, so that one run on a short lease brings back all it could measure:
-#   gpu.log              the GPU, driver and torch version, then every step's output
+#   gpu.log              the GPU, driver and torch version, the training run and the pytest output,
+#                        and every step's warnings and errors
 #   speedup-cuda.txt     `bench/speedup.py --device cuda`: the speedup per block size at 256 and at 8192
 #                        names, the default model's large-batch positions/s in fp32, TF32 and bf16,
 #                        then compiled
@@ -30,9 +31,11 @@ fi
 
 status=0
 step() {  # step SECONDS NAME LOG COMMAND...: run under a time limit, log, remember a failure, go on
+    # stdout goes to LOG, stderr (warnings, tracebacks) to gpu.log, so that results files stay clean
     local limit=$1 name=$2 log=$3; shift 3
     echo "== $name" | tee -a "$out/gpu.log"
-    timeout -s INT -k 20 "$limit" "$@" 2>&1 | tee -a "$log" || { echo "== $name FAILED" | tee -a "$out/gpu.log"; status=1; }
+    timeout -s INT -k 20 "$limit" "$@" 2>>"$out/gpu.log" | tee -a "$log" \
+        || { echo "== $name FAILED" | tee -a "$out/gpu.log"; status=1; }
 }
 step 90 "train on cuda" "$out/gpu.log" "$py" -m wavenet_names train --device cuda --steps 300 --eval-every 100 \
     --out "$out/smoke-run" --overwrite

@@ -108,3 +108,19 @@ def test_paths_may_be_strings(tmp_path):
     path = tmp_path / "w.txt"
     path.write_text("x\n")
     assert read_words(str(path)) == read_words(Path(path)) == ["x"]
+
+
+@pytest.mark.parametrize("world_size", [1, 3])
+@pytest.mark.parametrize("kind", ["names", "windows"])
+def test_a_batch_counts_its_positions_and_weighs_its_share(kind, world_size, words, vocab):
+    """sample() counts a share's positions on the CPU: it must be the number of targets the loss averages,
+    and the shares' weights (world_size * share / batch) must add up to world_size."""
+    from wavenet_names.data import NameBatches, WindowBatches
+
+    batches = NameBatches(words, vocab, 8) if kind == "names" else WindowBatches(words, vocab, 8)
+    weights = []
+    for rank in range(world_size):
+        _, targets, positions, weight = batches.sample(10, torch.Generator().manual_seed(0), rank, world_size)
+        assert positions == int((targets != -1).sum())
+        weights.append(weight)
+    assert sum(weights) == pytest.approx(world_size)

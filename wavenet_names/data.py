@@ -146,13 +146,15 @@ class NameBatches:
         self.n_examples = int(self.lengths_cpu.sum()) + len(words)  # every character and each end token
 
     def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1):
-        """A random batch of names; with several ranks, this rank's share of it. Returns idx, targets
-        and the share's weight: world_size * (its positions) / (the whole batch's positions)."""
+        """A random batch of names; with several ranks, this rank's share of it. Returns idx, targets,
+        the share's positions (counted on the CPU, so a GPU need not be asked) and its weight:
+        world_size * (its positions) / (the whole batch's positions)."""
         ix = torch.randint(0, len(self.lengths), (batch_size,), generator=generator)  # the same on every rank
         mine = ix.tensor_split(world_size)[rank]
-        weight = world_size * (self.lengths_cpu[mine].sum() + len(mine)) / (self.lengths_cpu[ix].sum() + len(ix))
+        positions = int(self.lengths_cpu[mine].sum()) + len(mine)  # every character and each end token
+        weight = world_size * positions / (int(self.lengths_cpu[ix].sum()) + len(ix))
         mine = mine.to(self.lengths.device)
-        return *pad_batch(self.tokens[mine], self.lengths[mine], self.block_size), float(weight)
+        return *pad_batch(self.tokens[mine], self.lengths[mine], self.block_size), positions, weight
 
     def chunks(self, size: int):
         for i in range(0, len(self.lengths), size):
@@ -167,10 +169,10 @@ class WindowBatches:
         self.n_examples = len(self.Y)
 
     def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1):
-        """A random batch of windows (this rank's share of it), and the share's weight (see NameBatches)."""
+        """A random batch of windows (this rank's share of it), its positions and weight (see NameBatches)."""
         ix = torch.randint(0, len(self.Y), (batch_size,), generator=generator)
         mine = ix.tensor_split(world_size)[rank].to(self.Y.device)
-        return self.X[mine], self.Y[mine], world_size * len(mine) / batch_size
+        return self.X[mine], self.Y[mine], len(mine), world_size * len(mine) / batch_size
 
     def chunks(self, size: int):
         for i in range(0, len(self.Y), size):

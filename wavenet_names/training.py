@@ -177,7 +177,9 @@ class Trainer:
         """One update; returns the batch loss (a tensor, so that the GPU need not wait) and how many
         positions this rank trained."""
         rank, world_size = self.context.rank, self.context.world_size
-        inputs, targets, weight = self.train_batches.sample(self.config.batch_size, self.generator, rank, world_size)
+        inputs, targets, positions, weight = self.train_batches.sample(
+            self.config.batch_size, self.generator, rank, world_size
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step)
         self.model.train()
@@ -187,7 +189,7 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         batch_loss = distributed.mean_over_ranks(loss.detach() * weight)
-        return batch_loss, targets.numel() if targets.ndim == 1 else int((targets != -1).sum())
+        return batch_loss, positions
 
     def checkpoint(self) -> dict:
         return {

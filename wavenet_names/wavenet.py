@@ -80,7 +80,7 @@ class DilatedLayer(nn.Module):
         w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
         x = F.linear(h, w1, self.conv.bias)  # (N, n_conv): the current inputs
         # in place: linear's backward does not need its output. index_select, not h[idx]: its backward
-        # is an index_add, where h[idx]'s is a sort-based index_put, several times slower on a GPU
+        # is an index_add, where h[idx]'s is a sort-based index_put (on a GPU, see _packed_loss)
         x.index_add_(0, near, F.linear(h[:1], w0).expand(len(near), -1))  # the padding, once
         if len(far):
             x.index_add_(0, far, F.linear(h.index_select(0, far - self.dilation), w0))  # (N, n_conv)

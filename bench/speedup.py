@@ -49,9 +49,11 @@ def main() -> int:
         print("error: --device cuda: CUDA is not available", file=sys.stderr)
         return 2
     bad = [b for b in args.blocks if b < 2 or b & (b - 1)]
-    if bad or min([args.repeats, args.names, *args.large_batch]) < 1:
-        print(f"error: blocks must be powers of two >= 2 (got {bad}); --repeats, --names, --large-batch >= 1",
-              file=sys.stderr)  # fmt: skip
+    if bad:
+        print(f"error: --blocks must be powers of two >= 2, got {bad}", file=sys.stderr)
+        return 2
+    if min([args.repeats, args.names, *args.large_batch]) < 1:
+        print("error: --repeats, --names and --large-batch must be at least 1", file=sys.stderr)
         return 2
     device = torch.device(args.device)
     data = workloads.splits()

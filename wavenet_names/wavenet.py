@@ -70,20 +70,22 @@ class DilatedLayer(nn.Module):
         w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
         return self.finish(F.linear(right, w1, self.conv.bias) + F.linear(left, w0), right)
 
-    def forward_packed(self, h: torch.Tensor, far: torch.Tensor, near: torch.Tensor):
+    def forward_packed(self, h: torch.Tensor, far: torch.Tensor):
         """h (1 + R, n_in): the all-'.' node, then the packed characters of a batch of names.
 
-        A position more than `dilation` columns into its name (`far`) has its left input `dilation`
-        rows back in h; every other position (`near`) reaches into the padding, where the left input
-        is the all-'.' node h[0]: that half of the kernel is computed once and shared.
+        far (F,): the rows more than `dilation` columns into their name, whose left input is the row
+        `dilation` back in h. Every other row reaches into the padding, where the left input is the
+        all-'.' node h[0]: that half of the kernel is computed once and shared.
         """
         w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
         x = F.linear(h, w1, self.conv.bias)  # (N, n_conv): the current inputs
-        # in place: linear's backward does not need its output. index_select, not h[idx]: its backward
-        # is an index_add, where h[idx]'s is a sort-based index_put (on a GPU, see _packed_loss)
-        x.index_add_(0, near, F.linear(h[:1], w0).expand(len(near), -1))  # the padding, once
+        # in place: linear's backward does not need its output
+        x += F.linear(h[:1], w0)  # every row as if its left input were the padding, computed once
         if len(far):
-            x.index_add_(0, far, F.linear(h.index_select(0, far - self.dilation), w0))  # (N, n_conv)
+            # the far rows corrected, by linearity: W0 h[t - dilation] = W0 h[0] + W0 (h[t - dilation] - h[0]).
+            # index_select, not h[idx]: its backward is an index_add, where h[idx]'s is a sort-based
+            # index_put (on a GPU, see _packed_loss)
+            x.index_add_(0, far, F.linear(h.index_select(0, far - self.dilation) - h[:1], w0))  # (N, n_conv)
         return self.finish(x, h, shared_first_row=True)
 
     def finish(self, pre: torch.Tensor, x: torch.Tensor, shared_first_row: bool = False):
@@ -167,8 +169,8 @@ class ConvWaveNet(nn.Module):
         col = F.pad(real.nonzero(as_tuple=True)[1] + 1, (1, 0))  # (1 + R,): the column in its name
         h, skips = self.wte(tokens), []  # (1 + R, n_embd)
         for layer in self.layers:
-            far = col > layer.dilation  # the left input is a character of the same name, not padding
-            h, skip = layer.forward_packed(h, far.nonzero().squeeze(1), (~far).nonzero().squeeze(1))
+            far = (col > layer.dilation).nonzero().squeeze(1)  # the left input is in the same name, not padding
+            h, skip = layer.forward_packed(h, far)
             skips.append(skip)  # h: (1 + R, n_hidden)
         packed = self._head(h, skips)  # (1 + R, vocab): row 0 for every name's first position
         logits = packed.index_select(0, rows.flatten()).view(B, n_out, -1)  # (B, n_out, vocab)

@@ -1,6 +1,6 @@
 """Where one training step of ConvWaveNet spends its time: torch.profiler's table of operators.
 
-    python bench/profile_step.py [--device cpu|cuda] [--names 256] [--n-layers 3] [--rows 30]
+    python bench/profile_step.py [--device cpu|cuda] [--names 256] [--n-layers 3] [--precision fp32]
 
 Profiles forward + backward of the loss over every position of --names training names (repeated as
 needed), with the benchmarks' sizes (n_embd 24, n_hidden 128), after warm-up, and prints the
@@ -26,6 +26,8 @@ def main() -> int:
     parser.add_argument("--n-layers", type=int, default=3, help="tree depth, block 2**n_layers (default 3)")
     parser.add_argument("--steps", type=int, default=5, help="profiled steps, after 3 warm-up steps (default 5)")
     parser.add_argument("--rows", type=int, default=30, help="operators to print (default 30)")
+    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
+                        help="as train's --precision (tf32: CUDA only; default fp32)")  # fmt: skip
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: CUDA is not available", file=sys.stderr)
@@ -33,11 +35,14 @@ def main() -> int:
     if min(args.names, args.n_layers, args.steps, args.rows) < 1:
         print("error: --names, --n-layers, --steps and --rows must be at least 1", file=sys.stderr)
         return 2
+    if args.precision == "tf32" and args.device != "cuda":
+        print("error: --precision tf32 needs --device cuda", file=sys.stderr)
+        return 2
     device = torch.device(args.device)
     data = workloads.splits()
     names = workloads.repeat(data.train, args.names)
     model = workloads.models(args.n_layers, data.vocab, device)["conv"]
-    step, positions = workloads.training_step(model, "conv", names, data.vocab, device)
+    step, positions = workloads.training_step(model, "conv", names, data.vocab, device, args.precision)
     step = workloads.synchronised(step, device)
     for _ in range(3):
         step()
@@ -47,7 +52,7 @@ def main() -> int:
             step()
     sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"# conv training step, block {2**args.n_layers}, {args.names} names ({positions:,} positions), "
-          f"{args.steps} steps, {device.type}, torch {torch.__version__}")  # fmt: skip
+          f"{args.steps} steps, {device.type}, {args.precision}, torch {torch.__version__}")  # fmt: skip
     print(prof.key_averages().table(sort_by=sort_by, row_limit=args.rows))
     return 0
 

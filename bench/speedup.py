@@ -86,15 +86,13 @@ def large_batch_throughput(data, device, batch_names: int, repeats: int, precisi
     if compile:
         model = torch.compile(model, dynamic=True)
     for precision in precisions:
-        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
         torch.cuda.reset_peak_memory_stats(device)
-        step, positions = workloads.training_step(model, "conv", names, data.vocab, device, precision == "bf16")
+        step, positions = workloads.training_step(model, "conv", names, data.vocab, device, precision)
         seconds = workloads.interleaved_medians({"conv": workloads.synchronised(step, device)}, repeats=repeats)
         print(f"default model, {batch_names} names/batch ({positions:,} positions), {precision}"
               f"{', compiled' if compile else ''}: "
               f"{positions / seconds['conv']:,.0f} positions/s, {seconds['conv'] * 1e3:.2f} ms/step, "
               f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB", flush=True)  # fmt: skip
-    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 if __name__ == "__main__":

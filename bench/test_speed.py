@@ -43,7 +43,8 @@ def test_training_step_gpu_variants(benchmark, kind, n_layers, variant, names, d
     model = workloads.models(n_layers, data.vocab, device)[kind]
     if variant == "compile":
         model = torch.compile(model, dynamic=True)
-    step, positions = workloads.training_step(model, kind, names, data.vocab, device, autocast=variant == "bf16")
+    precision = "bf16" if variant == "bf16" else "fp32"
+    step, positions = workloads.training_step(model, kind, names, data.vocab, device, precision)
     step = workloads.synchronised(step, device)
     # compile here, before the fixture is used: a per-test timeout (pytest-timeout) that stops a slow
     # compile then fails this test alone, where one inside pedantic() breaks pytest-benchmark's JSON

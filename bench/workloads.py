@@ -4,12 +4,12 @@
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from wavenet_names import ConvWaveNet, HierarchicalMLP, Vocab, encode_names, pad_batch, read_words, windows
+from wavenet_names.precision import autocast, matmuls
 from wavenet_names.sampling import SampleConfig, generate
 from wavenet_names.training import Splits, evaluate, make_batches
 
@@ -33,22 +33,23 @@ def models(n_layers: int, vocab: Vocab, device) -> dict[str, torch.nn.Module]:
     return {"per_position": tree, "conv": ConvWaveNet.from_hierarchical(tree)}
 
 
-def training_step(model, kind: str, words: list[str], vocab: Vocab, device, autocast: bool = False):
-    """One forward + backward of the loss over every position of `words`. Returns (fn, positions)."""
+def training_step(model, kind: str, words: list[str], vocab: Vocab, device, precision: str = "fp32"):
+    """One forward + backward of the loss over every position of `words`, in `precision` (fp32, tf32
+    or bf16, as Trainer runs it). Returns (fn, positions)."""
     block_size = model.block_size
     if kind == "conv":
         inputs, targets = pad_batch(*encode_names(words, vocab), block_size)
     else:
         inputs, targets = windows(words, vocab, block_size)
     inputs, targets = inputs.to(device), targets.to(device)
-    context = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else nullcontext()
     model.train()
 
     def step():
         model.zero_grad(set_to_none=True)
-        with context:
-            _, loss = model(inputs, targets)
-        loss.backward()
+        with matmuls(precision):
+            with autocast(precision, device):
+                _, loss = model(inputs, targets)
+            loss.backward()
 
     return step, int((targets != -1).sum())
 

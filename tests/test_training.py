@@ -7,6 +7,7 @@ import torch
 
 from wavenet_names.checkpoint import load_checkpoint
 from wavenet_names.models import ModelConfig
+from wavenet_names.precision import matmuls, resolve_precision
 from wavenet_names.training import Splits, TrainConfig, Trainer, TrainingInterrupted, fit, learning_rate
 
 
@@ -77,3 +78,39 @@ def test_learning_rate_schedules():
 def test_bad_train_configs_are_refused(field, value):
     with pytest.raises(ValueError):
         TrainConfig(**{field: value})
+
+
+def test_precision_is_chosen_per_device_and_tf32_needs_a_gpu():
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "tf32"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    with pytest.raises(ValueError, match="tf32 is a CUDA GPU format"):
+        resolve_precision("tf32", torch.device("cpu"))
+    with pytest.raises(ValueError, match="--precision must be one of"):
+        TrainConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("precision, inside", [("tf32", "tf32"), ("fp32", "ieee"), ("bf16", "ieee")])
+def test_tf32_matmuls_are_on_only_inside_and_the_setting_is_restored(precision, inside):
+    cuda = torch.backends.cuda.matmul
+    if not hasattr(cuda, "fp32_precision"):
+        pytest.skip("torch < 2.9 has only the allow_tf32 switch")
+    before = cuda.fp32_precision
+    with matmuls(precision):
+        assert cuda.fp32_precision == inside
+    assert cuda.fp32_precision == before
+
+
+@pytest.mark.parametrize("kind", ["conv", "hierarchical"])
+def test_bf16_training_is_autocast_with_float32_weights_and_loss(splits, kind):
+    exact, mixed = small_run(splits, kind, precision="fp32"), small_run(splits, kind, precision="bf16")
+    exact_loss, _ = exact.train_step()
+    mixed_loss, _ = mixed.train_step()  # same seed: same weights and batch, arithmetic apart
+    assert mixed.precision == "bf16" and mixed_loss.dtype == torch.float32
+    assert mixed_loss == pytest.approx(float(exact_loss), rel=0.02)
+    for name, b in mixed.model.named_parameters():
+        assert b.dtype == torch.float32 and b.grad.dtype == torch.float32, name
+    # autocast really ran: bf16's 8-bit mantissa moves the gradients, a little
+    grads = [(a.grad, b.grad) for a, b in zip(exact.model.parameters(), mixed.model.parameters(), strict=True)]
+    assert any(not torch.equal(a, b) for a, b in grads)
+    assert all(torch.allclose(a, b, rtol=0.1, atol=1e-3) for a, b in grads)

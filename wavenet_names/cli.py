@@ -15,6 +15,7 @@ from . import distributed, experiments
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DataError, Vocab, read_words
 from .models import ModelConfig, build_model
+from .precision import PRECISIONS
 from .sampling import SampleConfig, generate
 from .training import (
     LECTURE_RECIPE,
@@ -38,7 +39,7 @@ MODEL_DEFAULTS = {
     "hierarchical": dict(n_embd=24, n_hidden=128, n_layers=3),
     "flat": dict(n_embd=10, n_hidden=200, n_layers=3, block_size=3),
 }
-RESUMABLE = {"steps", "eval_every", "device"}  # what --resume may change
+RESUMABLE = {"steps", "eval_every", "device", "precision"}  # what --resume may change
 MODEL_OPTIONS = ("n_embd", "n_hidden", "n_layers", "gated", "residual", "skip", "cycles", "dropout", "norm")
 
 
@@ -112,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default {TrainConfig.weight_decay})")
     train.add_argument("--seed", type=int, help=f"seed for initialisation and batches (default {TrainConfig.seed})")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: cuda when available")
+    train.add_argument("--precision", choices=PRECISIONS,
+                       help="a training step's arithmetic: fp32; tf32 (CUDA) matmuls; bf16 autocast. Default auto: "
+                            "tf32 on a GPU, fp32 on a CPU. Evaluation is always float32")  # fmt: skip
     train.add_argument("--eval-every", type=int, help="evaluate on the validation split every N steps")
     train.add_argument("--resume", action="store_true", help="continue the run saved in OUT/last.pt")
     train.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 def _loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
     if targets is None:
         return None
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
+    # in float32 whatever the logits' dtype (bf16 under autocast): the loss is a sum of many small terms
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-1)
 
 
 def _init_lecture(model: nn.Module) -> None:

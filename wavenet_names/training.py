@@ -22,6 +22,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import NameBatches, Vocab, WindowBatches, split_words
 from .models import ModelConfig, build_model, count_params
 from .plots import plot_losses
+from .precision import PRECISIONS, autocast, matmuls, resolve_precision
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "names.txt"
 OPTIMIZERS = ("sgd", "adamw")
@@ -42,6 +43,7 @@ class TrainConfig:
     device: str = "auto"
     eval_every: int = 500
     report_test: bool = False  # evaluate the test split once, at the end
+    precision: str = "auto"  # a training step's arithmetic: auto, fp32, tf32 or bf16 (see precision.py)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every"):
@@ -57,6 +59,8 @@ class TrainConfig:
             raise ValueError("--warmup and --weight-decay cannot be negative")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 # The lecture's recipe for the per-position models: batches of 32 windows, SGD at 0.1, then 0.01 for
@@ -144,6 +148,7 @@ class Trainer:
     context: distributed.Context = field(default_factory=distributed.Context)
 
     def __post_init__(self):
+        self.precision = resolve_precision(self.config.precision, self.device)  # before any work: it may refuse
         torch.manual_seed(self.config.seed)
         self.model = build_model(self.model_config).to(self.device)  # the raw module: what checkpoints hold
         self.forward = self.model  # what trains: a DistributedDataParallel wrapper when there are ranks
@@ -183,9 +188,11 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step)
         self.model.train()
-        _, loss = self.forward(inputs, targets)  # the mean over this rank's positions
-        self.optimizer.zero_grad(set_to_none=True)
-        (loss * weight).backward()  # averaged over ranks: the mean over the whole batch's positions
+        with matmuls(self.precision):  # TF32 or not, forward and backward alike
+            with autocast(self.precision, self.device):
+                _, loss = self.forward(inputs, targets)  # the mean over this rank's positions, in float32
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss * weight).backward()  # averaged over ranks: the mean over the whole batch's positions
         self.optimizer.step()
         self.step += 1
         batch_loss = distributed.mean_over_ranks(loss.detach() * weight)

@@ -88,6 +88,7 @@ def test_training_loss_and_its_gradients_agree(n_layers, dtype, words, vocab):
     tree, conv, (X, Y, idx, targets) = paired_models("trained_tree", n_layers, dtype, words, vocab)
     _, tree_loss = tree(X, Y)
     _, conv_loss = conv(idx, targets)
+    assert conv_loss.dtype == tree_loss.dtype == dtype  # a float64 check stays float64 to the end
     torch.testing.assert_close(conv_loss, tree_loss, rtol=TOLERANCE[dtype], atol=0)
     tree_loss.backward()
     conv_loss.backward()

@@ -47,11 +47,12 @@ def test_padded_equals_truncated_and_batch_composition_does_not_matter(n_layers,
 
 @pytest.mark.parametrize("n_layers", N_LAYERS)
 def test_extra_padding_changes_nothing_in_training(n_layers, words, vocab):
-    """Padding counts neither in the loss nor in the BatchNorm statistics: a batch padded further
-    gives the same training-mode loss, gradients and running statistics."""
+    """Padding counts neither in the loss nor in the BatchNorm statistics: a batch padded further,
+    and given three rows with no name at all, gives the same training-mode loss, gradients and
+    running statistics."""
     idx, targets = pad_batch(*encode_names(words, vocab), 2**n_layers)
-    more_idx = F.pad(idx, (0, 7))
-    more_targets = F.pad(targets, (0, 7), value=-1)
+    more_idx = F.pad(idx, (0, 7, 0, 3))
+    more_targets = F.pad(targets, (0, 7, 0, 3), value=-1)
     model = ConvWaveNet(len(vocab), 10, 32, n_layers).double()
     twin = ConvWaveNet(len(vocab), 10, 32, n_layers).double()
     twin.load_state_dict(model.state_dict())

@@ -23,8 +23,13 @@ if TYPE_CHECKING:
 def _loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
     if targets is None:
         return None
-    # in float32 whatever the logits' dtype (bf16 under autocast): the loss is a sum of many small terms
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-1)
+    return F.cross_entropy(_widened(logits.reshape(-1, logits.shape[-1])), targets.reshape(-1), ignore_index=-1)
+
+
+def _widened(logits: torch.Tensor) -> torch.Tensor:
+    """Logits for a loss, at least float32: bf16 ones under autocast are widened (the loss sums many
+    small terms), float64 ones are kept."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def _init_lecture(model: nn.Module) -> None:

@@ -12,7 +12,7 @@ from einops import rearrange
 from torch import nn
 
 from .layers import BatchDimOnlyBatchNorm, BatchNorm
-from .mlp import HierarchicalMLP, _empty_like, _init_lecture, _loss
+from .mlp import HierarchicalMLP, _empty_like, _init_lecture, _loss, _widened
 
 NORMS = ("batch", "layer", "none")
 
@@ -70,18 +70,19 @@ class DilatedLayer(nn.Module):
         w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
         return self.finish(F.linear(right, w1, self.conv.bias) + F.linear(left, w0), right)
 
-    def forward_packed(self, h: torch.Tensor, far: torch.Tensor):
+    def forward_packed(self, h: torch.Tensor, far: torch.Tensor | None):
         """h (1 + R, n_in): the all-'.' node, then the packed characters of a batch of names.
 
         far (F,): the rows more than `dilation` columns into their name, whose left input is the row
-        `dilation` back in h. Every other row reaches into the padding, where the left input is the
-        all-'.' node h[0]: that half of the kernel is computed once and shared.
+        `dilation` back in h; None when no name of the batch is that long. Every other row reaches
+        into the padding, where the left input is the all-'.' node h[0]: that half of the kernel is
+        computed once and shared.
         """
         w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
         x = F.linear(h, w1, self.conv.bias)  # (N, n_conv): the current inputs
         # in place: linear's backward does not need its output
         x += F.linear(h[:1], w0)  # every row as if its left input were the padding, computed once
-        if len(far):
+        if far is not None:
             # the far rows corrected, by linearity: W0 h[t - dilation] = W0 h[0] + W0 (h[t - dilation] - h[0]).
             # index_select, not h[idx]: its backward is an index_add, where h[idx]'s is a sort-based
             # index_put (on a GPU, see _packed_loss)
@@ -163,30 +164,39 @@ class ConvWaveNet(nn.Module):
             return logits, _loss(logits, targets)
         valid = self._valid_positions(targets, idx, n_out)  # (B, n_out) bool, True where predicted
         real = valid[:, 1:]  # (B, n_out - 1): the positions whose last input is a real character
-        rows = torch.zeros_like(valid, dtype=torch.long)  # (B, n_out): each position's packed row
-        rows[:, 1:][real] = torch.arange(1, int(real.sum()) + 1, device=idx.device)  # column 0 is row 0
-        tokens = F.pad(idx[:, self.block_size :][real], (1, 0))  # (1 + R,): '.', then every character
-        col = F.pad(real.nonzero(as_tuple=True)[1] + 1, (1, 0))  # (1 + R,): the column in its name
+        # the packed order: name by name, character by character. j: the character's index in its name,
+        # idx[:, block_size + j] is the last input of output j + 1. The one host sync of the packing.
+        name, j = real.nonzero(as_tuple=True)  # (R,) each
+        tokens = F.pad(idx[:, self.block_size :][name, j], (1, 0))  # (1 + R,): '.', then every character
+        col = F.pad(j + 1, (1, 0))  # (1 + R,): each packed row's output column in its name
+        # (B, n_out): each position's packed row, the real positions counted in that same order; column 0 is row 0
+        rows = F.pad(real.flatten().cumsum(0).view_as(real) * real, (1, 0))
         h, skips = self.wte(tokens), []  # (1 + R, n_embd)
         for layer in self.layers:
-            far = (col > layer.dilation).nonzero().squeeze(1)  # the left input is in the same name, not padding
+            # the rows whose left input is in the same name, not padding: none when dilation reaches past the
+            # longest name's last output column, n_out - 1 (a shape, so the device need not be asked)
+            far = (col > layer.dilation).nonzero().squeeze(1) if layer.dilation < n_out - 1 else None
             h, skip = layer.forward_packed(h, far)
             skips.append(skip)  # h: (1 + R, n_hidden)
         packed = self._head(h, skips)  # (1 + R, vocab): row 0 for every name's first position
         logits = packed.index_select(0, rows.flatten()).view(B, n_out, -1)  # (B, n_out, vocab)
         if targets is None:
             return logits, None
-        return logits.masked_fill(~valid[..., None], 0.0), self._packed_loss(packed, targets, valid)
+        loss = self._packed_loss(packed, targets[:, 0], targets[:, 1:][name, j])
+        return logits.masked_fill(~valid[..., None], 0.0), loss
 
     @staticmethod
-    def _packed_loss(packed: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """The mean cross-entropy over the valid positions, from the packed rows: the loss does not
-        go through the (B, n_out) logits, whose backward would sum B gradients into row 0 through one
+    def _packed_loss(packed: torch.Tensor, first: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
+        """The mean cross-entropy over the valid positions, from the packed rows (1 + R, vocab):
+        first (B,) every name's first target, all predicted by row 0 (-1 for a row with no name);
+        rest (R,) the targets of rows 1..R. Row 0's B predictions are one distribution, so they cost
+        one log_softmax weighted by how many names start with each character. The loss does not go
+        through the (B, n_out) logits, whose backward would sum B gradients into row 0 through one
         index (a sort-based kernel that serialises on it, most of a large batch's step on a GPU)."""
-        first = targets[:, 0][valid[:, 0]]  # (B',): every name's first character, all read from row 0
-        rest = targets[:, 1:][valid[:, 1:]]  # (R,): in the packed order of rows 1..R
-        total = _cross_entropy_sum(packed[1:], rest) + _cross_entropy_sum(packed[:1].expand(len(first), -1), first)
-        return total / (len(first) + len(rest))
+        vocab = packed.shape[1]
+        starts = (first[:, None] == torch.arange(vocab, device=first.device)).sum(0)  # (vocab,); -1 counts nowhere
+        first_total = -(starts * _widened(packed[0]).log_softmax(-1)).sum()
+        return (_cross_entropy_sum(packed[1:], rest) + first_total) / (len(rest) + starts.sum())
 
     def _head(self, h: torch.Tensor, skips: list) -> torch.Tensor:
         """The logits from the last layer's output, or from the sum of the skip connections."""
@@ -259,8 +269,8 @@ class ConvWaveNet(nn.Module):
 def _cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """F.cross_entropy(logits, targets, reduction="sum") for logits (N, vocab), targets (N,), without
     nll_loss, whose CUDA kernels reduce in a single thread block: 0.4 ms each way per 500K rows on an H200.
-    In float32 whatever the logits' dtype (bf16 under autocast)."""
-    return -logits.float().log_softmax(-1).gather(1, targets[:, None]).sum()
+    """
+    return -_widened(logits).log_softmax(-1).gather(1, targets[:, None]).sum()
 
 
 @dataclass

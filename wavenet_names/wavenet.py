@@ -159,10 +159,10 @@ class ConvWaveNet(nn.Module):
             raise ValueError(f"idx needs at least block_size={self.block_size} columns, got {T}")
         if targets is not None and targets.shape != (B, n_out):
             raise ValueError(f"targets must be (B, T - block_size + 1) = {(B, n_out)}, got {tuple(targets.shape)}")
-        if not bool((idx[:, : self.block_size] == 0).all()):
+        padded, valid = self._layout(idx, targets, n_out)  # valid: (B, n_out) bool, True where predicted
+        if not padded:
             logits = self._forward_full(idx)
             return logits, _loss(logits, targets)
-        valid = self._valid_positions(targets, idx, n_out)  # (B, n_out) bool, True where predicted
         real = valid[:, 1:]  # (B, n_out - 1): the positions whose last input is a real character
         # the packed order: name by name, character by character. j: the character's index in its name,
         # idx[:, block_size + j] is the last input of output j + 1. The one host sync of the packing.
@@ -202,15 +202,16 @@ class ConvWaveNet(nn.Module):
         """The logits from the last layer's output, or from the sum of the skip connections."""
         return self.lm_head(F.relu(sum(skips)) if self.blocks.skip else h)
 
-    @staticmethod
-    def _valid_positions(targets: torch.Tensor | None, idx: torch.Tensor, n_out: int) -> torch.Tensor:
-        if targets is None:
-            return torch.ones(idx.shape[0], n_out, dtype=torch.bool, device=idx.device)
-        valid = targets != -1
-        lengths = valid.sum(1, keepdim=True)
-        if not torch.equal(valid, torch.arange(n_out, device=valid.device) < lengths):
+    def _layout(self, idx: torch.Tensor, targets: torch.Tensor | None, n_out: int) -> tuple[bool, torch.Tensor]:
+        """Whether idx starts with block_size '.' tokens (the packed layout), and where targets are
+        valid, (B, n_out) bool. Both facts come from the device in one read. In the packed layout,
+        targets must be -1 only after each name."""
+        valid = targets != -1 if targets is not None else idx.new_ones(idx.shape[0], n_out, dtype=torch.bool)
+        right_padded = valid == (torch.arange(n_out, device=idx.device) < valid.sum(1, keepdim=True))
+        padded, well_formed = torch.stack([(idx[:, : self.block_size] == 0).all(), right_padded.all()]).tolist()
+        if padded and not well_formed:
             raise ValueError("targets must be -1 only after each name (right padding)")
-        return valid
+        return padded, valid
 
     def _forward_full(self, idx: torch.Tensor) -> torch.Tensor:
         """A plain valid dilated convolution over every column: each layer shortens T by its dilation."""

@@ -1,0 +1,68 @@
+"""How often a ConvWaveNet training step makes the host wait for the device.
+
+On a GPU every read of a device value (an .item(), a bool(), a tolist(), a nonzero whose size the
+host needs) stalls the host until the queue drains; at the moderate batches a GPU otherwise races
+through, those stalls are the step. These tests count them on the CPU, where the same operators
+run, so that a new one cannot creep in unnoticed.
+"""
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from wavenet_names import ConvWaveNet, encode_names, pad_batch
+from wavenet_names.wavenet import Blocks
+
+READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "equal", "masked_select"}
+INDEXING = {"__getitem__", "__setitem__"}  # a read when an index is a bool mask: its nonzero decides the shape
+
+
+class HostReads(TorchFunctionMode):
+    """Records the torch calls that hand a device value to the host, as the model's Python code makes
+    them (what happens inside one torch operator, or in backward, is not seen: none of those read)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        index = args[1] if len(args) > 1 and name in INDEXING else ()
+        masks = any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool
+            for i in (index if isinstance(index, tuple) else (index,))
+        )
+        if name in READS or masks:
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def training_step_reads(model, words, vocab) -> list[str]:
+    idx, targets = pad_batch(*encode_names(words, vocab), model.block_size)
+    with HostReads() as counter:
+        _, loss = model(idx, targets)
+        loss.backward()
+    return counter.reads
+
+
+@pytest.mark.parametrize("n_layers", [3, 6])
+@pytest.mark.parametrize(
+    "blocks", [Blocks(), Blocks(gated=True, residual=True, skip=True, cycles=2)], ids=["lecture", "wavenet"]
+)
+def test_a_training_step_reads_the_device_once_plus_once_per_reaching_layer(n_layers, blocks, words, vocab):
+    """One read for the layout checks, one for the packing, and one per layer whose dilation some
+    name is long enough to reach past (its rows with a left input inside the name); nothing in the
+    backward pass. The words' longest name has 15 characters: every dilation below 15 reaches."""
+    model = ConvWaveNet(len(vocab), 8, 16, n_layers, blocks)
+    reaching = sum(layer.dilation < max(map(len, words)) for layer in model.layers)
+    assert reaching < len(model.layers) or n_layers == 3  # at 6 layers, dilations 16 and 32 reach no name
+    reads = training_step_reads(model, words, vocab)
+    assert reads == ["tolist", "nonzero"] + ["nonzero"] * reaching, reads
+
+
+def test_the_counter_sees_reads(words, vocab):
+    """The counter itself: a bool mask index and an .item() are reads, arithmetic is not."""
+    x = torch.arange(5.0)
+    with HostReads() as counter:
+        (x[x > 2].sum() * 2).item()
+    assert counter.reads == ["__getitem__", "item"]

@@ -124,3 +124,20 @@ def test_a_batch_counts_its_positions_and_weighs_its_share(kind, world_size, wor
         assert positions == int((targets != -1).sum())
         weights.append(weight)
     assert sum(weights) == pytest.approx(world_size)
+
+
+@pytest.mark.parametrize("kind", ["names", "windows"])
+def test_drawing_a_batch_never_reads_the_device(kind, words, vocab):
+    """On a GPU every read of a device value makes the host wait for the last step to finish, so a
+    batch is drawn from CPU-side facts alone. 'meta' tensors have shapes and no values: a read fails."""
+    from wavenet_names.data import NameBatches, WindowBatches
+
+    cls = NameBatches if kind == "names" else WindowBatches
+    on_cpu, on_meta = cls(words, vocab, 8), cls(words, vocab, 8, device="meta")
+    for rank in range(2):
+        expected = on_cpu.sample(10, torch.Generator().manual_seed(0), rank, 2)
+        inputs, targets, positions, weight = on_meta.sample(10, torch.Generator().manual_seed(0), rank, 2)
+        assert inputs.is_meta and inputs.shape == expected[0].shape and targets.shape == expected[1].shape
+        assert (positions, weight) == expected[2:]
+    chunks = list(on_meta.chunks(7))
+    assert [c[0].shape for c in chunks] == [c[0].shape for c in on_cpu.chunks(7)]

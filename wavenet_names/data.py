@@ -117,17 +117,20 @@ def encode_names(words: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Te
     return tokens, lengths
 
 
-def pad_batch(tokens: torch.Tensor, lengths: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(
+    tokens: torch.Tensor, lengths: torch.Tensor, block_size: int, longest: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole names in the conv model's layout.
 
-    tokens (B, L) right-padded names, lengths (B,). Returns
+    tokens (B, L) right-padded names, lengths (B,); longest: max(lengths), when the caller knows it
+    without reading it from a GPU. Returns
       idx     (B, block_size + n - 1): block_size '.' tokens, then the name, then padding '.',
       targets (B, n): the name, then the end token 0, then -1 at padding,
     where n = max(lengths) + 1 is the number of predictions of the longest name. Output j of the model
     sees idx[:, j : j + block_size] and predicts targets[:, j].
     """
     B = tokens.shape[0]
-    n = int(lengths.max()) + 1
+    n = (int(lengths.max()) if longest is None else longest) + 1
     names = torch.zeros(B, n, dtype=torch.long, device=tokens.device)
     names[:, : min(n, tokens.shape[1])] = tokens[:, :n]
     positions = torch.arange(n, device=tokens.device)
@@ -151,14 +154,17 @@ class NameBatches:
         world_size * (its positions) / (the whole batch's positions)."""
         ix = torch.randint(0, len(self.lengths), (batch_size,), generator=generator)  # the same on every rank
         mine = ix.tensor_split(world_size)[rank]
-        positions = int(self.lengths_cpu[mine].sum()) + len(mine)  # every character and each end token
+        lengths = self.lengths_cpu[mine]
+        positions = int(lengths.sum()) + len(mine)  # every character and each end token
         weight = world_size * positions / (int(self.lengths_cpu[ix].sum()) + len(ix))
-        mine = mine.to(self.lengths.device)
-        return *pad_batch(self.tokens[mine], self.lengths[mine], self.block_size), positions, weight
+        mine = to_device(mine, self.lengths.device)
+        batch = pad_batch(self.tokens[mine], self.lengths[mine], self.block_size, int(lengths.max()))
+        return *batch, positions, weight
 
     def chunks(self, size: int):
         for i in range(0, len(self.lengths), size):
-            yield pad_batch(self.tokens[i : i + size], self.lengths[i : i + size], self.block_size)
+            longest = int(self.lengths_cpu[i : i + size].max())
+            yield pad_batch(self.tokens[i : i + size], self.lengths[i : i + size], self.block_size, longest)
 
 
 class WindowBatches:
@@ -171,9 +177,17 @@ class WindowBatches:
     def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1):
         """A random batch of windows (this rank's share of it), its positions and weight (see NameBatches)."""
         ix = torch.randint(0, len(self.Y), (batch_size,), generator=generator)
-        mine = ix.tensor_split(world_size)[rank].to(self.Y.device)
+        mine = to_device(ix.tensor_split(world_size)[rank], self.Y.device)
         return self.X[mine], self.Y[mine], len(mine), world_size * len(mine) / batch_size
 
     def chunks(self, size: int):
         for i in range(0, len(self.Y), size):
             yield self.X[i : i + size], self.Y[i : i + size]
+
+
+def to_device(indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch's CPU indices onto `device`. Onto a GPU through pinned memory and without blocking: a
+    copy from ordinary memory would make the host wait until the GPU has finished the last step."""
+    if device.type == "cuda":
+        return indices.pin_memory().to(device, non_blocking=True)
+    return indices.to(device)

@@ -4,6 +4,7 @@
 
 Prints one line per block size:
     block=<R> per_position=<positions/s> conv=<positions/s> speedup=<ratio>x limit=<(R-1)/log2 R>x
+        multiply_adds=<the tree's matmul work over the conv model's, for these names>x
 each a median of --repeats interleaved runs after warm-up, on the same --names training names and
 the same weights (n_embd 24, n_hidden 128). On CUDA it also measures the default model's training
 throughput at large batches (--large-batch names each): fp32, TF32 matmuls and bf16 autocast, and
@@ -70,7 +71,8 @@ def main() -> int:
         seconds = workloads.interleaved_medians(steps, repeats=args.repeats)
         rate = {kind: positions / s for kind, s in seconds.items()}
         print(f"block={block} per_position={rate['per_position']:,.0f} conv={rate['conv']:,.0f} "
-              f"speedup={rate['conv'] / rate['per_position']:.2f}x limit={workloads.node_limit(n_layers):.2f}x",
+              f"speedup={rate['conv'] / rate['per_position']:.2f}x limit={workloads.node_limit(n_layers):.2f}x "
+              f"multiply_adds={workloads.multiply_add_ratio(names, n_layers):.2f}x",
               flush=True)  # fmt: skip
     if device.type == "cuda":
         for batch_names in args.large_batch:

@@ -95,3 +95,20 @@ def interleaved_medians(fns: dict[str, Callable], repeats: int = 7, warmup: int 
 def node_limit(n_layers: int) -> float:
     """What reuse can buy at most: 2**L - 1 tree nodes per position recomputed, against L."""
     return (2**n_layers - 1) / n_layers
+
+
+def multiply_add_ratio(words: list[str], n_layers: int) -> float:
+    """The tree's matmul multiply-adds over the conv model's, for every position of `words` (the
+    backward pass scales both alike). The conv model computes one node per layer and position, but
+    every name's first position is the shared row 0, and where a left input lies in the padding only
+    half a node (the other half is row 0's, shared by the batch): it beats the node limit whenever
+    names are short against the receptive field."""
+    positions = sum(len(w) + 1 for w in words)  # the tree's windows
+    rows = 1 + sum(len(w) for w in words)  # the conv model's: every name's first position is row 0
+    tree, conv = positions * N_HIDDEN * 27, rows * N_HIDDEN * 27  # the heads (27: a-z and '.')
+    for i in range(n_layers):
+        n_in = N_EMBD if i == 0 else N_HIDDEN
+        far = sum(max(0, len(w) - 2**i) for w in words)  # rows whose left input is in their own name
+        conv += (rows + far) * n_in * N_HIDDEN  # the right half of the kernel everywhere, the left half there
+        tree += positions * 2 ** (n_layers - 1 - i) * 2 * n_in * N_HIDDEN  # every node of every window
+    return tree / conv

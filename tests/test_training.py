@@ -90,6 +90,15 @@ def test_precision_is_chosen_per_device_and_tf32_needs_a_gpu():
         TrainConfig(precision="fp16")
 
 
+def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla P100")
+    with pytest.raises(ValueError, match="Tesla P100 has no bfloat16"):
+        resolve_precision("bf16", torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_precision("bf16", torch.device("cuda")) == "bf16"
+
+
 @pytest.mark.parametrize("precision, inside", [("tf32", "tf32"), ("fp32", "ieee"), ("bf16", "ieee")])
 def test_tf32_matmuls_are_on_only_inside_and_the_setting_is_restored(precision, inside):
     cuda = torch.backends.cuda.matmul

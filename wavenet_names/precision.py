@@ -26,6 +26,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return "tf32" if device.type == "cuda" else "fp32"
     if precision == "tf32" and device.type != "cuda":
         raise ValueError("--precision tf32 is a CUDA GPU format; on a CPU use fp32 or bf16")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use tf32 or fp32")
     return precision
 
 

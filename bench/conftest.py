@@ -8,6 +8,11 @@ def pytest_report_header(config):
     return f"torch {torch.__version__}, {torch.get_num_threads()} threads, cuda: {torch.cuda.is_available()}"
 
 
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Into the JSON, for bench/report.py: which torch made the numbers."""
+    machine_info["torch"] = torch.__version__
+
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

@@ -25,14 +25,19 @@ def load(paths: list[Path]) -> list[dict]:
             machine = data["machine_info"]
             for bench in data["benchmarks"]:
                 rows.append({**bench["extra_info"], "median": bench["stats"]["median"], "group": bench["group"],
-                             "cpu": machine.get("cpu", {}).get("brand_raw", "?"), "torch": _torch(data)})  # fmt: skip
+                             "cpu": machine.get("cpu", {}).get("brand_raw", "?"), "source": _source(data)})  # fmt: skip
         except (OSError, ValueError, KeyError) as e:
             raise SystemExit(f"error: {path}: not a pytest-benchmark JSON file ({e})") from None
     return rows
 
 
-def _torch(data: dict) -> str:
-    return data.get("machine_info", {}).get("torch", "")
+def _source(data: dict) -> str:
+    """Which code and torch were measured, and when: what pytest-benchmark and bench/conftest.py recorded."""
+    commit = data.get("commit_info", {})
+    parts = [f"torch {data['machine_info']['torch']}"] if "torch" in data["machine_info"] else []
+    if commit.get("id"):
+        parts.append(f"commit {commit['id'][:7]}{' with uncommitted changes' if commit.get('dirty') else ''}")
+    return ", ".join(parts + [data.get("datetime", "")[:10]])
 
 
 def pairs(rows: list[dict], section: str, device: str, variant: str = "fp32") -> dict[int, dict[str, dict]]:
@@ -96,7 +101,7 @@ def device_section(rows, device: str) -> list[str]:
     if not mine:
         return [title, "", "Not yet measured.", ""]
     where = mine[0]["gpu"] if device == "cuda" else mine[0]["cpu"]
-    lines = [title, "", f"Measured on {where}.", ""]
+    lines = [title, "", f"Measured on {where} ({mine[0]['source']}).", ""]
     lines += training_table(rows, device) + eval_table(rows, device) + sampling_table(rows, device)
     for variant in ("bf16", "compile"):
         lines += training_table(rows, device, variant)

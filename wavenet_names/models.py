@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .mlp import FlatMLP, HierarchicalMLP
-from .wavenet import Blocks, ConvWaveNet
+from .wavenet import Blocks, ConvWaveNet, receptive_field
 
 MODELS = {"conv": ConvWaveNet, "hierarchical": HierarchicalMLP, "flat": FlatMLP}
 
@@ -59,7 +59,7 @@ class ModelConfig:
         """How many characters the model sees before the one it predicts."""
         if self.kind == "flat" and self.block_size is not None:
             return self.block_size
-        return self.cycles * (2**self.n_layers - 1) + 1  # 2**n_layers for the lecture's single cycle
+        return receptive_field(self.n_layers, self.cycles)
 
 
 def build_model(config: ModelConfig) -> nn.Module:

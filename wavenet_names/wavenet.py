@@ -42,6 +42,12 @@ class Blocks:
         return self == Blocks()
 
 
+def receptive_field(n_layers: int, cycles: int = 1) -> int:
+    """How many characters a stack of dilations 1, 2, ..., 2**(n_layers - 1), repeated `cycles` times,
+    sees: each layer of dilation d adds d, so 2**n_layers for the lecture's single cycle."""
+    return cycles * (2**n_layers - 1) + 1
+
+
 class DilatedLayer(nn.Module):
     """One level of the tree as a causal convolution: out[t] = act(norm(W0 x[t - dilation] + W1 x[t])).
 
@@ -140,7 +146,7 @@ class ConvWaveNet(nn.Module):
     def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int, blocks: Blocks = Blocks()):
         super().__init__()
         self.blocks = blocks
-        self.block_size = blocks.cycles * (2**n_layers - 1) + 1
+        self.block_size = receptive_field(n_layers, blocks.cycles)
         self.wte = nn.Embedding(vocab_size, n_embd)
         depth = n_layers * blocks.cycles
         self.layers = nn.ModuleList(

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from wavenet_names.precision import resolve_precision
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workloads  # noqa: E402
 
@@ -26,7 +28,7 @@ def main() -> int:
     parser.add_argument("--n-layers", type=int, default=3, help="tree depth, block 2**n_layers (default 3)")
     parser.add_argument("--steps", type=int, default=5, help="profiled steps, after 3 warm-up steps (default 5)")
     parser.add_argument("--rows", type=int, default=30, help="operators to print (default 30)")
-    parser.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32",
+    parser.add_argument("--precision", choices=workloads.PRECISIONS, default="fp32",
                         help="as train's --precision (tf32: CUDA only; default fp32)")  # fmt: skip
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -35,10 +37,12 @@ def main() -> int:
     if min(args.names, args.n_layers, args.steps, args.rows) < 1:
         print("error: --names, --n-layers, --steps and --rows must be at least 1", file=sys.stderr)
         return 2
-    if args.precision == "tf32" and args.device != "cuda":
-        print("error: --precision tf32 needs --device cuda", file=sys.stderr)
-        return 2
     device = torch.device(args.device)
+    try:
+        resolve_precision(args.precision, device)  # train's own check: tf32 needs CUDA, bf16 a GPU with it
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     data = workloads.splits()
     names = workloads.repeat(data.train, args.names)
     model = workloads.models(args.n_layers, data.vocab, device)["conv"]

@@ -21,8 +21,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workloads  # noqa: E402
 
-PRECISIONS = ("fp32", "tf32", "bf16")
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -40,8 +38,8 @@ def main() -> int:
     parser.add_argument(
         "--precisions",
         nargs="+",
-        choices=PRECISIONS,
-        default=list(PRECISIONS),
+        choices=workloads.PRECISIONS,
+        default=list(workloads.PRECISIONS),
         help="for the CUDA throughput (default all)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for the CUDA throughput")

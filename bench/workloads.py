@@ -9,12 +9,14 @@ from pathlib import Path
 import torch
 
 from wavenet_names import ConvWaveNet, HierarchicalMLP, Vocab, encode_names, pad_batch, read_words, windows
+from wavenet_names.precision import PRECISIONS as TRAIN_PRECISIONS
 from wavenet_names.precision import autocast, matmuls
 from wavenet_names.sampling import SampleConfig, generate
 from wavenet_names.training import Splits, evaluate, make_batches
 
 NAMES_TXT = Path(__file__).resolve().parents[1] / "data" / "names.txt"
 N_EMBD, N_HIDDEN = 24, 128  # the lecture's final sizes
+PRECISIONS = tuple(p for p in TRAIN_PRECISIONS if p != "auto")  # a benchmark names its precision
 
 
 def splits() -> Splits:

@@ -85,9 +85,10 @@ class DilatedLayer(nn.Module):
         computed once and shared.
         """
         w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
-        x = F.linear(h, w1, self.conv.bias)  # (N, n_conv): the current inputs
-        # in place: linear's backward does not need its output
-        x += F.linear(h[:1], w0)  # every row as if its left input were the padding, computed once
+        # every row as if its left input were the padding: that half of the kernel, computed once, is the
+        # bias of the current inputs' matmul, so adding it costs no pass of its own over the N rows
+        shared = F.linear(h[:1], w0, self.conv.bias).squeeze(0)  # (n_conv,)
+        x = F.linear(h, w1, shared)  # (N, n_conv)
         if far is not None:
             # the far rows corrected, by linearity: W0 h[t - dilation] = W0 h[0] + W0 (h[t - dilation] - h[0]).
             # index_select, not h[idx]: its backward is an index_add, where h[idx]'s is a sort-based

@@ -87,13 +87,13 @@ class DilatedLayer(nn.Module):
         w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
         # every row as if its left input were the padding: that half of the kernel, computed once, is the
         # bias of the current inputs' matmul, so adding it costs no pass of its own over the N rows
-        shared = F.linear(h[:1], w0, self.conv.bias).squeeze(0)  # (n_conv,)
-        x = F.linear(h, w1, shared)  # (N, n_conv)
+        padding = F.linear(h[:1], w0).squeeze(0)  # (n_conv,)
+        x = F.linear(h, w1, padding if self.conv.bias is None else padding + self.conv.bias)  # (N, n_conv)
         if far is not None:
-            # the far rows corrected, by linearity: W0 h[t - dilation] = W0 h[0] + W0 (h[t - dilation] - h[0]).
+            # the far rows corrected, by linearity: W0 h[t - dilation] - W0 h[0], the subtraction again a bias.
             # index_select, not h[idx]: its backward is an index_add, where h[idx]'s is a sort-based
             # index_put (on a GPU, see _packed_loss)
-            x.index_add_(0, far, F.linear(h.index_select(0, far - self.dilation) - h[:1], w0))  # (N, n_conv)
+            x.index_add_(0, far, F.linear(h.index_select(0, far - self.dilation), w0, -padding))  # (N, n_conv)
         return self.finish(x, h, shared_first_row=True)
 
     def finish(self, pre: torch.Tensor, x: torch.Tensor, shared_first_row: bool = False):

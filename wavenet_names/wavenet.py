@@ -166,24 +166,28 @@ class ConvWaveNet(nn.Module):
             raise ValueError(f"idx needs at least block_size={self.block_size} columns, got {T}")
         if targets is not None and targets.shape != (B, n_out):
             raise ValueError(f"targets must be (B, T - block_size + 1) = {(B, n_out)}, got {tuple(targets.shape)}")
-        padded, valid = self._layout(idx, targets, n_out)  # valid: (B, n_out) bool, True where predicted
+        # per dilation that reaches some name (one below its last output column, n_out - 1: a shape), how
+        # many rows have their left input inside their own name, not in the padding
+        dilations = sorted({layer.dilation for layer in self.layers if layer.dilation < n_out - 1})
+        padded, valid, n_real, n_far = self._layout(idx, targets, n_out, dilations)  # valid: (B, n_out) bool
         if not padded:
             logits = self._forward_full(idx)
             return logits, _loss(logits, targets)
         real = valid[:, 1:]  # (B, n_out - 1): the positions whose last input is a real character
-        # the packed order: name by name, character by character. j: the character's index in its name,
-        # idx[:, block_size + j] is the last input of output j + 1. The one host sync of the packing.
-        name, j = real.nonzero(as_tuple=True)  # (R,) each
+        # The packed order: name by name, character by character. j: the character's index in its name,
+        # idx[:, block_size + j] is the last input of output j + 1. The sizes came with the layout, so
+        # no index below makes the host wait for the device, and what follows is one sequence of
+        # operations (one graph for torch.compile) whatever the depth.
+        name, j = torch.nonzero_static(real, size=n_real).unbind(1)  # (R,) each
         tokens = F.pad(idx[:, self.block_size :][name, j], (1, 0))  # (1 + R,): '.', then every character
         col = F.pad(j + 1, (1, 0))  # (1 + R,): each packed row's output column in its name
         # (B, n_out): each position's packed row, the real positions counted in that same order; column 0 is row 0
         rows = F.pad(real.flatten().cumsum(0).view_as(real) * real, (1, 0))
+        # per dilation, the rows whose left input is in the same name (None: no name reaches that far)
+        far = {d: torch.nonzero_static(col > d, size=n).squeeze(1) for d, n in zip(dilations, n_far, strict=True)}
         h, skips = self.wte(tokens), []  # (1 + R, n_embd)
         for layer in self.layers:
-            # the rows whose left input is in the same name, not padding: none when dilation reaches past the
-            # longest name's last output column, n_out - 1 (a shape, so the device need not be asked)
-            far = (col > layer.dilation).nonzero().squeeze(1) if layer.dilation < n_out - 1 else None
-            h, skip = layer.forward_packed(h, far)
+            h, skip = layer.forward_packed(h, far.get(layer.dilation))
             skips.append(skip)  # h: (1 + R, n_hidden)
         packed = self._head(h, skips)  # (1 + R, vocab): row 0 for every name's first position
         logits = packed.index_select(0, rows.flatten()).view(B, n_out, -1)  # (B, n_out, vocab)
@@ -209,16 +213,20 @@ class ConvWaveNet(nn.Module):
         """The logits from the last layer's output, or from the sum of the skip connections."""
         return self.lm_head(F.relu(sum(skips)) if self.blocks.skip else h)
 
-    def _layout(self, idx: torch.Tensor, targets: torch.Tensor | None, n_out: int) -> tuple[bool, torch.Tensor]:
-        """Whether idx starts with block_size '.' tokens (the packed layout), and where targets are
-        valid, (B, n_out) bool. Both facts come from the device in one read. In the packed layout,
-        targets must be -1 only after each name."""
+    def _layout(self, idx: torch.Tensor, targets: torch.Tensor | None, n_out: int, dilations: list[int]):
+        """What the packing needs to know from the device, in one read. Returns whether idx starts with
+        block_size '.' tokens (the packed layout); where targets are valid, (B, n_out) bool; how many
+        positions have a real character as their last input (the packed rows after row 0); and for
+        each of `dilations`, how many of those lie more than that many characters into their name. In
+        the packed layout, targets must be -1 only after each name."""
         valid = targets != -1 if targets is not None else idx.new_ones(idx.shape[0], n_out, dtype=torch.bool)
         right_padded = valid == (torch.arange(n_out, device=idx.device) < valid.sum(1, keepdim=True))
-        padded, well_formed = torch.stack([(idx[:, : self.block_size] == 0).all(), right_padded.all()]).tolist()
+        real = valid[:, 1:]  # column j + 1 is more than d characters into its name where j >= d
+        facts = [(idx[:, : self.block_size] == 0).all(), right_padded.all(), real.sum()]
+        padded, well_formed, n_real, *n_far = torch.stack(facts + [real[:, d:].sum() for d in dilations]).tolist()
         if padded and not well_formed:
             raise ValueError("targets must be -1 only after each name (right padding)")
-        return padded, valid
+        return padded, valid, n_real, n_far
 
     def _forward_full(self, idx: torch.Tensor) -> torch.Tensor:
         """A plain valid dilated convolution over every column: each layer shortens T by its dilation."""

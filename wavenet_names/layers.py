@@ -52,6 +52,11 @@ class BatchNorm(nn.Module):
         flat = x.reshape(-1, x.shape[-1])  # (N, C): every dimension but the last is the batch
         if self.training and self.synced and dist.is_initialized():
             return self._synced(flat, shared_first_row).view_as(x)
+        if self.training and torch.compiler.is_compiling():
+            # the formula as written, which the compiler fuses; the rescaled eps below is a float made
+            # from the batch size, which would make it compile again for every new size
+            var, mean = torch.var_mean(flat, dim=0)  # (C,) each, the variance unbiased
+            return self._normalised(flat, mean, var).view_as(x)
         weight, eps = self.weight, self.eps
         if self.training:
             # torch's fused batch_norm divides by the biased variance v_b = v_u (N-1)/N; the lecture
@@ -74,10 +79,16 @@ class BatchNorm(nn.Module):
         dist.all_reduce(n)
         mean = all_reduce_sum(counted.sum(0)) / n  # (C,)
         var = all_reduce_sum(((counted - mean) ** 2).sum(0)) / (n - 1)  # (C,), unbiased
-        with torch.no_grad():
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var, self.momentum)
-        return (flat - mean) * (self.weight * torch.rsqrt(var + self.eps)) + self.bias
+        return self._normalised(flat, mean, var)
+
+    def _normalised(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """The lecture's formula, with the statistics given (var unbiased); in training, they also move
+        the running estimates."""
+        if self.training:
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.view_as(self.running_mean), self.momentum)
+                self.running_var.lerp_(var.view_as(self.running_var), self.momentum)
+        return (x - mean) * (self.weight * torch.rsqrt(var + self.eps)) + self.bias
 
 
 class BatchDimOnlyBatchNorm(BatchNorm):
@@ -94,9 +105,6 @@ class BatchDimOnlyBatchNorm(BatchNorm):
     def forward(self, x: torch.Tensor, shared_first_row: bool = False) -> torch.Tensor:
         if self.training:
             var, mean = torch.var_mean(x, dim=0)  # (T, C), or (C,) for the tree's top (B, C)
-            with torch.no_grad():
-                self.running_mean.lerp_(mean.view_as(self.running_mean), self.momentum)
-                self.running_var.lerp_(var.view_as(self.running_var), self.momentum)
         else:
             mean, var = self.running_mean, self.running_var
-        return (x - mean) * (self.weight * torch.rsqrt(var + self.eps)) + self.bias
+        return self._normalised(x, mean, var)

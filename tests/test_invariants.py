@@ -67,6 +67,18 @@ def test_extra_padding_changes_nothing_in_training(n_layers, words, vocab):
         torch.testing.assert_close(c, b, rtol=1e-10, atol=1e-12, msg=name)
 
 
+def test_a_batch_of_empty_names_is_only_the_shared_first_position(words, vocab):
+    """Names of no characters leave nothing to pack, only row 0 ('........' -> '.'): the same logits
+    as any name's first position, and the loss of predicting the end there."""
+    model = trained_conv(words, vocab, 3)
+    idx, targets = pad_batch(*encode_names(["", ""], vocab), model.block_size)
+    assert targets.shape == (2, 1)
+    logits, loss = model(idx, targets)
+    named, _ = model(*pad_batch(*encode_names(words[:1], vocab), model.block_size))
+    torch.testing.assert_close(logits[:, 0], named[0, :1].expand(2, -1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(loss, F.cross_entropy(logits[:, 0], targets[:, 0]), rtol=0, atol=1e-12)
+
+
 def test_masked_batchnorm_statistics_are_those_of_the_distinct_nodes(words, vocab):
     """The first layer's node at each position fuses (previous char, char). Its batch statistics,
     computed by hand over the valid positions, each node once (the all-'.' node, shared by every

@@ -178,13 +178,13 @@ class ConvWaveNet(nn.Module):
         # idx[:, block_size + j] is the last input of output j + 1. The sizes came with the layout, so
         # no index below makes the host wait for the device, and what follows is one sequence of
         # operations (one graph for torch.compile) whatever the depth.
-        name, j = torch.nonzero_static(real, size=n_real).unbind(1)  # (R,) each
+        name, j = _true_indices(real, n_real).unbind(1)  # (R,) each
         tokens = F.pad(idx[:, self.block_size :][name, j], (1, 0))  # (1 + R,): '.', then every character
         col = F.pad(j + 1, (1, 0))  # (1 + R,): each packed row's output column in its name
         # (B, n_out): each position's packed row, the real positions counted in that same order; column 0 is row 0
         rows = F.pad(real.flatten().cumsum(0).view_as(real) * real, (1, 0))
         # per dilation, the rows whose left input is in the same name (None: no name reaches that far)
-        far = {d: torch.nonzero_static(col > d, size=n).squeeze(1) for d, n in zip(dilations, n_far, strict=True)}
+        far = {d: _true_indices(col > d, n).squeeze(1) for d, n in zip(dilations, n_far, strict=True)}
         h, skips = self.wte(tokens), []  # (1 + R, n_embd)
         for layer in self.layers:
             h, skip = layer.forward_packed(h, far.get(layer.dilation))
@@ -280,6 +280,14 @@ class ConvWaveNet(nn.Module):
                 layer.conv.weight.copy_(rearrange(node[1].weight, "h (k c) -> h c k", k=2))
                 layer.norm.load_state_dict(node[2].state_dict())
         return model
+
+
+def _true_indices(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """mask.nonzero(), (count, mask.ndim), given that `count` entries are True: the host need not ask
+    the device how many."""
+    if mask.numel() == 0:  # (a batch of empty names) nonzero_static fails on an empty CUDA tensor before torch 2.9
+        return mask.new_zeros((0, mask.ndim), dtype=torch.long)
+    return torch.nonzero_static(mask, size=count)
 
 
 def _cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -181,6 +181,21 @@ def test_training_into_an_earlier_run_needs_resume_or_overwrite(trained, data_fi
     assert (trained / "model.pt").read_bytes() == before
 
 
+def test_compile_without_a_compiler_is_one_line_and_harms_nothing(trained, data_file, tmp_path):
+    """The real failure: inductor finds no C++ compiler (CXX points at /bin/false, and an empty cache
+    holds no kernels compiled earlier). Over an earlier run with --overwrite, which is left whole."""
+    before = {name: (trained / name).read_bytes() for name in ("model.pt", "last.pt", "metrics.json", "metrics.jsonl")}
+    env = {**os.environ, "CXX": "/bin/false", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["train", "--data", str(data_file), "--out", str(trained), "--overwrite", "--compile", "--steps", "5", *TINY]
+    result = subprocess.run([sys.executable, "-m", "wavenet_names", *args], capture_output=True, text=True,
+                            timeout=300, env=env)  # fmt: skip
+    errors = [line for line in result.stderr.splitlines() if "error" in line or "Traceback" in line]
+    assert result.returncode == 2, result.stderr
+    assert len(errors) == 1 and "--compile: torch.compile failed (InvalidCxxCompiler" in errors[0], result.stderr
+    for name, content in before.items():
+        assert (trained / name).read_bytes() == content, f"{name} changed"
+
+
 def test_truncated_and_foreign_checkpoints(trained, tmp_path, capsys):
     content = (trained / "model.pt").read_bytes()
     truncated = tmp_path / "truncated.pt"

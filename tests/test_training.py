@@ -54,6 +54,20 @@ def test_checkpoints_and_metrics(splits, tmp_path):
     assert records[-1]["val_loss"] < records[0]["val_loss"] + 0.5  # sane, not diverged
 
 
+def test_a_new_run_replaces_an_earlier_runs_metrics_at_its_first_evaluation(splits, tmp_path):
+    """train --overwrite: the earlier run's figures stay until the new run has its own, then go."""
+    fit(small_run(splits, steps=14), tmp_path)
+    (tmp_path / "metrics.json").write_text("{}")  # as finish() leaves it
+    again = small_run(splits, steps=10, eval_every=5)
+    with pytest.raises(TrainingInterrupted):
+        fit(again, tmp_path, should_stop=lambda: again.step == 3)  # stopped before its first evaluation
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [7, 14]
+    assert (tmp_path / "metrics.json").exists()
+    fit(again, tmp_path)
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [5, 10]
+    assert not (tmp_path / "metrics.json").exists()
+
+
 def test_resume_refuses_other_data(splits, all_words, tmp_path):
     trainer = small_run(splits, steps=3)
     fit(trainer, tmp_path)
@@ -123,3 +137,64 @@ def test_bf16_training_is_autocast_with_float32_weights_and_loss(splits, kind):
     grads = [(a.grad, b.grad) for a, b in zip(exact.model.parameters(), mixed.model.parameters(), strict=True)]
     assert any(not torch.equal(a, b) for a, b in grads)
     assert all(torch.allclose(a, b, rtol=0.1, atol=1e-3) for a, b in grads)
+
+
+class GraphCounter:
+    """A torch.compile backend that runs each captured graph as it is (no code generation: fast) and
+    counts them: one call per graph compiled."""
+
+    def __init__(self):
+        self.graphs = 0
+
+    def __call__(self, graph_module, example_inputs):
+        self.graphs += 1
+        return graph_module.forward
+
+
+@pytest.fixture
+def compile_with(monkeypatch):
+    """Make Trainer's torch.compile use the given backend; forget what earlier tests compiled."""
+    compile = torch.compile
+
+    def use(backend):
+        torch._dynamo.reset()
+        monkeypatch.setattr(torch, "compile", lambda module, **options: compile(module, backend=backend, **options))
+
+    yield use
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("kind", ["conv", "hierarchical"])
+def test_compiled_training_equals_eager_and_compiles_once_for_every_batch_shape(splits, kind, compile_with):
+    counter = GraphCounter()
+    compile_with(counter)
+    eager, compiled = small_run(splits, kind), small_run(splits, kind, compile=True)
+    shapes, draw = set(), compiled.train_batches.sample
+
+    def recorded(*args):
+        batch = draw(*args)
+        shapes.add(tuple(batch[0].shape))
+        return batch
+
+    compiled.train_batches.sample = recorded
+    for step in range(8):
+        eager_loss, _ = eager.train_step()
+        compiled_loss, _ = compiled.train_step()
+        assert float(compiled_loss) == pytest.approx(float(eager_loss), rel=1e-5), step
+        if step == 0:
+            graphs = counter.graphs  # what the first step compiled
+    assert counter.graphs == graphs > 0  # whatever the batch's shape, nothing compiled again
+    assert len(shapes) > 1 or kind == "hierarchical"  # names of different lengths: conv batches differ in shape
+    for (name, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)  # BatchNorm buffers included
+
+
+def test_a_failing_compile_names_the_option(splits, compile_with):
+    def no_compiler(graph_module, example_inputs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    compile_with(no_compiler)
+    trainer = small_run(splits, compile=True)
+    message = r"^--compile: torch.compile failed \(RuntimeError: .*No working C\+\+ compiler.*\); train without"
+    with pytest.raises(ValueError, match=message):
+        trainer.train_step()

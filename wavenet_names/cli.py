@@ -39,7 +39,7 @@ MODEL_DEFAULTS = {
     "hierarchical": dict(n_embd=24, n_hidden=128, n_layers=3),
     "flat": dict(n_embd=10, n_hidden=200, n_layers=3, block_size=3),
 }
-RESUMABLE = {"steps", "eval_every", "device", "precision"}  # what --resume may change
+RESUMABLE = {"steps", "eval_every", "device", "precision", "compile"}  # what --resume may change
 MODEL_OPTIONS = ("n_embd", "n_hidden", "n_layers", "gated", "residual", "skip", "cycles", "dropout", "norm")
 
 
@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=PRECISIONS,
                        help="a training step's arithmetic: fp32; tf32 (CUDA) matmuls; bf16 autocast. Default auto: "
                             "tf32 on a GPU, fp32 on a CPU. Evaluation is always float32")  # fmt: skip
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                       help="torch.compile the training step: slower to start (it compiles for up to a minute), "
+                            "then faster, most at large batches on a GPU; needs a C++ compiler on a CPU "
+                            "(default off)")  # fmt: skip
     train.add_argument("--eval-every", type=int, help="evaluate on the validation split every N steps")
     train.add_argument("--resume", action="store_true", help="continue the run saved in OUT/last.pt")
     train.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
@@ -204,11 +208,7 @@ def _start(args, out: Path, context: distributed.Context) -> Trainer:
     if not args.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt")):
         raise ValueError(f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, "
                          "or choose another --out")  # fmt: skip
-    trainer = Trainer(model_config, config, splits, device)
-    if context.is_main:
-        for stale in ("metrics.jsonl", "metrics.json", "loss.png"):
-            (out / stale).unlink(missing_ok=True)
-    return trainer
+    return Trainer(model_config, config, splits, device)  # what an earlier run left goes at the first evaluation
 
 
 def _rank_device(device: torch.device, context: distributed.Context) -> torch.device:

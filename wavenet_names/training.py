@@ -44,6 +44,7 @@ class TrainConfig:
     eval_every: int = 500
     report_test: bool = False  # evaluate the test split once, at the end
     precision: str = "auto"  # a training step's arithmetic: auto, fp32, tf32 or bf16 (see precision.py)
+    compile: bool = False  # torch.compile the training forward and backward (evaluation stays eager)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every"):
@@ -151,7 +152,7 @@ class Trainer:
         self.precision = resolve_precision(self.config.precision, self.device)  # before any work: it may refuse
         torch.manual_seed(self.config.seed)
         self.model = build_model(self.model_config).to(self.device)  # the raw module: what checkpoints hold
-        self.forward = self.model  # what trains: a DistributedDataParallel wrapper when there are ranks
+        self.forward = self._trainable(self.model)  # what trains: see distribute() and _trainable()
         block = self.model_config.context
         kind = self.model_config.kind
         self.train_batches = make_batches(kind, self.splits.train, self.splits.vocab, block, self.device)
@@ -168,6 +169,12 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=self.config.lr)
 
+    def _trainable(self, module: torch.nn.Module):
+        """What train_step calls: `module`, or with --compile, torch.compile's version of it. Shapes
+        are dynamic from the start (every batch of names has its own length and number of
+        characters), so that it compiles once, not once per new shape."""
+        return torch.compile(module, dynamic=True) if self.config.compile else module
+
     def distribute(self, context: distributed.Context) -> "Trainer":
         """Train as one of context.world_size ranks, each on its share of every batch."""
         if self.config.batch_size < context.world_size:
@@ -175,7 +182,7 @@ class Trainer:
         self.context = context
         distributed.sync_batchnorm(self.model)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self.forward = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.forward = self._trainable(DistributedDataParallel(self.model, device_ids=device_ids))
         return self
 
     def train_step(self) -> tuple[torch.Tensor, int]:
@@ -188,11 +195,19 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step)
         self.model.train()
-        with matmuls(self.precision):  # TF32 or not, forward and backward alike
-            with autocast(self.precision, self.device):
-                _, loss = self.forward(inputs, targets)  # the mean over this rank's positions, in float32
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss * weight).backward()  # averaged over ranks: the mean over the whole batch's positions
+        try:
+            with matmuls(self.precision):  # TF32 or not, forward and backward alike
+                with autocast(self.precision, self.device):
+                    _, loss = self.forward(inputs, targets)  # the mean over this rank's positions, in float32
+                self.optimizer.zero_grad(set_to_none=True)
+                (loss * weight).backward()  # averaged over ranks: the mean over the whole batch's positions
+        except RuntimeError as e:  # e.g. no C++ compiler for a CPU: say which option to drop
+            if self.config.compile and isinstance(e, torch._dynamo.exc.TorchDynamoException):
+                cause = getattr(e, "inner_exception", None) or e  # what the compiler raised, not dynamo's wrapping
+                first = (str(cause).strip().splitlines() or [""])[0]
+                raise ValueError(f"--compile: torch.compile failed ({type(cause).__name__}: {first}); "
+                                 "train without --compile") from e  # fmt: skip
+            raise
         self.optimizer.step()
         self.step += 1
         batch_loss = distributed.mean_over_ranks(loss.detach() * weight)
@@ -296,12 +311,18 @@ def _evaluation(trainer: Trainer, out: Path, losses: list[float], positions: int
         "positions_per_second": positions / max(seconds, 1e-9),
         "seconds": trainer.seconds,
     }
+    # The run's first record replaces what an earlier run in `out` left (train --overwrite): only now,
+    # so that a run failing before it has anything to show leaves the earlier one whole.
+    first = not trainer.history
     trainer.history.append(record)
     checkpoint = trainer.checkpoint()
     if improved:
         save_checkpoint(checkpoint, out / "model.pt")
     save_checkpoint(checkpoint, out / "last.pt")
-    with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+    if first:
+        for stale in ("metrics.json", "loss.png"):
+            (out / stale).unlink(missing_ok=True)
+    with open(out / "metrics.jsonl", "w" if first else "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
     return record
 

@@ -68,3 +68,32 @@ def test_the_lectures_batch_norm_bug_keeps_per_position_statistics():
     assert model(torch.zeros(2, 8, dtype=torch.long))[0].shape == (2, 27)
     with pytest.raises(ValueError, match="no conv equivalent"):
         ConvWaveNet.from_hierarchical(model)
+
+
+@pytest.mark.parametrize("path", ["fused", "compiled", "synced", "per-position"])
+def test_batchnorm_under_bf16_autocast_keeps_float32_statistics(path, tmp_path, monkeypatch):
+    """Under bf16 autocast a layer's input is bf16. Each way of computing the statistics (the fused
+    kernel; the formula written out, under torch.compile or across ranks; the lecture's per-position
+    bug) keeps float32 running estimates, close to those of the float32 input, and gives bf16 back."""
+    import torch.distributed as dist
+
+    from wavenet_names.layers import BatchDimOnlyBatchNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 4, 16) * 3 + 1  # (B, T, C)
+    make = (lambda: BatchDimOnlyBatchNorm(16, positions=4)) if path == "per-position" else (lambda: BatchNorm(16))
+    exact, mixed = make(), make()
+    exact(x)
+    if path == "compiled":
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    if path == "synced":
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+        mixed.synced = True
+    try:
+        out = mixed(x.bfloat16())
+    finally:
+        if path == "synced":
+            dist.destroy_process_group()
+    assert out.dtype == torch.bfloat16 and mixed.running_var.dtype == torch.float32
+    torch.testing.assert_close(mixed.running_mean, exact.running_mean, rtol=0.02, atol=0.002)
+    torch.testing.assert_close(mixed.running_var, exact.running_var, rtol=0.02, atol=0.002)

@@ -55,7 +55,7 @@ class BatchNorm(nn.Module):
         if self.training and torch.compiler.is_compiling():
             # the formula as written, which the compiler fuses; the rescaled eps below is a float made
             # from the batch size, which would make it compile again for every new size
-            var, mean = torch.var_mean(flat, dim=0)  # (C,) each, the variance unbiased
+            var, mean = torch.var_mean(self._widened(flat), dim=0)  # (C,) each, the variance unbiased
             return self._normalised(flat, mean, var).view_as(x)
         weight, eps = self.weight, self.eps
         if self.training:
@@ -74,21 +74,26 @@ class BatchNorm(nn.Module):
         """The statistics of the rows of all ranks together, in two passes for accuracy. The sums go
         through a differentiable all-reduce, so gradients flow to every rank's rows, as in torch's
         SyncBatchNorm."""
-        counted = flat[1:] if shared_first_row and dist.get_rank() != 0 else flat
-        n = torch.tensor([float(len(counted))], device=flat.device, dtype=flat.dtype)
+        counted = self._widened(flat[1:] if shared_first_row and dist.get_rank() != 0 else flat)
+        n = torch.tensor([float(len(counted))], device=flat.device, dtype=counted.dtype)
         dist.all_reduce(n)
         mean = all_reduce_sum(counted.sum(0)) / n  # (C,)
         var = all_reduce_sum(((counted - mean) ** 2).sum(0)) / (n - 1)  # (C,), unbiased
         return self._normalised(flat, mean, var)
 
+    def _widened(self, x: torch.Tensor) -> torch.Tensor:
+        """x in the running estimates' dtype (float32, or float64), for its statistics: bf16 activations
+        under autocast would sum many rows at 8 bits of mantissa, and not fit the buffers."""
+        return x.to(self.running_var.dtype)
+
     def _normalised(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-        """The lecture's formula, with the statistics given (var unbiased); in training, they also move
-        the running estimates."""
+        """The lecture's formula, with the statistics given (var unbiased, in the buffers' dtype); in
+        training, they also move the running estimates. The output has x's dtype, as F.batch_norm's."""
         if self.training:
             with torch.no_grad():
                 self.running_mean.lerp_(mean.view_as(self.running_mean), self.momentum)
                 self.running_var.lerp_(var.view_as(self.running_var), self.momentum)
-        return (x - mean) * (self.weight * torch.rsqrt(var + self.eps)) + self.bias
+        return ((x - mean) * (self.weight * torch.rsqrt(var + self.eps)) + self.bias).to(x.dtype)
 
 
 class BatchDimOnlyBatchNorm(BatchNorm):
@@ -104,7 +109,7 @@ class BatchDimOnlyBatchNorm(BatchNorm):
 
     def forward(self, x: torch.Tensor, shared_first_row: bool = False) -> torch.Tensor:
         if self.training:
-            var, mean = torch.var_mean(x, dim=0)  # (T, C), or (C,) for the tree's top (B, C)
+            var, mean = torch.var_mean(self._widened(x), dim=0)  # (T, C), or (C,) for the tree's top (B, C)
         else:
             mean, var = self.running_mean, self.running_var
         return self._normalised(x, mean, var)

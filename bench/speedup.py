@@ -6,9 +6,10 @@ Prints one line per block size:
     block=<R> per_position=<positions/s> conv=<positions/s> speedup=<ratio>x limit=<(R-1)/log2 R>x
         multiply_adds=<the tree's matmul work over the conv model's, for these names>x
 each a median of --repeats interleaved runs after warm-up, on the same --names training names and
-the same weights (n_embd 24, n_hidden 128). On CUDA it also measures the default model's training
-throughput at large batches (--large-batch names each): fp32, TF32 matmuls and bf16 autocast, and
-with --compile, torch.compile's. An empty --blocks or --large-batch skips that part.
+the same weights (n_embd 24, n_hidden 128). Then the default model's training throughput at large
+batches (--large-batch names each; by default on CUDA only): fp32, TF32 matmuls (CUDA) and bf16
+autocast, and with --compile, eager and torch.compile'd side by side. An empty --blocks or
+--large-batch skips that part.
 """
 
 import argparse
@@ -32,18 +33,23 @@ def main() -> int:
         "--large-batch",
         type=int,
         nargs="*",
-        default=[8192, 65536, 262144],
-        help="names per batch for the CUDA throughput (default 8192 65536 262144)",
+        help="names per batch for the large-batch throughput (default 8192 65536 262144 on CUDA, none on a CPU)",
     )
     parser.add_argument(
         "--precisions",
         nargs="+",
         choices=workloads.PRECISIONS,
-        default=list(workloads.PRECISIONS),
-        help="for the CUDA throughput (default all)",
+        help="for the large-batch throughput (default all that the device has)",
     )
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model for the CUDA throughput")
+    parser.add_argument("--compile", action="store_true", help="large-batch throughput: also torch.compile'd")
     args = parser.parse_args()
+    if args.large_batch is None:
+        args.large_batch = [8192, 65536, 262144] if args.device == "cuda" else []
+    if args.precisions is None:
+        args.precisions = [p for p in workloads.PRECISIONS if args.device == "cuda" or p != "tf32"]
+    if "tf32" in args.precisions and args.device != "cuda":
+        print("error: --precisions tf32 needs --device cuda", file=sys.stderr)
+        return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: CUDA is not available", file=sys.stderr)
         return 2
@@ -72,27 +78,35 @@ def main() -> int:
               f"speedup={rate['conv'] / rate['per_position']:.2f}x limit={workloads.node_limit(n_layers):.2f}x "
               f"multiply_adds={workloads.multiply_add_ratio(names, n_layers):.2f}x",
               flush=True)  # fmt: skip
-    if device.type == "cuda":
-        for batch_names in args.large_batch:
-            large_batch_throughput(data, device, batch_names, args.repeats, args.precisions, args.compile)
+    for batch_names in args.large_batch:
+        large_batch_throughput(data, device, batch_names, args.repeats, args.precisions, args.compile)
     return 0
 
 
 def large_batch_throughput(data, device, batch_names: int, repeats: int, precisions, compile: bool) -> None:
     """The default model (the lecture's 76K tree as ConvWaveNet) on one large batch of training names
-    (repeated as needed), in each precision: fp32, TF32 matmuls, bf16 autocast."""
+    (repeated as needed), in each precision: fp32, TF32 matmuls, bf16 autocast; with `compile`, the
+    same model torch.compile'd too, the two timed in turn."""
     names = workloads.repeat(data.train, batch_names)
     model = workloads.models(3, data.vocab, device)["conv"]
-    if compile:
-        model = torch.compile(model, dynamic=True)
+    variants = {"eager": model, "compiled": torch.compile(model, dynamic=True)} if compile else {"eager": model}
     for precision in precisions:
-        torch.cuda.reset_peak_memory_stats(device)
-        step, positions = workloads.training_step(model, "conv", names, data.vocab, device, precision)
-        seconds = workloads.interleaved_medians({"conv": workloads.synchronised(step, device)}, repeats=repeats)
-        print(f"default model, {batch_names} names/batch ({positions:,} positions), {precision}"
-              f"{', compiled' if compile else ''}: "
-              f"{positions / seconds['conv']:,.0f} positions/s, {seconds['conv'] * 1e3:.2f} ms/step, "
-              f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB", flush=True)  # fmt: skip
+        steps, peak = {}, {}
+        for variant, module in variants.items():
+            step, positions = workloads.training_step(module, "conv", names, data.vocab, device, precision)
+            steps[variant] = workloads.synchronised(step, device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            steps[variant]()  # alone, for its peak memory (and compiled, its compilation)
+            peak[variant] = f", peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" \
+                if device.type == "cuda" else ""  # fmt: skip
+        seconds = workloads.interleaved_medians(steps, repeats=repeats)
+        for variant in variants:
+            print(f"default model, {batch_names} names/batch ({positions:,} positions), {precision}"
+                  f"{', compiled' if variant == 'compiled' else ''}: {positions / seconds[variant]:,.0f} positions/s, "
+                  f"{seconds[variant] * 1e3:.2f} ms/step{peak[variant]}", flush=True)  # fmt: skip
+        if compile:
+            print(f"  compiled / eager: {seconds['eager'] / seconds['compiled']:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

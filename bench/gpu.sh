@@ -8,12 +8,12 @@
 # keeping going past a failing one, so that one run on a short lease brings back all it could measure:
 #   gpu.log              the GPU, driver and torch version, the training run and the pytest output,
 #                        and every step's warnings and errors
-#   train-cuda.txt       `wavenet-names train` at 65536 names a step in TF32, bf16 and fp32: the
-#                        trainer's own positions/s
-#   speedup-cuda.txt     `bench/speedup.py --device cuda`: the speedup per block size at 256 and at 8192
-#                        names, the default model's large-batch positions/s in fp32, TF32 and bf16,
-#                        then compiled
-#   profile-cuda.txt     `bench/profile_step.py` at a small and two large batches: where a step's time goes
+#   train-cuda.txt       `wavenet-names train` at 65536 names a step in TF32 and bf16, eager and
+#                        --compile: the trainer's own positions/s
+#   speedup-cuda.txt     `bench/speedup.py --device cuda`: the default model at 262144 names in TF32 and
+#                        bf16, eager and compiled side by side; then the speedup per block size at 256
+#                        and 8192 names, and the large-batch positions/s in fp32, TF32 and bf16
+#   profile-cuda.txt     `bench/profile_step.py` at two large batches and a small one: where a step's time goes
 #   results-cuda.json    `pytest bench/test_speed.py`, its CUDA rows: fp32 and bf16
 #   results-cuda-compile.json   its torch.compile rows (last: compiling takes the longest)
 #   RESULTS.md, speedup.png     bench/report.py over this repo's CPU results and the new CUDA ones
@@ -46,22 +46,25 @@ step 30 "evaluate on cuda" "$out/gpu.log" "$py" -m wavenet_names evaluate --devi
 rm -rf "$out/smoke-run"  # checkpoints stay behind: only logs and results come back
 # the trainer's own throughput at a large batch (sampling, forward, backward, AdamW), per precision;
 # its evaluation lines report positions/s since the last one: the later ones are past warm-up
-for precision in tf32 bf16 fp32; do
-    step 90 "train --batch-size 65536 --precision $precision" "$out/train-cuda.txt" "$py" -m wavenet_names train \
-        --device cuda --batch-size 65536 --steps 60 --eval-every 20 --precision "$precision" --samples 0 \
+for run in "tf32" "bf16" "tf32 --compile" "bf16 --compile"; do
+    set -- $run
+    echo "# --precision $run" >> "$out/train-cuda.txt"
+    step 120 "train --batch-size 65536 --precision $run" "$out/train-cuda.txt" "$py" -m wavenet_names train \
+        --device cuda --batch-size 65536 --steps 60 --eval-every 20 --precision "$@" --samples 0 \
         --out "$out/large-run" --overwrite
 done
 rm -rf "$out/large-run"
+# issue 4's figure: the default model at a large batch, eager and compiled side by side
+step 150 "speedup.py --device cuda --compile" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda \
+    --blocks --large-batch 262144 --precisions tf32 bf16 --compile
+step 60 "profile, 262144 names, bf16" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda \
+    --names 262144 --precision bf16
 step 120 "speedup.py --device cuda" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda
 # 256 names leave an H200 idle, waiting on kernel launches: the same table at a batch that fills it
 step 120 "speedup.py --device cuda --names 8192" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda \
     --names 8192 --large-batch
-step 120 "speedup.py --device cuda --compile" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda \
-    --blocks --large-batch 262144 --precisions tf32 bf16 --compile
 step 60 "profile, 256 names" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda --names 256
 step 60 "profile, 65536 names" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda --names 65536
-step 60 "profile, 262144 names, bf16" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda \
-    --names 262144 --precision bf16
 # CUDA rows only: the CPU tables and floors are this project's 2-core figures, not the GPU host's
 bench=("$py" -m pytest bench/test_speed.py -q -p no:cacheprovider)
 # with pytest-timeout, a compile that runs too long fails its own test and the others still report

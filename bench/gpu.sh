@@ -13,7 +13,8 @@
 #   speedup-cuda.txt     `bench/speedup.py --device cuda`: the default model at 262144 names in TF32 and
 #                        bf16, eager and compiled side by side; then the speedup per block size at 256
 #                        and 8192 names, and the large-batch positions/s in fp32, TF32 and bf16
-#   profile-cuda.txt     `bench/profile_step.py` at two large batches and a small one: where a step's time goes
+#   profile-cuda.txt     `bench/profile_step.py` at two large batches (eager and compiled) and a small
+#                        one: where a step's time goes
 #   results-cuda.json    `pytest bench/test_speed.py`, its CUDA rows: fp32 and bf16
 #   results-cuda-compile.json   its torch.compile rows (last: compiling takes the longest)
 #   RESULTS.md, speedup.png     bench/report.py over this repo's CPU results and the new CUDA ones
@@ -59,6 +60,8 @@ step 150 "speedup.py --device cuda --compile" "$out/speedup-cuda.txt" "$py" benc
     --blocks --large-batch 262144 --precisions tf32 bf16 --compile
 step 60 "profile, 262144 names, bf16" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda \
     --names 262144 --precision bf16
+step 120 "profile, 262144 names, bf16, compiled" "$out/profile-cuda.txt" "$py" bench/profile_step.py \
+    --device cuda --names 262144 --precision bf16 --compile
 step 120 "speedup.py --device cuda" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda
 # 256 names leave an H200 idle, waiting on kernel launches: the same table at a batch that fills it
 step 120 "speedup.py --device cuda --names 8192" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda \

@@ -1,6 +1,6 @@
 """Where one training step of ConvWaveNet spends its time: torch.profiler's table of operators.
 
-    python bench/profile_step.py [--device cpu|cuda] [--names 256] [--n-layers 3] [--precision fp32]
+    python bench/profile_step.py [--device cpu|cuda] [--names 256] [--n-layers 3] [--precision fp32] [--compile]
 
 Profiles forward + backward of the loss over every position of --names training names (repeated as
 needed), with the benchmarks' sizes (n_embd 24, n_hidden 128), after warm-up, and prints the
@@ -30,6 +30,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=30, help="operators to print (default 30)")
     parser.add_argument("--precision", choices=workloads.PRECISIONS, default="fp32",
                         help="as train's --precision (tf32: CUDA only; default fp32)")  # fmt: skip
+    parser.add_argument("--compile", action="store_true", help="profile the torch.compile'd step, as train --compile")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: CUDA is not available", file=sys.stderr)
@@ -46,6 +47,8 @@ def main() -> int:
     data = workloads.splits()
     names = workloads.repeat(data.train, args.names)
     model = workloads.models(args.n_layers, data.vocab, device)["conv"]
+    if args.compile:
+        model = torch.compile(model, dynamic=True)  # compiled by the warm-up steps below
     step, positions = workloads.training_step(model, "conv", names, data.vocab, device, args.precision)
     step = workloads.synchronised(step, device)
     for _ in range(3):
@@ -56,7 +59,8 @@ def main() -> int:
             step()
     sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"# conv training step, block {2**args.n_layers}, {args.names} names ({positions:,} positions), "
-          f"{args.steps} steps, {device.type}, {args.precision}, torch {torch.__version__}")  # fmt: skip
+          f"{args.steps} steps, {device.type}, {args.precision}{', compiled' if args.compile else ''}, "
+          f"torch {torch.__version__}")  # fmt: skip
     print(prof.key_averages().table(sort_by=sort_by, row_limit=args.rows))
     return 0
 

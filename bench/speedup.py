@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from wavenet_names.precision import resolve_precision
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workloads  # noqa: E402
 
@@ -47,11 +49,14 @@ def main() -> int:
         args.large_batch = [8192, 65536, 262144] if args.device == "cuda" else []
     if args.precisions is None:
         args.precisions = [p for p in workloads.PRECISIONS if args.device == "cuda" or p != "tf32"]
-    if "tf32" in args.precisions and args.device != "cuda":
-        print("error: --precisions tf32 needs --device cuda", file=sys.stderr)
-        return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: CUDA is not available", file=sys.stderr)
+        return 2
+    try:
+        for precision in args.precisions:  # train's own check: tf32 needs CUDA, bf16 a GPU with it
+            resolve_precision(precision, torch.device(args.device))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     bad = [b for b in args.blocks if b < 2 or b & (b - 1)]
     if bad:
@@ -98,8 +103,9 @@ def large_batch_throughput(data, device, batch_names: int, repeats: int, precisi
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             steps[variant]()  # alone, for its peak memory (and compiled, its compilation)
-            peak[variant] = f", peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" \
-                if device.type == "cuda" else ""  # fmt: skip
+            peak[variant] = ""
+            if device.type == "cuda":
+                peak[variant] = f", peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
         seconds = workloads.interleaved_medians(steps, repeats=repeats)
         for variant in variants:
             print(f"default model, {batch_names} names/batch ({positions:,} positions), {precision}"

@@ -35,9 +35,10 @@ def trained(tmp_path_factory, data_file):
     return out
 
 
-def run_cli(*args):
+def run_cli(*args, env=None):
     """The installed entry point as a user runs it: returns (exit status, stdout, stderr)."""
-    result = subprocess.run([sys.executable, "-m", "wavenet_names", *args], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "wavenet_names", *args], capture_output=True, text=True,
+                            timeout=120, env=env)  # fmt: skip
     return result.returncode, result.stdout, result.stderr
 
 
@@ -187,11 +188,10 @@ def test_compile_without_a_compiler_is_one_line_and_harms_nothing(trained, data_
     before = {name: (trained / name).read_bytes() for name in ("model.pt", "last.pt", "metrics.json", "metrics.jsonl")}
     env = {**os.environ, "CXX": "/bin/false", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
     args = ["train", "--data", str(data_file), "--out", str(trained), "--overwrite", "--compile", "--steps", "5", *TINY]
-    result = subprocess.run([sys.executable, "-m", "wavenet_names", *args], capture_output=True, text=True,
-                            timeout=300, env=env)  # fmt: skip
-    errors = [line for line in result.stderr.splitlines() if "error" in line or "Traceback" in line]
-    assert result.returncode == 2, result.stderr
-    assert len(errors) == 1 and "--compile: torch.compile failed (InvalidCxxCompiler" in errors[0], result.stderr
+    status, _, err = run_cli(*args, env=env)
+    errors = [line for line in err.splitlines() if "error" in line or "Traceback" in line]
+    assert status == 2, err
+    assert len(errors) == 1 and "--compile: torch.compile failed (InvalidCxxCompiler" in errors[0], err
     for name, content in before.items():
         assert (trained / name).read_bytes() == content, f"{name} changed"
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -40,6 +41,21 @@ def run_cli(*args, env=None):
     result = subprocess.run([sys.executable, "-m", "wavenet_names", *args], capture_output=True, text=True,
                             timeout=120, env=env)  # fmt: skip
     return result.returncode, result.stdout, result.stderr
+
+
+def start_cli(*args) -> subprocess.Popen:
+    """The entry point running in the background, its stdout and stderr piped to the test."""
+    return subprocess.Popen([sys.executable, "-m", "wavenet_names", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def first_line(proc: subprocess.Popen, timeout: float = 60) -> str:
+    """proc's first line of output, failing (not hanging) if it prints nothing within `timeout` s."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        proc.kill()
+        pytest.fail(f"no output within {timeout} s")
+    return proc.stdout.readline()
 
 
 def test_train_writes_everything(trained):
@@ -232,11 +248,8 @@ def test_python_m_and_ctrl_c_saves_and_exits_cleanly(tmp_path, data_file):
     status, out, err = run_cli("--help")
     assert status == 0 and "train" in out and "sample" in out and "evaluate" in out
     out_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wavenet_names", "train", "--data", str(data_file), "--out", str(out_dir),
-         "--steps", "1000000", "--eval-every", "10", *TINY],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start_cli("train", "--data", str(data_file), "--out", str(out_dir), "--steps", "1000000",
+                     "--eval-every", "10", *TINY)  # fmt: skip
     deadline = time.monotonic() + 60
     while not (out_dir / "last.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -245,6 +258,24 @@ def test_python_m_and_ctrl_c_saves_and_exits_cleanly(tmp_path, data_file):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err
     assert load_checkpoint(out_dir / "last.pt")["step"] >= 10
+
+
+def test_ctrl_c_while_sampling_is_one_line(trained):
+    proc = start_cli("sample", "--checkpoint", str(trained / "model.pt"), "-n", "1000000")
+    assert first_line(proc)  # names come out while the rest are made (then wait on the full pipe)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == "wavenet-names sample: interrupted"
+
+
+def test_sample_into_a_closed_pipe_stops_quietly(trained):
+    """`wavenet-names sample -n 100000 | head -1`: no error once the reader has what it wanted."""
+    proc = start_cli("sample", "--checkpoint", str(trained / "model.pt"), "-n", "100000")
+    assert first_line(proc)
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports for `yes | head -1`
+    assert proc.stderr.read() == ""
 
 
 def test_preset_best_reports_the_test_loss_once(tmp_path, data_file, capsys):

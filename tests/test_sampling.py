@@ -1,7 +1,7 @@
 import pytest
 
 from wavenet_names import ConvWaveNet, HierarchicalMLP, encode_names, pad_batch
-from wavenet_names.sampling import SampleConfig, generate
+from wavenet_names.sampling import SampleConfig, generate, stream
 
 from helpers import both_views, sgd_steps
 
@@ -49,9 +49,28 @@ def test_prefix_top_k_and_temperature(words, vocab):
     assert cold == top1
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_names_come_in_batches_from_one_seeded_stream(use_cache, words, vocab):
+    model = trained(ConvWaveNet, words, vocab, 2)
+    config = SampleConfig(n=10, seed=3, batch_size=4)  # batches of 4, 4 and 2
+    names = generate(model, vocab, config, use_cache)
+    assert len(names) == 10
+    assert names[:4] == generate(model, vocab, SampleConfig(n=4, seed=3), use_cache)  # the first batch: -n 4
+    assert names[4:8] != names[:4]  # the next batch goes on drawing from the same generator
+    batches = stream(model, vocab, config, use_cache)
+    assert next(batches) == names[0]  # a name before the last batch is made
+    assert list(batches) == names[1:]
+
+
 @pytest.mark.parametrize(
     "field, value, message",
-    [("temperature", 0.0, "temperature"), ("temperature", -1.0, "temperature"), ("top_k", 0, "top-k"), ("n", 0, "-n")],
+    [
+        ("temperature", 0.0, "temperature"),
+        ("temperature", -1.0, "temperature"),
+        ("top_k", 0, "top-k"),
+        ("n", 0, "-n"),
+        ("batch_size", 0, "batch size"),
+    ],
 )
 def test_bad_sample_configs_are_refused(field, value, message):
     with pytest.raises(ValueError, match=message):

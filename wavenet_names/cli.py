@@ -1,6 +1,7 @@
 """wavenet-names: train, sample and evaluate. The only module that prints.
 
-Bad input ends in one line on stderr and exit status 2; Ctrl-C during training saves and exits 130.
+Bad input ends in one line on stderr and exit status 2; Ctrl-C during training saves and exits 130,
+and anywhere else exits 130 too, with one line and no traceback.
 """
 
 import argparse
@@ -16,7 +17,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .data import DataError, Vocab, read_words
 from .models import ModelConfig, build_model
 from .precision import PRECISIONS
-from .sampling import SampleConfig, generate
+from .sampling import SampleConfig, stream
 from .training import (
     LECTURE_RECIPE,
     OPTIMIZERS,
@@ -57,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
             again = "the same command" if args.command == "experiment" else f"train --out {e.path.parent} --resume"
             print(f"\n{e}; continue with: wavenet-names {again}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # Ctrl-C while sampling or evaluating, or a second one while training
+        if _is_main_process():
+            training = args.command in ("train", "experiment")  # a second Ctrl-C: it stops without saving
+            unsaved = "; nothing saved since the last evaluation" if training else ""
+            print(f"\nwavenet-names {args.command}: interrupted{unsaved}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `wavenet-names sample -n 100000 | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush is quiet too
+        return 141  # 128 + SIGPIPE, what a shell reports for a command stopped by a closed pipe
     except (DataError, CheckpointError, ValueError, OSError) as e:
         if _is_main_process():  # under torchrun every rank fails alike: one line, not one per rank
             print(f"wavenet-names {args.command}: error: {e}", file=sys.stderr)
@@ -276,7 +286,7 @@ def _report(trainer: Trainer, out: Path, n_samples: int) -> int:
 
 
 def _print_names(model, vocab: Vocab, seen: set[str], config: SampleConfig) -> None:
-    for name in generate(model, vocab, config):
+    for name in stream(model, vocab, config):  # printed a batch at a time, while the rest are made
         print(f"{name or '(empty)'}{' *' if name in seen else ''}")
 
 

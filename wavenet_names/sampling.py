@@ -1,5 +1,6 @@
 """Sampling new names from any model: incremental with ConvWaveNet's cache, by windows otherwise."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -16,10 +17,13 @@ class SampleConfig:
     prefix: str = ""
     seed: int | None = None
     max_len: int = 64  # characters after the prefix, for a model that never ends a name
+    batch_size: int = 1024  # names generated at once: memory stays bounded however many are asked for
 
     def __post_init__(self):
         if self.n < 1:
             raise ValueError(f"-n must be at least 1, got {self.n}")
+        if self.batch_size < 1:
+            raise ValueError(f"the sampling batch size must be at least 1, got {self.batch_size}")
         if not self.temperature > 0:
             raise ValueError(f"--temperature must be greater than 0, got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
@@ -28,22 +32,34 @@ class SampleConfig:
             raise ValueError(f"--max-len must be at least 1, got {self.max_len}")
 
 
-@torch.no_grad()
 def generate(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True) -> list[str]:
     """config.n names, each config.prefix followed by sampled characters up to the end token.
 
     With use_cache and a model that has one (ConvWaveNet), each character costs one node per layer;
     otherwise the whole window is recomputed for every character. The same seed gives the same names.
     """
+    return list(stream(model, vocab, config, use_cache))
+
+
+def stream(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True) -> Iterator[str]:
+    """generate()'s names, config.batch_size at a time: a caller can print the first ones while the
+    rest are made, and a million names need no more memory than a batch of them (a cache holds
+    every layer's last `dilation` inputs for each name)."""
     prefix = vocab.encode(config.prefix)
     generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
-    next_logits = (
-        _incremental(model, config.n) if use_cache and hasattr(model, "init_cache") else _windows(model, config.n)
-    )
+    for start in range(0, config.n, config.batch_size):
+        n = min(config.batch_size, config.n - start)
+        yield from _batch(model, vocab, config, prefix, n, generator, use_cache)
+
+
+@torch.no_grad()
+def _batch(model, vocab: Vocab, config: SampleConfig, prefix: list[int], n: int, generator, use_cache: bool):
+    """n names at once, one character of each per step, until every one has ended (or max_len)."""
+    next_logits = _incremental(model, n) if use_cache and hasattr(model, "init_cache") else _windows(model, n)
     for ix in [0] + prefix:  # the '.' before the name, then the prefix
-        logits = next_logits(torch.full((config.n,), ix, dtype=torch.long))
-    names = [[] for _ in range(config.n)]
-    done = torch.zeros(config.n, dtype=torch.bool)
+        logits = next_logits(torch.full((n,), ix, dtype=torch.long))
+    names = [[] for _ in range(n)]
+    done = torch.zeros(n, dtype=torch.bool)
     for _ in range(config.max_len):
         ix = _sample(logits, config.temperature, config.top_k, generator)  # (n,)
         done |= ix == 0

@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="print the mean loss of a checkpoint over a whole split")
     ev.add_argument("--checkpoint", default="out/model.pt", help="default out/model.pt")
     ev.add_argument("--data", help="default: the file the checkpoint was trained on")
-    ev.add_argument("--split", choices=("train", "val", "test"), default="val", help="default val")
+    ev.add_argument("--split", choices=("train", "val", "test", "all"), default="val",
+                    help="the lecture's split of the data (default val); all: every item, e.g. of a file "
+                         "held out from training")  # fmt: skip
     ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ev.set_defaults(run=cmd_evaluate)
     return parser
@@ -344,7 +346,7 @@ def cmd_evaluate(args) -> int:
     device = resolve_device(args.device)
     model, vocab, checkpoint = _load_model(args.checkpoint, device)
     splits = Splits.from_words(read_words(args.data or checkpoint["train_config"]["data"]), vocab)
-    words = getattr(splits, args.split)
+    words = splits.train + splits.val + splits.test if args.split == "all" else getattr(splits, args.split)
     batches = make_batches(checkpoint["model_config"]["kind"], words, vocab, model.block_size, device)
     print(f"{args.split} {evaluate(model, batches):.4f}")
     return 0

@@ -168,6 +168,14 @@ def bad(tmp_path, content: bytes | None):
         (lambda t, d, c: ["sample", "--checkpoint", c, "-n", "0"], "-n must be at least 1"),
         (lambda t, d, c: ["sample", "--checkpoint", bad(t, b"just text\n")], "not a readable checkpoint"),
         (lambda t, d, c: ["evaluate", "--checkpoint", c, "--data", bad(t, b"ZZZ\n")], "'Z' is not in the vocabulary"),
+        (
+            lambda t, d, c: ["train", "--data", bad(t, b"ann\nbo\ncy\ndi\neve\n")],
+            "val split is empty: the 80/10/10 split of 5 items leaves it none",
+        ),
+        (
+            lambda t, d, c: ["evaluate", "--checkpoint", c, "--data", bad(t, b"ann\n")],
+            "val split is empty: the 80/10/10 split of 1 item ",
+        ),
     ],
     ids=[
         "missing",
@@ -188,6 +196,8 @@ def bad(tmp_path, content: bytes | None):
         "n",
         "not-ckpt",
         "eval-vocab",
+        "train-5-items",
+        "eval-1-item",
     ],  # fmt: skip
 )
 def test_bad_input_is_one_line_and_harms_nothing(make_args, message, tmp_path, data_file, trained, capsys):

@@ -346,7 +346,8 @@ def cmd_evaluate(args) -> int:
     device = resolve_device(args.device)
     model, vocab, checkpoint = _load_model(args.checkpoint, device)
     splits = Splits.from_words(read_words(args.data or checkpoint["train_config"]["data"]), vocab)
-    words = splits.train + splits.val + splits.test if args.split == "all" else getattr(splits, args.split)
-    batches = make_batches(checkpoint["model_config"]["kind"], words, vocab, model.block_size, device)
+    batches = make_batches(
+        checkpoint["model_config"]["kind"], splits.words(args.split), vocab, model.block_size, device
+    )
     print(f"{args.split} {evaluate(model, batches):.4f}")
     return 0

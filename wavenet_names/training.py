@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import NameBatches, Vocab, WindowBatches, split_words
+from .data import DataError, NameBatches, Vocab, WindowBatches, split_words
 from .models import ModelConfig, build_model, count_params
 from .plots import plot_losses
 from .precision import PRECISIONS, autocast, matmuls, resolve_precision
@@ -112,6 +112,17 @@ class Splits:
             vocab.encode("".join(sorted(set("".join(words)))))  # every character must be known
         return cls(*split_words(words), vocab=vocab, fingerprint=fingerprint(words))
 
+    def words(self, split: str) -> list[str]:
+        """The items of one split, "train", "val" or "test", or of "all" three; an empty one is an error
+        (a file of fewer than 6 items leaves the lecture's 80/10/10 split one short)."""
+        words = self.train + self.val + self.test if split == "all" else getattr(self, split)
+        if not words:
+            n = len(self.train) + len(self.val) + len(self.test)
+            items = "1 item" if n == 1 else f"{n} items"
+            raise DataError(f"the {split} split is empty: the 80/10/10 split of {items} leaves it none "
+                            "(6 items or more fill all three)")  # fmt: skip
+        return words
+
 
 def make_batches(kind: str, words: list[str], vocab: Vocab, block_size: int, device):
     cls = NameBatches if kind == "conv" else WindowBatches
@@ -154,8 +165,8 @@ class Trainer:
         self.forward = self._trainable(self.model)  # what trains: see distribute() and _trainable()
         block = self.model_config.context
         kind = self.model_config.kind
-        self.train_batches = make_batches(kind, self.splits.train, self.splits.vocab, block, self.device)
-        self.val_batches = make_batches(kind, self.splits.val, self.splits.vocab, block, self.device)
+        self.train_batches = make_batches(kind, self.splits.words("train"), self.splits.vocab, block, self.device)
+        self.val_batches = make_batches(kind, self.splits.words("val"), self.splits.vocab, block, self.device)
         self.optimizer = self._make_optimizer()
         self.generator = torch.Generator().manual_seed(self.config.seed)  # draws the batches
 
@@ -344,8 +355,10 @@ def finish(trainer: Trainer, out: Path) -> tuple[dict, torch.nn.Module]:
         "train_config": asdict(trainer.config),
     }
     if trainer.config.report_test:  # once, of the model chosen by val
-        test = make_batches(trainer.model_config.kind, trainer.splits.test, trainer.splits.vocab, model.block_size,
-                            trainer.device)  # fmt: skip
+        splits = trainer.splits
+        test = make_batches(
+            trainer.model_config.kind, splits.words("test"), splits.vocab, model.block_size, trainer.device
+        )
         metrics["test_loss"] = evaluate(model, test)
     write_json(metrics, out / "metrics.json")
     plot_losses(trainer.train_losses, trainer.history, out / "loss.png")

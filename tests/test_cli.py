@@ -160,6 +160,7 @@ def bad(tmp_path, content: bytes | None):
         (lambda t, d, c: ["train", "--data", d, "--n-hidden", "0"], "n-hidden must be at least 1"),
         (lambda t, d, c: ["train", "--data", d, "--steps", "ten"], "invalid int value"),
         (lambda t, d, c: ["train", "--data", d, "--lr", "-1"], "--lr must be a positive number"),
+        (lambda t, d, c: ["train", "--data", d, "--weight-decay", "nan"], "--weight-decay must be numbers"),
         (lambda t, d, c: ["train", "--data", d, "--device", "cpu", "--precision", "tf32"], "tf32 is a CUDA GPU format"),
         (lambda t, d, c: ["train", "--out", str(t / "nothing"), "--resume"], "no such checkpoint"),
         (lambda t, d, c: ["sample", "--checkpoint", c, "--prefix", "Zo"], "'Z' is not in the vocabulary"),
@@ -188,6 +189,7 @@ def bad(tmp_path, content: bytes | None):
         "hidden",
         "not-int",
         "lr",
+        "weight-decay-nan",
         "tf32-cpu",
         "no-resume",
         "prefix",
@@ -308,6 +310,19 @@ def test_sample_into_a_closed_pipe_stops_quietly(trained):
     proc.stdout.close()
     assert proc.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports for `yes | head -1`
     assert proc.stderr.read() == ""
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_best_model(tmp_path, data_file, capsys):
+    """AdamW at lr 1e6 on this tiny model: finite at step 5, nan by step 10 (seen when this was written)."""
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data_file), "--out", str(out), "--steps", "20", "--eval-every", "5", *TINY]
+    assert main([*args, "--lr", "1e6"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert err == ("wavenet-names train: error: training diverged: the validation loss is nan at step 10; try a "
+                   "smaller --lr (model.pt keeps the best model, from step 5)")  # fmt: skip
+    for name in ("model.pt", "last.pt"):  # as the last finite evaluation left them
+        assert load_checkpoint(out / name)["step"] == 5
+    assert not (out / "metrics.json").exists()
 
 
 def test_preset_best_reports_the_test_loss_once(tmp_path, data_file, capsys):

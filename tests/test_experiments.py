@@ -1,6 +1,7 @@
 """The experiment harness: the lecture's presets and sweeps, both resumable."""
 
 import json
+import math
 
 import pytest
 
@@ -72,6 +73,19 @@ def test_sweep_grid_and_random(tmp_path, splits):
     random_search = SweepConfig(base, {"lr": [0.001, 0.01, 0.1], "n_hidden": [8, 16]}, [1], "random", 3)
     points = random_search.points()
     assert len(points) == 3 and points == random_search.points()  # fixed for a given file
+
+
+def test_a_diverging_point_is_a_row_of_nan_and_the_sweep_goes_on(tmp_path, splits):
+    base = {"steps": 10, "eval_every": 5, "batch_size": 16, "n_embd": 8, "n_hidden": 16, "n_layers": 2}
+    config = SweepConfig(base, {"lr": [1e9, 0.01]}, [1])  # AdamW at 1e9: the loss is nan by step 5
+    rows = experiments.sweep(config, splits, "tiny.txt", tmp_path, plain)
+    assert [r["run"] for r in rows] == ["lr=1000000000.0,seed=1", "lr=0.01,seed=1"]
+    assert math.isnan(rows[0]["val_loss"]) and math.isfinite(rows[1]["val_loss"])
+    metrics = json.loads((tmp_path / "runs" / rows[0]["run"] / "metrics.json").read_text())
+    assert metrics["steps"] == 5 and "training diverged: the validation loss is nan at step 5" in metrics["diverged"]
+    assert "| lr=1000000000.0 | " in (tmp_path / "summary.md").read_text()
+    again = experiments.sweep(config, splits, "tiny.txt", tmp_path, never)  # read back, not trained again
+    assert json.dumps(again) == json.dumps(rows)  # (nan != nan, so compared as text)
 
 
 def test_sweep_named_runs_and_summary(tmp_path, splits):

@@ -7,14 +7,25 @@ finished by running the same command again.
 
 import itertools
 import json
+import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
-from .models import ModelConfig
-from .training import LECTURE_RECIPE, Splits, TrainConfig, Trainer, finish, resolve_device, write_json, write_text
+from .models import ModelConfig, count_params
+from .training import (
+    LECTURE_RECIPE,
+    Splits,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    finish,
+    resolve_device,
+    write_json,
+    write_text,
+)
 
 # what runs a Trainer to its end, writing into a directory: the CLI's fit with a progress bar
 Runner = Callable[[Trainer, Path], None]
@@ -72,7 +83,14 @@ def run(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Pat
         trainer = Trainer.from_checkpoint(checkpoint, splits, device)
     else:
         trainer = Trainer(model_config, config, splits, device)
-    runner(trainer, out)
+    try:
+        runner(trainer, out)
+    except TrainingDiverged as e:  # a point of a sweep with too high a learning rate: a row of nan, not the end
+        metrics = {"train_loss": math.nan, "val_loss": math.nan, "steps": e.step, "seconds": round(trainer.seconds, 2),
+                   "params": count_params(trainer.model), "model": asdict(model_config),
+                   "train_config": asdict(config), "diverged": str(e)}  # fmt: skip
+        write_json(metrics, out / "metrics.json")  # done: a resumed sweep reads it back, as any finished run
+        return metrics
     return finish(trainer, out)[0]
 
 

@@ -56,8 +56,8 @@ class TrainConfig:
             raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"--lr must be a positive number, got {self.lr}")
-        if self.warmup < 0 or self.weight_decay < 0:
-            raise ValueError("--warmup and --weight-decay cannot be negative")
+        if self.warmup < 0 or not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError("--warmup and --weight-decay must be numbers, and not negative")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in PRECISIONS:
@@ -263,6 +263,18 @@ class Trainer:
         return trainer
 
 
+class TrainingDiverged(ValueError):
+    """The validation loss is not a number: the weights are nan or inf, and training cannot recover."""
+
+    def __init__(self, step: int, val_loss: float, best_step: int | None):
+        kept = (
+            f"model.pt keeps the best model, from step {best_step}" if best_step is not None else "no model was saved"
+        )
+        super().__init__(f"training diverged: the validation loss is {val_loss} at step {step}; "
+                         f"try a smaller --lr ({kept})")  # fmt: skip
+        self.step = step
+
+
 class TrainingInterrupted(Exception):
     def __init__(self, step: int, path: Path):
         super().__init__(f"interrupted at step {step}; saved {path}")
@@ -279,7 +291,9 @@ def fit(
     """Train to config.steps, evaluating every eval_every steps. Writes into `out`:
     last.pt (the latest state, for --resume), model.pt (the best by validation loss) and
     metrics.jsonl (one record per evaluation). When should_stop() turns true (the CLI's Ctrl-C), saves
-    last.pt at a step boundary and raises TrainingInterrupted. Returns the last evaluation record."""
+    last.pt at a step boundary and raises TrainingInterrupted; when the validation loss is nan or inf,
+    raises TrainingDiverged, with last.pt and model.pt as the last finite evaluation left them.
+    Returns the last evaluation record."""
     out.mkdir(parents=True, exist_ok=True)
     config, record = trainer.config, None
     recent, positions, t0 = [], 0, time.perf_counter()
@@ -310,6 +324,9 @@ def fit(
 def _evaluation(trainer: Trainer, out: Path, losses: list[float], positions: int, seconds: float) -> dict:
     trainer.train_losses += losses
     val_loss = evaluate(trainer.model, trainer.val_batches)
+    if not math.isfinite(val_loss):  # before anything is written: last.pt keeps the last state worth resuming
+        best = min(trainer.history, key=lambda r: r["val_loss"], default=None)
+        raise TrainingDiverged(trainer.step, val_loss, best["step"] if best else None)
     improved = val_loss < trainer.best_val_loss
     trainer.best_val_loss = min(val_loss, trainer.best_val_loss)
     record = {

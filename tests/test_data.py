@@ -71,6 +71,12 @@ def test_read_words_strips_and_skips_blank_lines(tmp_path):
     assert read_words(path) == ["anna", "bob", "çava"]
 
 
+def test_read_words_drops_a_byte_order_mark_and_windows_line_ends(tmp_path):
+    path = tmp_path / "exported.txt"
+    path.write_bytes("\ufeffanna\r\nbob\r\n".encode("utf-8"))  # as a spreadsheet's "UTF-8 text" export
+    assert read_words(path) == ["anna", "bob"]
+
+
 @pytest.mark.parametrize(
     "content, problem",
     [

@@ -200,6 +200,8 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     if args.samples < 0:
         raise ValueError(f"--samples cannot be negative, got {args.samples}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file; --out names a directory")
     context = distributed.setup(args.device or "auto")
     try:
         trainer = _resume(args, out, context) if args.resume else _start(args, out, context)

@@ -34,7 +34,7 @@ def read_words(path: str | Path) -> list[str]:
     if b"\x00" in raw:
         raise DataError(f"{path}: looks like a binary file (it contains NUL bytes), expected UTF-8 text")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors, spreadsheet exports) is not a character
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
     words = [line.strip() for line in text.splitlines()]

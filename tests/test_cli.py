@@ -111,6 +111,20 @@ def test_evaluate_prints_split_and_loss(trained, data_file, capsys):
     assert losses["all"] == pytest.approx(mean, abs=1e-4)  # each printed to 4 decimals
 
 
+def test_items_with_dots_train_sample_and_evaluate(tmp_path, capsys):
+    """Web addresses: '.' is a character of the data, and a line break the start/end token."""
+    data = tmp_path / "sites.txt"
+    data.write_text("".join(f"{w}.{tld}\n" for w in ("ann", "bob", "cyd", "dot", "eve") for tld in ("com", "org")))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), "--steps", "10", "--eval-every", "5", *TINY]) == 0
+    assert load_checkpoint(out / "model.pt")["vocab"][0] == "\n"
+    assert main(["sample", "--checkpoint", str(out / "model.pt"), "-n", "50", "--prefix", "a.", "--seed", "0"]) == 0
+    names = capsys.readouterr().out.splitlines()[-50:]
+    assert len(names) == 50 and all(name.startswith("a.") and "\n" not in name for name in names)
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--split", "all"]) == 0
+    assert float(capsys.readouterr().out.split()[1]) > 0
+
+
 def test_evaluate_all_of_a_held_out_file(trained, data_file, tmp_path, capsys):
     held_out = tmp_path / "held_out.txt"
     words = read_words(data_file)[-10:]

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 PAD = "."  # index 0: the start padding and the end token, as in the lecture
+LINE_BREAK = "\n"  # index 0 instead, for data with '.' in it (web addresses, "J.P."): no item holds one
 
 
 class DataError(ValueError):
@@ -41,25 +42,24 @@ def read_words(path: str | Path) -> list[str]:
     words = [w for w in words if w]
     if not words:
         raise DataError(f"{path}: empty, expected one item per line")
-    for lineno, w in enumerate(words, 1):
-        if PAD in w:
-            raise DataError(f"{path}: item {lineno} ({w!r}) contains {PAD!r}, which is reserved as the start/end token")
     return words
 
 
 @dataclass(frozen=True)
 class Vocab:
-    """Characters <-> integers. '.' is 0; the characters of the data follow, sorted, from 1."""
+    """Characters <-> integers. 0 is the start/end token, shown as the lecture's '.' (or, when the
+    data has '.' in it, as a line break); the characters of the data follow, sorted, from 1."""
 
-    chars: tuple[str, ...]  # chars[0] == PAD
+    chars: tuple[str, ...]  # chars[0]: the start/end token, never a character of an item
 
     @classmethod
     def from_words(cls, words: list[str]) -> "Vocab":
-        return cls((PAD,) + tuple(sorted(set("".join(words)) - {PAD})))
+        chars = sorted(set("".join(words)))
+        return cls((LINE_BREAK if PAD in chars else PAD, *chars))
 
     def __post_init__(self):
-        if not self.chars or self.chars[0] != PAD:
-            raise ValueError(f"a vocabulary starts with {PAD!r}")
+        if not self.chars or self.chars[0] not in (PAD, LINE_BREAK):
+            raise ValueError(f"a vocabulary starts with {PAD!r} or a line break")
         if len(set(self.chars)) != len(self.chars):
             raise ValueError("a vocabulary has no repeated characters")
 
@@ -68,7 +68,8 @@ class Vocab:
 
     @property
     def stoi(self) -> dict[str, int]:
-        return {ch: i for i, ch in enumerate(self.chars)}
+        """The characters of items: the start/end token is not one (a '.' in a --prefix is no end)."""
+        return {ch: i for i, ch in enumerate(self.chars) if i > 0}
 
     def encode(self, word: str) -> list[int]:
         stoi = self.stoi

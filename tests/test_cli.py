@@ -17,7 +17,7 @@ from wavenet_names.cli import _print_names, main
 from wavenet_names.data import NameBatches, read_words
 from wavenet_names.models import ModelConfig, build_model
 from wavenet_names.sampling import SampleConfig, generate
-from wavenet_names.training import Splits, evaluate
+from wavenet_names.training import Splits, Trainer, evaluate
 
 TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", "16", "--samples", "3"]
 
@@ -339,6 +339,36 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_best_model(tmp_path, 
     for name in ("model.pt", "last.pt"):  # as the last finite evaluation left them
         assert load_checkpoint(out / name)["step"] == 5
     assert not (out / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    "error, said",
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of "
+                                     "139.80 GiB of which 1.02 GiB is free. Of the allocated memory ..."), "2.50 GiB"),
+        (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                      "tried to allocate 8000000000000 bytes. Error code 12 (Cannot allocate memory)"), "7,450.6 GiB"),
+    ],
+    ids=["cuda", "cpu"],
+)  # fmt: skip
+def test_out_of_memory_is_one_line(error, said, tmp_path, data_file, monkeypatch, capsys):
+    def fails(self):
+        raise error
+
+    monkeypatch.setattr(Trainer, "train_step", fails)
+    assert main(["train", "--data", str(data_file), "--out", str(tmp_path), *TINY]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"wavenet-names train: error: out of memory ({said} more); try a smaller --batch-size"
+    )
+
+
+def test_other_runtime_errors_keep_their_traceback(tmp_path, data_file, monkeypatch):
+    def fails(self):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Trainer, "train_step", fails)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["train", "--data", str(data_file), "--out", str(tmp_path), *TINY])
 
 
 def test_preset_best_reports_the_test_loss_once(tmp_path, data_file, capsys):

@@ -6,6 +6,7 @@ and anywhere else exits 130 too, with one line and no traceback.
 
 import argparse
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -71,6 +72,26 @@ def main(argv: list[str] | None = None) -> int:
         if _is_main_process():  # under torchrun every rank fails alike: one line, not one per rank
             print(f"wavenet-names {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        asked = _allocation_failed(e)
+        if asked is None:  # not the user's to fix: a bug, with its traceback
+            raise
+        if _is_main_process():
+            smaller = "; try a smaller --batch-size" if args.command in ("train", "experiment") else ""
+            print(f"wavenet-names {args.command}: error: out of memory ({asked}){smaller}", file=sys.stderr)
+        return 2
+
+
+def _allocation_failed(e: RuntimeError) -> str | None:
+    """What a failed allocation asked for ("2.00 GiB more"), when e is one, on a GPU or a CPU; else None."""
+    text = str(e)
+    if not isinstance(e, torch.cuda.OutOfMemoryError) and "can't allocate memory" not in text:
+        return None
+    asked = re.search(r"tried to allocate ([\d.]+) ?(\w+)", text, re.IGNORECASE)
+    if asked is None:
+        return "an allocation failed"
+    amount, unit = asked.groups()
+    return f"{float(amount) / 2**30:,.1f} GiB more" if unit == "bytes" else f"{amount} {unit} more"
 
 
 def _is_main_process() -> bool:

@@ -1,7 +1,7 @@
 """wavenet-names: train, sample and evaluate. The only module that prints.
 
-Bad input ends in one line on stderr and exit status 2; Ctrl-C during training saves and exits 130,
-and anywhere else exits 130 too, with one line and no traceback.
+Bad input, and running out of memory, end in one line on stderr and exit status 2. Ctrl-C during
+training saves and exits 130; anywhere else it exits 130 too, with one line and no traceback.
 """
 
 import argparse

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from wavenet_names.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from wavenet_names.checkpoint import FORMAT, load_checkpoint, load_model, save_checkpoint
 from wavenet_names.cli import _print_names, main
 from wavenet_names.data import NameBatches, read_words
-from wavenet_names.models import ModelConfig, build_model
 from wavenet_names.sampling import SampleConfig, generate
 from wavenet_names.training import Splits, Trainer, evaluate
 
@@ -126,13 +125,24 @@ def test_items_with_dots_train_sample_and_evaluate(tmp_path, capsys):
     assert float(capsys.readouterr().out.split()[1]) > 0
 
 
+def test_the_library_loads_what_train_wrote(trained, capsys):
+    """The README's library example: load_model, then generate, as `sample` does."""
+    from wavenet_names import SampleConfig, generate, load_model
+
+    model, vocab, checkpoint = load_model(trained / "model.pt")
+    assert not model.training and checkpoint["step"] == json.loads((trained / "metrics.json").read_text())["best_step"]
+    names = generate(model, vocab, SampleConfig(n=5, seed=3))
+    assert main(["sample", "--checkpoint", str(trained / "model.pt"), "-n", "5", "--seed", "3"]) == 0
+    printed = [line.removesuffix(" *") for line in capsys.readouterr().out.splitlines()]
+    assert printed == [name or "(empty)" for name in names]  # (20 steps of training: some end at once)
+
+
 def test_evaluate_all_of_a_held_out_file(trained, data_file, tmp_path, capsys):
     held_out = tmp_path / "held_out.txt"
     words = read_words(data_file)[-10:]
     held_out.write_text("\n".join(words) + "\n")
     assert main(["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(held_out), "--split", "all"]) == 0
-    model = build_model(ModelConfig(**load_checkpoint(trained / "model.pt")["model_config"]))
-    model.load_state_dict(load_checkpoint(trained / "model.pt")["model"])
+    model, _, _ = load_model(trained / "model.pt")
     expected = evaluate(model, NameBatches(words, Splits.from_words(read_words(data_file)).vocab, model.block_size))
     assert capsys.readouterr().out == f"all {expected:.4f}\n"  # every one of the 10, not the lecture's split of them
 

@@ -1,9 +1,11 @@
 """wavenet_names: makemore part 5's hierarchical "WaveNet" as a fast, tested convolutional model."""
 
+from .checkpoint import CheckpointError, load_model
 from .data import DataError, Vocab, encode_names, pad_batch, read_words, split_words, windows
 from .layers import BatchNorm, FlattenConsecutive
 from .mlp import FlatMLP, HierarchicalMLP
 from .models import ModelConfig, build_model, count_params
+from .sampling import SampleConfig, generate
 from .wavenet import Blocks, ConvWaveNet
 
 __version__ = "0.1.0"

@@ -9,6 +9,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch import nn
+
+from .data import Vocab
+from .models import ModelConfig, build_model
 
 FORMAT = "wavenet_names.checkpoint/1"
 
@@ -48,3 +52,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if checkpoint["format"] != FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {checkpoint['format']!r}, this version reads {FORMAT!r}")
     return checkpoint
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Vocab, dict]:
+    """The trained model a checkpoint holds, rebuilt on `device` in eval mode, with its vocabulary
+    and the checkpoint itself (its configs, and the training words `sample` marks)."""
+    checkpoint = load_checkpoint(path, map_location=device)
+    try:
+        model = build_model(ModelConfig(**checkpoint["model_config"])).to(device)
+        model.load_state_dict(checkpoint["model"])
+        vocab = Vocab(tuple(checkpoint["vocab"]))
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: incomplete or incompatible checkpoint ({type(e).__name__}: {e})") from None
+    return model.eval(), vocab, checkpoint

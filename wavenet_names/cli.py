@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from . import distributed, experiments
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .data import DataError, Vocab, read_words
-from .models import ModelConfig, build_model
+from .models import ModelConfig
 from .precision import PRECISIONS
 from .sampling import SampleConfig, stream
 from .training import (
@@ -315,17 +315,6 @@ def _print_names(model, vocab: Vocab, seen: set[str], config: SampleConfig) -> N
         print(f"{name or '(empty)'}{' *' if name in seen else ''}")
 
 
-def _load_model(path: str, device: torch.device):
-    checkpoint = load_checkpoint(path, map_location=device)
-    try:
-        model = build_model(ModelConfig(**checkpoint["model_config"])).to(device)
-        model.load_state_dict(checkpoint["model"])
-        vocab = Vocab(tuple(checkpoint["vocab"]))
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: incomplete or incompatible checkpoint ({type(e).__name__}: {e})") from None
-    return model.eval(), vocab, checkpoint
-
-
 def _experiment_data(args) -> tuple[Splits, str]:
     data = args.data or TrainConfig.data
     return Splits.from_words(read_words(data)), data
@@ -359,7 +348,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_sample(args) -> int:
     config = SampleConfig(args.n, args.temperature, args.top_k, args.prefix, args.seed, args.max_len)
-    model, vocab, checkpoint = _load_model(args.checkpoint, torch.device("cpu"))
+    model, vocab, checkpoint = load_model(args.checkpoint)
     vocab.encode(config.prefix)  # an unknown prefix character is an error before anything is printed
     _print_names(model, vocab, set(checkpoint.get("train_words", "").split("\n")), config)
     return 0
@@ -367,7 +356,7 @@ def cmd_sample(args) -> int:
 
 def cmd_evaluate(args) -> int:
     device = resolve_device(args.device)
-    model, vocab, checkpoint = _load_model(args.checkpoint, device)
+    model, vocab, checkpoint = load_model(args.checkpoint, device)
     splits = Splits.from_words(read_words(args.data or checkpoint["train_config"]["data"]), vocab)
     batches = make_batches(
         checkpoint["model_config"]["kind"], splits.words(args.split), vocab, model.block_size, device

@@ -250,6 +250,9 @@ class Trainer:
         if splits.fingerprint != checkpoint["data_fingerprint"]:
             raise ValueError("the data differs from the data this checkpoint was trained on; --resume needs the same")
         config = TrainConfig(**{**checkpoint["train_config"], **overrides})
+        if config.steps < checkpoint["step"]:
+            raise ValueError(f"--steps {config.steps} is behind the saved run, at step {checkpoint['step']}: "
+                             "--resume trains on up to --steps")  # fmt: skip
         trainer = cls(ModelConfig(**checkpoint["model_config"]), config, splits, device, checkpoint["step"],
                       checkpoint["best_val_loss"], checkpoint["seconds"], checkpoint["train_losses"].tolist(),
                       list(checkpoint["history"]))  # fmt: skip

@@ -200,3 +200,13 @@ def test_a_failing_compile_names_the_option(splits, compile_with):
     message = r"^--compile: torch.compile failed \(RuntimeError: .*No working C\+\+ compiler.*\); train without"
     with pytest.raises(ValueError, match=message):
         trainer.train_step()
+
+
+def test_out_of_memory_while_compiling_is_not_called_a_compiler_failure(splits, compile_with):
+    def out_of_memory(graph_module, example_inputs):  # as inductor's autotuning on a full GPU
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    compile_with(out_of_memory)
+    trainer = small_run(splits, compile=True)
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="Tried to allocate 2.00 GiB"):  # the CLI says so in a line
+        trainer.train_step()

@@ -214,6 +214,8 @@ class Trainer:
         except RuntimeError as e:  # e.g. no C++ compiler for a CPU: say which option to drop
             if self.config.compile and isinstance(e, torch._dynamo.exc.TorchDynamoException):
                 cause = getattr(e, "inner_exception", None) or e  # what the compiler raised, not dynamo's wrapping
+                if isinstance(cause, torch.cuda.OutOfMemoryError):  # the GPU's limit, not the compiler's fault
+                    raise cause from None
                 first = (str(cause).strip().splitlines() or [""])[0]
                 raise ValueError(f"--compile: torch.compile failed ({type(cause).__name__}: {first}); "
                                  "train without --compile") from e  # fmt: skip

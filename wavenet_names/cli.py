@@ -31,6 +31,7 @@ from .training import (
     finish,
     fit,
     make_batches,
+    out_of_memory,
     resolve_device,
 )
 
@@ -42,6 +43,7 @@ MODEL_DEFAULTS = {
     "flat": dict(n_embd=10, n_hidden=200, n_layers=3, block_size=3),
 }
 RESUMABLE = {"steps", "eval_every", "device", "precision", "compile"}  # what --resume may change
+TRAINING_COMMANDS = ("train", "experiment")  # what a second Ctrl-C cuts short, and a smaller batch helps
 MODEL_OPTIONS = ("n_embd", "n_hidden", "n_layers", "gated", "residual", "skip", "cycles", "dropout", "norm")
 
 
@@ -61,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except KeyboardInterrupt:  # Ctrl-C while sampling or evaluating, or a second one while training
         if _is_main_process():
-            training = args.command in ("train", "experiment")  # a second Ctrl-C: it stops without saving
-            unsaved = "; nothing saved since the last evaluation" if training else ""
+            # a second Ctrl-C while training: it stops without saving
+            unsaved = "; nothing saved since the last evaluation" if args.command in TRAINING_COMMANDS else ""
             print(f"\nwavenet-names {args.command}: interrupted{unsaved}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `wavenet-names sample -n 100000 | head`: the reader has all it wanted
@@ -77,17 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         if asked is None:  # not the user's to fix: a bug, with its traceback
             raise
         if _is_main_process():
-            smaller = "; try a smaller --batch-size" if args.command in ("train", "experiment") else ""
+            smaller = "; try a smaller --batch-size" if args.command in TRAINING_COMMANDS else ""
             print(f"wavenet-names {args.command}: error: out of memory ({asked}){smaller}", file=sys.stderr)
         return 2
 
 
 def _allocation_failed(e: RuntimeError) -> str | None:
     """What a failed allocation asked for ("2.00 GiB more"), when e is one, on a GPU or a CPU; else None."""
-    text = str(e)
-    if not isinstance(e, torch.cuda.OutOfMemoryError) and "can't allocate memory" not in text:
+    if not out_of_memory(e):
         return None
-    asked = re.search(r"tried to allocate ([\d.]+) ?(\w+)", text, re.IGNORECASE)
+    asked = re.search(r"tried to allocate ([\d.]+) ?(\w+)", str(e), re.IGNORECASE)
     if asked is None:
         return "an allocation failed"
     amount, unit = asked.groups()

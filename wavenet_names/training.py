@@ -214,7 +214,7 @@ class Trainer:
         except RuntimeError as e:  # e.g. no C++ compiler for a CPU: say which option to drop
             if self.config.compile and isinstance(e, torch._dynamo.exc.TorchDynamoException):
                 cause = getattr(e, "inner_exception", None) or e  # what the compiler raised, not dynamo's wrapping
-                if isinstance(cause, torch.cuda.OutOfMemoryError):  # the GPU's limit, not the compiler's fault
+                if out_of_memory(cause):  # the machine's limit, not the compiler's fault
                     raise cause from None
                 first = (str(cause).strip().splitlines() or [""])[0]
                 raise ValueError(f"--compile: torch.compile failed ({type(cause).__name__}: {first}); "
@@ -266,6 +266,13 @@ class Trainer:
         if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
         return trainer
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether e is a failed allocation: a GPU's OutOfMemoryError, or a CPU allocator's RuntimeError."""
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+    )
 
 
 class TrainingDiverged(ValueError):

@@ -155,3 +155,40 @@ def test_drawing_a_batch_never_reads_the_device(kind, words, vocab):
         assert (positions, weight) == expected[2:]
     chunks = list(on_meta.chunks(7))
     assert [c[0].shape for c in chunks] == [c[0].shape for c in on_cpu.chunks(7)]
+
+
+def test_a_batch_of_names_is_the_layout_of_those_names(words, vocab):
+    """NameBatches keeps the names end to end and lays out each batch itself: it must give exactly
+    what pad_batch gives for the same names, sampled or in evaluation chunks."""
+    from wavenet_names.data import NameBatches
+
+    batches = NameBatches(words, vocab, 8)
+    ix = torch.randint(0, len(words), (10,), generator=torch.Generator().manual_seed(0))
+    idx, targets, _, _ = batches.sample(10, torch.Generator().manual_seed(0))
+    expected = pad_batch(*encode_names([words[i] for i in ix], vocab), 8)
+    assert torch.equal(idx, expected[0]) and torch.equal(targets, expected[1])
+    by_length = sorted(words, key=len)  # the chunks' order: shortest first
+    for idx, targets in batches.chunks(7):
+        n = len(idx)
+        expected = pad_batch(*encode_names(by_length[:n], vocab), 8)
+        assert torch.equal(idx, expected[0]) and torch.equal(targets, expected[1])
+        by_length = by_length[n:]
+    assert not by_length  # every name once
+
+
+def test_one_long_item_costs_its_own_length_not_the_splits(vocab):
+    """A word list with one outlier (a pasted paragraph among product names) must not cost memory
+    as if every item were that long: 2,000 names and one of 100,000 characters would take 1.6 GB as
+    a right-padded matrix. Evaluation chunks shrink around a long item instead of padding to it."""
+    from wavenet_names.data import NameBatches
+
+    words = ["emma", "olivia", "ava"] * 667 + ["x" * 100_000]
+    batches = NameBatches(words, Vocab.from_words(words), 8)
+    n_chars = sum(map(len, words))
+    held = sum(t.numel() for t in vars(batches).values() if isinstance(t, torch.Tensor))
+    assert held <= n_chars + 4 * len(words)  # the characters, and a few numbers per item
+    budget = 64 * NameBatches.CHUNK_POSITIONS_PER_NAME
+    chunks = list(batches.chunks(64))
+    assert all(t.numel() <= max(budget, 100_001) for _, t in chunks)  # a chunk of one may exceed the budget
+    assert chunks[-1][1].shape == (1, 100_001)  # the long item, alone
+    assert sum(int((t != -1).sum()) for _, t in chunks) == batches.n_examples

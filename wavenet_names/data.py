@@ -12,6 +12,7 @@ right-pads the batch, with -1 targets at padding, so one forward pass trains eve
 
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -66,7 +67,7 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.chars)
 
-    @property
+    @cached_property  # encode() runs once per item: build the table once
     def stoi(self) -> dict[str, int]:
         """The characters of items: the start/end token is not one (a '.' in a --prefix is no end)."""
         return {ch: i for i, ch in enumerate(self.chars) if i > 0}
@@ -106,16 +107,30 @@ def windows(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tens
 
 
 def encode_names(words: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
-    """All names as one right-padded matrix, for cheap batching.
+    """All names as one right-padded matrix, for a batch you lay out yourself (see pad_batch).
 
     Returns tokens (N, max_len) with 0 after each name, and lengths (N,).
     """
+    chars, lengths = pack_names(words, vocab)
+    starts = lengths.cumsum(0) - lengths
+    return unpack_names(chars, starts, lengths, int(lengths.max()) if len(lengths) else 0), lengths
+
+
+def pack_names(words: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every name's characters end to end, chars (C,), and lengths (N,): memory in proportion to the
+    characters. A right-padded (N, max_len) matrix would make one long item cost N times its length."""
     encoded = [vocab.encode(w) for w in words]
     lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long)
-    tokens = torch.zeros(len(encoded), int(lengths.max()), dtype=torch.long)
-    for i, e in enumerate(encoded):
-        tokens[i, : len(e)] = torch.tensor(e, dtype=torch.long)
-    return tokens, lengths
+    return torch.tensor([c for e in encoded for c in e], dtype=torch.long), lengths
+
+
+def unpack_names(chars: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, longest: int) -> torch.Tensor:
+    """The names that start at starts (B,) in chars (C,), of lengths (B,), as a (B, longest) matrix
+    right-padded with 0, on chars' device. longest >= max(lengths), given so no device is read."""
+    columns = torch.arange(longest, device=chars.device)
+    inside = columns < lengths[:, None]  # (B, longest)
+    at = (starts[:, None] + columns).masked_fill(~inside, 0)  # past its name, a row reads any valid entry...
+    return chars[at].masked_fill(~inside, 0)  # ...then pads with 0
 
 
 def pad_batch(
@@ -141,12 +156,21 @@ def pad_batch(
 
 
 class NameBatches:
-    """A split as whole names, for ConvWaveNet: a batch is a set of names, every position trained."""
+    """A split as whole names, for ConvWaveNet: a batch is a set of names, every position trained.
+
+    The names are kept end to end (see pack_names), so a split costs memory in proportion to its
+    characters whatever its longest item, and each batch is laid out only as wide as its own longest.
+    """
+
+    # an evaluation chunk of `size` names holds at most as many padded positions as `size` names of
+    # this many would, so that a long item makes a chunk of fewer names, not a chunk too big to fit
+    CHUNK_POSITIONS_PER_NAME = 32
 
     def __init__(self, words: list[str], vocab: Vocab, block_size: int, device: str | torch.device = "cpu"):
         self.block_size = block_size
-        tokens, self.lengths_cpu = encode_names(words, vocab)
-        self.tokens, self.lengths = tokens.to(device), self.lengths_cpu.to(device)
+        chars, self.lengths_cpu = pack_names(words, vocab)
+        starts = self.lengths_cpu.cumsum(0) - self.lengths_cpu
+        self.chars, self.starts, self.lengths = (t.to(device) for t in (chars, starts, self.lengths_cpu))
         self.n_examples = int(self.lengths_cpu.sum()) + len(words)  # every character and each end token
 
     def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1):
@@ -158,14 +182,26 @@ class NameBatches:
         lengths = self.lengths_cpu[mine]
         positions = int(lengths.sum()) + len(mine)  # every character and each end token
         weight = world_size * positions / (int(self.lengths_cpu[ix].sum()) + len(ix))
-        mine = to_device(mine, self.lengths.device)
-        batch = pad_batch(self.tokens[mine], self.lengths[mine], self.block_size, int(lengths.max()))
-        return *batch, positions, weight
+        return *self._batch(to_device(mine, self.lengths.device), int(lengths.max())), positions, weight
 
     def chunks(self, size: int):
-        for i in range(0, len(self.lengths), size):
-            longest = int(self.lengths_cpu[i : i + size].max())
-            yield pad_batch(self.tokens[i : i + size], self.lengths[i : i + size], self.block_size, longest)
+        """Every name once, in batches for evaluation: shortest first, so that a batch is padded
+        little, and at most `size` names or `size * CHUNK_POSITIONS_PER_NAME` padded positions."""
+        order = torch.argsort(self.lengths_cpu, stable=True)
+        lengths = self.lengths_cpu[order].tolist()
+        budget = size * self.CHUNK_POSITIONS_PER_NAME
+        i = 0
+        while i < len(lengths):
+            j = i + 1  # names i..j-1 in this chunk; lengths ascend, so the last one is the longest
+            while j < len(lengths) and j - i < size and (j + 1 - i) * (lengths[j] + 1) <= budget:
+                j += 1
+            yield self._batch(to_device(order[i:j], self.lengths.device), lengths[j - 1])
+            i = j
+
+    def _batch(self, ix: torch.Tensor, longest: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The names ix (B,), on the device, in the conv model's layout (see pad_batch)."""
+        lengths = self.lengths[ix]
+        return pad_batch(unpack_names(self.chars, self.starts[ix], lengths, longest), lengths, self.block_size, longest)
 
 
 class WindowBatches:

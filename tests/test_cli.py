@@ -195,7 +195,10 @@ def bad(tmp_path, content: bytes | None):
         (lambda t, d, c: ["sample", "--checkpoint", c, "--temperature", "-2"], "temperature must be greater"),
         (lambda t, d, c: ["sample", "--checkpoint", c, "-n", "0"], "-n must be at least 1"),
         (lambda t, d, c: ["sample", "--checkpoint", bad(t, b"just text\n")], "not a readable checkpoint"),
-        (lambda t, d, c: ["evaluate", "--checkpoint", c, "--data", bad(t, b"ZZZ\n")], "'Z' is not in the vocabulary"),
+        (
+            lambda t, d, c: ["evaluate", "--checkpoint", c, "--data", bad(t, b"ann\nZoe\n")],
+            "bad.txt: character 'Z' is not in the vocabulary (abcdefghijklmnopqrstuvwxyz), in 'Zoe'",
+        ),
         (
             lambda t, d, c: ["train", "--data", bad(t, b"ann\nbo\ncy\ndi\neve\n")],
             "val split is empty: the 80/10/10 split of 5 items leaves it none",

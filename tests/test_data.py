@@ -65,6 +65,11 @@ def test_vocab(all_words):
         vocab.encode("Zoe")
     with pytest.raises(DataError, match="'.' is not in the vocabulary"):  # the end token is no character
         vocab.encode("zo.")
+    many = Vocab.from_words([chr(0x4E00 + i) for i in range(3000)])  # Chinese characters: the message stays a line
+    shown = r"\(3,000 characters: 一丁.{30}\.\.\.\)"  # the count and the first 32
+    with pytest.raises(DataError, match=rf"'e' is not in the vocabulary {shown}, in 'emma'$"):
+        many.check(["一丁", "emma"])
+    many.check(["一丁"])  # all known: no error
 
 
 def test_data_with_dots_gets_a_line_break_as_its_end_token():

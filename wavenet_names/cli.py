@@ -358,7 +358,12 @@ def cmd_sample(args) -> int:
 def cmd_evaluate(args) -> int:
     device = resolve_device(args.device)
     model, vocab, checkpoint = load_model(args.checkpoint, device)
-    splits = Splits.from_words(read_words(args.data or checkpoint["train_config"]["data"]), vocab)
+    data = args.data or checkpoint["train_config"]["data"]
+    words = read_words(data)
+    try:
+        splits = Splits.from_words(words, vocab)  # every character must be one the model knows
+    except DataError as e:
+        raise DataError(f"{data}: {e}") from None
     batches = make_batches(
         checkpoint["model_config"]["kind"], splits.words(args.split), vocab, model.block_size, device
     )

@@ -76,8 +76,20 @@ class Vocab:
         stoi = self.stoi
         for ch in word:
             if ch not in stoi:
-                raise DataError(f"character {ch!r} is not in the vocabulary ({''.join(self.chars[1:])})")
+                item = word if len(word) <= 40 else word[:37] + "..."
+                raise DataError(f"character {ch!r} is not in the vocabulary ({self._shown()}), in {item!r}")
         return [stoi[ch] for ch in word]
+
+    def check(self, words: list[str]) -> None:
+        """Raise encode()'s error for the first item with a character outside the vocabulary."""
+        if not set("".join(words)) <= self.stoi.keys():
+            for word in words:
+                self.encode(word)
+
+    def _shown(self) -> str:
+        """The characters, for an error message: all of a short vocabulary, the start of a long one."""
+        chars = "".join(self.chars[1:])
+        return chars if len(chars) <= 64 else f"{len(chars):,} characters: {chars[:32]}..."
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)

@@ -109,7 +109,7 @@ class Splits:
         if vocab is None:
             vocab = Vocab.from_words(words)
         else:
-            vocab.encode("".join(sorted(set("".join(words)))))  # every character must be known
+            vocab.check(words)  # every character must be known
         return cls(*split_words(words), vocab=vocab, fingerprint=fingerprint(words))
 
     def words(self, split: str) -> list[str]:

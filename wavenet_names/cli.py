@@ -18,7 +18,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .data import DataError, Vocab, read_words
 from .models import ModelConfig
 from .precision import PRECISIONS
-from .sampling import SampleConfig, stream
+from .sampling import SampleConfig, default_max_len, stream
 from .training import (
     LECTURE_RECIPE,
     OPTIMIZERS,
@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-k", type=int, help="sample only among the k most likely characters")
     sample.add_argument("--seed", type=int, help="the same seed prints the same names")
     sample.add_argument("--prefix", default="", help="start every name with these characters")
-    sample.add_argument("--max-len", type=int, default=64, help="stop a name after this many characters")
+    sample.add_argument("--max-len", type=int, help="stop a name after this many characters (default: 64, or the "
+                        "training data's longest item if longer)")  # fmt: skip
     sample.set_defaults(run=cmd_sample)
 
     experiment = commands.add_parser("experiment", help="the lecture's results table, or a sweep over options")
@@ -307,7 +308,8 @@ def _report(trainer: Trainer, out: Path, n_samples: int) -> int:
     print(f"wrote {out / 'model.pt'}, {out / 'loss.png'}, {out / 'metrics.json'}")
     if n_samples:
         print("samples (* = in the training data):")
-        _print_names(model, trainer.splits.vocab, set(trainer.splits.train), SampleConfig(n=n_samples, seed=0))
+        config = SampleConfig(n=n_samples, seed=0, max_len=default_max_len(trainer.splits.train))
+        _print_names(model, trainer.splits.vocab, set(trainer.splits.train), config)
     return 0
 
 
@@ -348,10 +350,12 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    config = SampleConfig(args.n, args.temperature, args.top_k, args.prefix, args.seed, args.max_len)
     model, vocab, checkpoint = load_model(args.checkpoint)
+    seen = checkpoint.get("train_words", "").split("\n")
+    max_len = args.max_len if args.max_len is not None else default_max_len(seen)
+    config = SampleConfig(args.n, args.temperature, args.top_k, args.prefix, args.seed, max_len)
     vocab.encode(config.prefix)  # an unknown prefix character is an error before anything is printed
-    _print_names(model, vocab, set(checkpoint.get("train_words", "").split("\n")), config)
+    _print_names(model, vocab, set(seen), config)
     return 0
 
 

@@ -32,6 +32,12 @@ class SampleConfig:
             raise ValueError(f"--max-len must be at least 1, got {self.max_len}")
 
 
+def default_max_len(train_words) -> int:
+    """The sample command's --max-len: 64 characters, or the longest item the model was trained on if
+    that is longer (a product list's titles), so that no sample is cut shorter than the data it imitates."""
+    return max([SampleConfig.max_len, *map(len, train_words)])
+
+
 def generate(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True) -> list[str]:
     """config.n names, each config.prefix followed by sampled characters up to the end token.
 

@@ -11,6 +11,7 @@ right-pads the batch, with -1 targets at padding, so one forward pass trains eve
 """
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -32,17 +33,21 @@ def read_words(path: str | Path) -> list[str]:
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a text file")
-    raw = path.read_bytes()
+    return parse_words(path.read_bytes(), str(path))
+
+
+def parse_words(raw: bytes, source: str) -> list[str]:
+    """read_words() for bytes from anywhere (standard input); `source` names them in errors."""
     if b"\x00" in raw:
-        raise DataError(f"{path}: looks like a binary file (it contains NUL bytes), expected UTF-8 text")
+        raise DataError(f"{source}: looks like a binary file (it contains NUL bytes), expected UTF-8 text")
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors, spreadsheet exports) is not a character
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
+        raise DataError(f"{source}: not UTF-8 text (bad byte at offset {e.start})") from None
     words = [line.strip() for line in text.splitlines()]
     words = [w for w in words if w]
     if not words:
-        raise DataError(f"{path}: empty, expected one item per line")
+        raise DataError(f"{source}: empty, expected one item per line")
     return words
 
 
@@ -201,19 +206,27 @@ class NameBatches:
         little, and at most `size` names or `size * CHUNK_POSITIONS_PER_NAME` padded positions."""
         order = torch.argsort(self.lengths_cpu, stable=True)
         lengths = self.lengths_cpu[order].tolist()
-        budget = size * self.CHUNK_POSITIONS_PER_NAME
-        i = 0
-        while i < len(lengths):
-            j = i + 1  # names i..j-1 in this chunk; lengths ascend, so the last one is the longest
-            while j < len(lengths) and j - i < size and (j + 1 - i) * (lengths[j] + 1) <= budget:
-                j += 1
-            yield self._batch(to_device(order[i:j], self.lengths.device), lengths[j - 1])
-            i = j
+        for i, j in chunk_bounds(lengths, size, size * self.CHUNK_POSITIONS_PER_NAME):
+            yield self._batch(to_device(order[i:j], self.lengths.device), lengths[j - 1])  # the longest: the last
 
     def _batch(self, ix: torch.Tensor, longest: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The names ix (B,), on the device, in the conv model's layout (see pad_batch)."""
         lengths = self.lengths[ix]
         return pad_batch(unpack_names(self.chars, self.starts[ix], lengths, longest), lengths, self.block_size, longest)
+
+
+def chunk_bounds(lengths: list[int], max_items: int, max_positions: int) -> Iterator[tuple[int, int]]:
+    """Consecutive runs [i, j) of items of these lengths, in order, each of at most max_items items
+    and, padded to its longest (+1: the end token), at most max_positions: a long item gets a run of
+    fewer items, or of its own, instead of making its run too big to fit."""
+    i = 0
+    while i < len(lengths):
+        j, longest = i + 1, lengths[i] + 1
+        while j < len(lengths) and j - i < max_items and (j + 1 - i) * max(longest, lengths[j] + 1) <= max_positions:
+            longest = max(longest, lengths[j] + 1)
+            j += 1
+        yield i, j
+        i = j
 
 
 class WindowBatches:

@@ -17,6 +17,7 @@ from wavenet_names.checkpoint import FORMAT, load_checkpoint, load_model, save_c
 from wavenet_names.cli import _print_names, main
 from wavenet_names.data import NameBatches, read_words
 from wavenet_names.sampling import SampleConfig, generate
+from wavenet_names.scoring import score
 from wavenet_names.training import Splits, Trainer, evaluate
 
 TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", "16", "--samples", "3"]
@@ -39,10 +40,10 @@ def trained(tmp_path_factory, data_file):
     return out
 
 
-def run_cli(*args, env=None):
+def run_cli(*args, env=None, stdin: str | None = None):
     """The installed entry point as a user runs it: returns (exit status, stdout, stderr)."""
     result = subprocess.run([sys.executable, "-m", "wavenet_names", *args], capture_output=True, text=True,
-                            timeout=120, env=env)  # fmt: skip
+                            timeout=120, env=env, input=stdin)  # fmt: skip
     return result.returncode, result.stdout, result.stderr
 
 
@@ -143,6 +144,27 @@ def test_samples_are_not_cut_shorter_than_the_training_items(tmp_path, capsys):
     assert max(lengths[64]) == 64
 
 
+def test_score_prints_each_items_loss_in_order_from_a_file_or_standard_input(trained, tmp_path, capsys):
+    checkpoint = str(trained / "model.pt")
+    items = ["emma", "zzxqj", "olivia"]
+    path = tmp_path / "mine.txt"
+    path.write_text("\n".join(items) + "\n\n")  # a blank line is no item
+    assert main(["score", str(path), "--checkpoint", checkpoint]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[1] for line in lines] == items
+    model, vocab, _ = load_model(checkpoint)
+    expected = [f"{loss:.4f}\t{item}" for item, loss in zip(items, score(model, vocab, items), strict=True)]
+    assert lines == expected
+    status, out, err = run_cli("score", "--checkpoint", checkpoint, stdin="emma\nzzxqj\nolivia\n")
+    assert (status, out.splitlines(), err) == (0, expected, "")
+    status, out, err = run_cli("score", "--checkpoint", checkpoint, stdin="emma\nJoe\n")
+    assert status == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "wavenet-names score: error: standard input: character 'J' is not in the vocabulary "
+        "(abcdefghijklmnopqrstuvwxyz), in 'Joe'"
+    ]
+
+
 def test_the_library_loads_what_train_wrote(trained, capsys):
     """The README's library example: load_model, then generate, as `sample` does."""
     from wavenet_names import SampleConfig, generate, load_model
@@ -217,6 +239,8 @@ def bad(tmp_path, content: bytes | None):
             lambda t, d, c: ["evaluate", "--checkpoint", c, "--data", bad(t, b"ann\nZoe\n")],
             "bad.txt: character 'Z' is not in the vocabulary (abcdefghijklmnopqrstuvwxyz), in 'Zoe'",
         ),
+        (lambda t, d, c: ["score", bad(t, None), "--checkpoint", c], "bad.txt: no such file"),
+        (lambda t, d, c: ["score", bad(t, b"\n\n"), "--checkpoint", c], "bad.txt: empty, expected one item per line"),
         (
             lambda t, d, c: ["train", "--data", bad(t, b"ann\nbo\ncy\ndi\neve\n")],
             "val split is empty: the 80/10/10 split of 5 items leaves it none",
@@ -248,6 +272,8 @@ def bad(tmp_path, content: bytes | None):
         "n",
         "not-ckpt",
         "eval-vocab",
+        "score-missing",
+        "score-empty",
         "train-5-items",
         "eval-1-item",
     ],  # fmt: skip

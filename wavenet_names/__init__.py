@@ -6,6 +6,7 @@ from .layers import BatchNorm, FlattenConsecutive
 from .mlp import FlatMLP, HierarchicalMLP
 from .models import ModelConfig, build_model, count_params
 from .sampling import SampleConfig, generate
+from .scoring import score
 from .wavenet import Blocks, ConvWaveNet
 
 __version__ = "0.1.0"

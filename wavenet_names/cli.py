@@ -1,4 +1,4 @@
-"""wavenet-names: train, sample and evaluate. The only module that prints.
+"""wavenet-names: train, sample, evaluate and score. The only module that prints.
 
 Bad input, and running out of memory, end in one line on stderr and exit status 2. Ctrl-C during
 training saves and exits 130; anywhere else it exits 130 too, with one line and no traceback.
@@ -15,10 +15,11 @@ import torch
 
 from . import distributed, experiments
 from .checkpoint import CheckpointError, load_checkpoint, load_model
-from .data import DataError, Vocab, read_words
+from .data import DataError, Vocab, parse_words, read_words
 from .models import ModelConfig
 from .precision import PRECISIONS
 from .sampling import SampleConfig, default_max_len, stream
+from .scoring import score
 from .training import (
     LECTURE_RECIPE,
     OPTIMIZERS,
@@ -197,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "held out from training")  # fmt: skip
     ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ev.set_defaults(run=cmd_evaluate)
+
+    score = commands.add_parser("score", help="print each item's loss per character: the highest are the least "
+                                "like the training data")  # fmt: skip
+    score.add_argument("items", nargs="?", default="-", help="text file, one item per line (default -: standard input)")
+    score.add_argument("--checkpoint", default="out/model.pt", help="default out/model.pt")
+    score.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    score.set_defaults(run=cmd_score)
     return parser
 
 
@@ -356,6 +364,19 @@ def cmd_sample(args) -> int:
     config = SampleConfig(args.n, args.temperature, args.top_k, args.prefix, args.seed, max_len)
     vocab.encode(config.prefix)  # an unknown prefix character is an error before anything is printed
     _print_names(model, vocab, set(seen), config)
+    return 0
+
+
+def cmd_score(args) -> int:
+    model, vocab, _ = load_model(args.checkpoint, resolve_device(args.device))
+    source = "standard input" if args.items == "-" else args.items
+    words = parse_words(sys.stdin.buffer.read(), source) if args.items == "-" else read_words(args.items)
+    try:
+        scores = score(model, vocab, words)
+    except DataError as e:
+        raise DataError(f"{source}: {e}") from None
+    for word, loss in zip(words, scores, strict=True):
+        print(f"{loss:.4f}\t{word}")
     return 0
 
 

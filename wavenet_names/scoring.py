@@ -1,0 +1,47 @@
+"""How surprised a model is by each item of a list: its loss per character. Lower is more typical of
+the training data; the highest of a list are its odd ones out (typos, foreign entries, junk lines).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from .data import Vocab, chunk_bounds, encode_names, pad_batch, windows
+from .mlp import _widened
+from .wavenet import ConvWaveNet
+
+CHUNK_ITEMS = 2048  # items run through the model at once
+CHUNK_POSITIONS = 65_536  # and at most this many padded positions: a long item makes a smaller chunk
+
+
+@torch.no_grad()
+def score(model, vocab: Vocab, words: list[str]) -> list[float]:
+    """Each item's mean loss in nats per character, its end token included: evaluate()'s measure,
+    item by item (so the mean of a split's scores, weighted by length + 1, is its evaluate() loss).
+    The model runs in eval mode, so an item's score does not depend on the items beside it."""
+    vocab.check(words)  # an unknown character: the error names its item, before any work
+    was_training = model.training
+    model.eval()
+    scores = []
+    for i, j in chunk_bounds([len(w) for w in words], CHUNK_ITEMS, CHUNK_POSITIONS):
+        scores += _losses(model, vocab, words[i:j]).tolist()
+    model.train(was_training)
+    return scores
+
+
+def _losses(model, vocab: Vocab, words: list[str]) -> torch.Tensor:
+    """The mean loss of each of `words`, (B,), on the CPU."""
+    device = model.wte.weight.device
+    tokens, lengths = encode_names(words, vocab)  # lengths (B,)
+    if isinstance(model, ConvWaveNet):  # whole names: every position of a name in one row
+        idx, targets = pad_batch(tokens, lengths, model.block_size)  # targets (B, n): -1 at padding
+        logits, _ = model(idx.to(device), targets.to(device))  # (B, n, vocab)
+        losses = F.cross_entropy(_widened(logits.flatten(0, 1)), targets.flatten().to(device), ignore_index=-1,
+                                 reduction="none").view_as(targets)  # fmt: skip
+        totals = losses.sum(1).cpu()  # (B,): padding adds 0
+    else:  # the lecture's windows, one per position, the B items' one after the other
+        X, Y = windows(words, vocab, model.block_size)  # (N, block_size), (N,): N = sum(lengths + 1)
+        logits, _ = model(X.to(device))  # (N, vocab)
+        losses = F.cross_entropy(_widened(logits), Y.to(device), reduction="none").cpu()  # (N,)
+        item = torch.repeat_interleave(torch.arange(len(words)), lengths + 1)  # (N,): each window's item
+        totals = torch.zeros(len(words), dtype=losses.dtype).index_add_(0, item, losses)
+    return totals / (lengths + 1)

@@ -165,6 +165,26 @@ def test_score_prints_each_items_loss_in_order_from_a_file_or_standard_input(tra
     ]
 
 
+def test_score_typed_at_a_terminal_says_how_to_end(trained):
+    """Without a file and with a terminal as standard input, score waits for lines: it says so, and
+    Ctrl-D (end of input) scores what was typed."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "wavenet_names", "score", "--checkpoint", str(trained / "model.pt")],
+                            stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    os.close(follower)
+    try:
+        os.write(leader, b"emma\n\x04")  # a line, then Ctrl-D at the start of the next
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        os.close(leader)
+    assert proc.returncode == 0, err
+    assert "end with Ctrl-D" in err
+    assert out.split("\t")[1] == "emma\n"
+
+
 def test_the_library_loads_what_train_wrote(trained, capsys):
     """The README's library example: load_model, then generate, as `sample` does."""
     from wavenet_names import SampleConfig, generate, load_model

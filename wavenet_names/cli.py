@@ -369,8 +369,12 @@ def cmd_sample(args) -> int:
 
 def cmd_score(args) -> int:
     model, vocab, _ = load_model(args.checkpoint, resolve_device(args.device))
-    source = "standard input" if args.items == "-" else args.items
-    words = parse_words(sys.stdin.buffer.read(), source) if args.items == "-" else read_words(args.items)
+    if args.items == "-":
+        if sys.stdin.isatty():  # typed, not piped: say why nothing happens yet
+            print("reading items from standard input, one per line; end with Ctrl-D", file=sys.stderr)
+        source, words = "standard input", parse_words(sys.stdin.buffer.read(), "standard input")
+    else:
+        source, words = args.items, read_words(args.items)
     try:
         scores = score(model, vocab, words)
     except DataError as e:

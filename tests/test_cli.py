@@ -68,6 +68,7 @@ def test_train_writes_everything(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert {"train_loss", "val_loss", "steps", "seconds"} <= metrics.keys()
     assert metrics["steps"] == 20
+    assert metrics["epochs"] == pytest.approx(20 * 16 / 240)  # 20 batches of 16 names, 240 names in train
     assert len((trained / "metrics.jsonl").read_text().splitlines()) == 4
     assert (trained / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -223,6 +224,11 @@ def test_the_lectures_models_train(tmp_path, data_file, capsys):
         args = ["train", "--model", model, "--data", str(data_file), "--out", str(tmp_path / model), "--steps", "30"]
         assert main([*args, "--n-hidden", "16", "--samples", "2"]) == 0
         assert load_checkpoint(tmp_path / model / "model.pt")["train_config"]["optimizer"] == "sgd"
+        windows = sum(len(w) + 1 for w in Splits.from_words(read_words(data_file)).train)  # an epoch: every window
+        epochs = 30 * 32 / windows  # 30 batches of the lecture's 32 windows
+        assert f"30 steps, {epochs:.2g} epochs, " in capsys.readouterr().out
+        metrics = json.loads((tmp_path / model / "metrics.json").read_text())
+        assert metrics["epochs"] == pytest.approx(epochs)
 
 
 def bad(tmp_path, content: bytes | None):

@@ -310,7 +310,8 @@ def _report(trainer: Trainer, out: Path, n_samples: int) -> int:
     """Final figures of the best checkpoint (model.pt), the loss plot, and a few samples."""
     metrics, model = finish(trainer, out)
     print(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters, "
-          f"{trainer.step} steps, {trainer.seconds:.0f} s; best at step {metrics['best_step']})")  # fmt: skip
+          f"{trainer.step} steps, {_epochs(trainer.epochs)}, {trainer.seconds:.0f} s; "
+          f"best at step {metrics['best_step']})")  # fmt: skip
     if "test_loss" in metrics:
         print(f"test {metrics['test_loss']:.4f}  (the test split, evaluated once, at the end)")
     print(f"wrote {out / 'model.pt'}, {out / 'loss.png'}, {out / 'metrics.json'}")
@@ -319,6 +320,11 @@ def _report(trainer: Trainer, out: Path, n_samples: int) -> int:
         config = SampleConfig(n=n_samples, seed=0, max_len=default_max_len(trainer.splits.train))
         _print_names(model, trainer.splits.vocab, set(trainer.splits.train), config)
     return 0
+
+
+def _epochs(epochs: float) -> str:
+    """'20 epochs', '2.5 epochs', '0.14 epochs': few enough digits to read, enough to see under one."""
+    return f"{epochs:.0f} epochs" if epochs >= 10 else f"{epochs:.2g} epochs"
 
 
 def _print_names(model, vocab: Vocab, seen: set[str], config: SampleConfig) -> None:

@@ -190,6 +190,10 @@ class NameBatches:
         self.chars, self.starts, self.lengths = (t.to(device) for t in (chars, starts, self.lengths_cpu))
         self.n_examples = int(self.lengths_cpu.sum()) + len(words)  # every character and each end token
 
+    def __len__(self) -> int:
+        """How many names a batch is drawn from: an epoch."""
+        return len(self.lengths_cpu)
+
     def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1):
         """A random batch of names; with several ranks, this rank's share of it. Returns idx, targets,
         the share's positions (counted on the CPU, so a GPU need not be asked) and its weight:
@@ -235,6 +239,10 @@ class WindowBatches:
     def __init__(self, words: list[str], vocab: Vocab, block_size: int, device: str | torch.device = "cpu"):
         self.X, self.Y = (t.to(device) for t in windows(words, vocab, block_size))
         self.n_examples = len(self.Y)
+
+    def __len__(self) -> int:
+        """How many windows a batch is drawn from: an epoch."""
+        return len(self.Y)
 
     def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1):
         """A random batch of windows (this rank's share of it), its positions and weight (see NameBatches)."""

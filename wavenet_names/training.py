@@ -170,6 +170,11 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.generator = torch.Generator().manual_seed(self.config.seed)  # draws the batches
 
+    @property
+    def epochs(self) -> float:
+        """Passes over the training split so far: names (conv) or windows drawn, over how many there are."""
+        return self.step * self.config.batch_size / len(self.train_batches)
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         if self.config.optimizer == "sgd":
             return torch.optim.SGD(self.model.parameters(), lr=self.config.lr)
@@ -377,6 +382,7 @@ def finish(trainer: Trainer, out: Path) -> tuple[dict, torch.nn.Module]:
         "train_loss": evaluate(model, trainer.train_batches),
         "val_loss": best["best_val_loss"],
         "steps": trainer.step,
+        "epochs": trainer.epochs,
         "best_step": best["step"],
         "seconds": round(trainer.seconds, 2),
         "params": count_params(model),

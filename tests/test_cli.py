@@ -396,6 +396,29 @@ def test_python_m_and_ctrl_c_saves_and_exits_cleanly(tmp_path, data_file):
     assert load_checkpoint(out_dir / "last.pt")["step"] >= 10
 
 
+def test_ctrl_c_during_the_final_figures_says_resume_finishes_them(tmp_path, data_file, monkeypatch, capsys):
+    """After the last step, train computes the loss over the whole training split (a minute on a
+    large list). Ctrl-C there loses no training: it says so, and --resume writes the figures."""
+    import wavenet_names.cli as cli
+
+    def interrupted(trainer, out):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data_file), "--out", str(out), "--steps", "10", "--eval-every", "5", *TINY]
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "finish", interrupted)
+        assert main(args) == 130
+    err = capsys.readouterr().err
+    assert (
+        f"interrupted at step 10; saved {out / 'last.pt'}; continue with: wavenet-names train --out {out} --resume"
+        in err
+    )
+    assert not (out / "metrics.json").exists()
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 10
+
+
 def test_ctrl_c_while_sampling_is_one_line(trained):
     proc = start_cli("sample", "--checkpoint", str(trained / "model.pt"), "-n", "1000000")
     assert first_line(proc)  # names come out while the rest are made (then wait on the full pipe)

@@ -308,7 +308,10 @@ def _run_with_progress(trainer: Trainer, out: Path) -> None:
 
 def _report(trainer: Trainer, out: Path, n_samples: int) -> int:
     """Final figures of the best checkpoint (model.pt), the loss plot, and a few samples."""
-    metrics, model = finish(trainer, out)
+    try:
+        metrics, model = finish(trainer, out)  # on a large list, a minute over the whole training split
+    except KeyboardInterrupt:  # every step is saved in last.pt: --resume computes the figures again
+        raise TrainingInterrupted(trainer.step, out / "last.pt") from None
     print(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters, "
           f"{trainer.step} steps, {_epochs(trainer.epochs)}, {trainer.seconds:.0f} s; "
           f"best at step {metrics['best_step']})")  # fmt: skip

@@ -210,3 +210,31 @@ def test_out_of_memory_while_compiling_is_not_called_a_compiler_failure(splits, 
     trainer = small_run(splits, compile=True)
     with pytest.raises(torch.cuda.OutOfMemoryError, match="Tried to allocate 2.00 GiB"):  # the CLI says so in a line
         trainer.train_step()
+
+
+@pytest.mark.parametrize("measure", ["evaluate", "score"])
+def test_an_interrupted_evaluation_leaves_the_model_in_training_mode(splits, measure):
+    """Ctrl-C during an evaluation in a notebook must not leave a training model in eval mode, where
+    BatchNorm would go on training with its running statistics."""
+    from wavenet_names.scoring import score
+    from wavenet_names.training import evaluate
+
+    model = small_run(splits).model.train()
+    words = splits.words("val")
+
+    class Interrupting:
+        n_examples = 1
+
+        def chunks(self, size):
+            raise KeyboardInterrupt
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        if measure == "evaluate":
+            evaluate(model, Interrupting())
+        else:
+            model.register_forward_pre_hook(interrupt)
+            score(model, splits.vocab, words)
+    assert model.training

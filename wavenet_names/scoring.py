@@ -21,10 +21,12 @@ def score(model, vocab: Vocab, words: list[str]) -> list[float]:
     vocab.check(words)  # an unknown character: the error names its item, before any work
     was_training = model.training
     model.eval()
-    scores = []
-    for i, j in chunk_bounds([len(w) for w in words], CHUNK_ITEMS, CHUNK_POSITIONS):
-        scores += _losses(model, vocab, words[i:j]).tolist()
-    model.train(was_training)
+    try:  # however it ends, the model goes back to the mode it was in
+        scores = []
+        for i, j in chunk_bounds([len(w) for w in words], CHUNK_ITEMS, CHUNK_POSITIONS):
+            scores += _losses(model, vocab, words[i:j]).tolist()
+    finally:
+        model.train(was_training)
     return scores
 
 

@@ -135,11 +135,13 @@ def evaluate(model, batches, chunk_size: int = 2048) -> float:
     The sum stays on the device, in float64, so the host waits for it once, not at every chunk."""
     was_training = model.training
     model.eval()
-    total = 0.0
-    for inputs, targets in batches.chunks(chunk_size):
-        _, loss = model(inputs, targets)  # the mean over the chunk's examples
-        total = total + loss.double() * (targets != -1).sum()
-    model.train(was_training)
+    try:  # however it ends (Ctrl-C in a notebook), the model goes back to the mode it was in
+        total = 0.0
+        for inputs, targets in batches.chunks(chunk_size):
+            _, loss = model(inputs, targets)  # the mean over the chunk's examples
+            total = total + loss.double() * (targets != -1).sum()
+    finally:
+        model.train(was_training)
     return float(total) / batches.n_examples
 
 

@@ -62,6 +62,17 @@ def test_names_come_in_batches_from_one_seeded_stream(use_cache, words, vocab):
     assert list(batches) == names[1:]
 
 
+@pytest.mark.parametrize("model_cls", [ConvWaveNet, HierarchicalMLP])
+def test_sampling_in_a_training_loop_samples_in_eval_mode_and_leaves_it_training(model_cls, words, vocab):
+    """A training loop may sample to see how it goes: the names are those of eval mode (BatchNorm's
+    running statistics), and the model comes back in training mode, for the loop's next step."""
+    model = trained(model_cls, words, vocab, 2)
+    config = SampleConfig(n=8, seed=5)
+    expected = generate(model, vocab, config)  # the model is in eval mode here
+    assert generate(model.train(), vocab, config) == expected
+    assert model.training
+
+
 @pytest.mark.parametrize(
     "field, value, message",
     [

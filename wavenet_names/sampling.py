@@ -53,9 +53,14 @@ def stream(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True) ->
     every layer's last `dilation` inputs for each name)."""
     prefix = vocab.encode(config.prefix)
     generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
-    for start in range(0, config.n, config.batch_size):
-        n = min(config.batch_size, config.n - start)
-        yield from _batch(model, vocab, config, prefix, n, generator, use_cache)
+    was_training = model.training
+    model.eval()  # BatchNorm's running statistics: a name must not depend on those sampled beside it
+    try:  # and afterwards the mode it was in: a training loop may sample to see how it is going
+        for start in range(0, config.n, config.batch_size):
+            n = min(config.batch_size, config.n - start)
+            yield from _batch(model, vocab, config, prefix, n, generator, use_cache)
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -86,7 +91,6 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generat
 
 
 def _incremental(model, n: int):
-    model.eval()
     device = next(model.parameters()).device
     cache = model.init_cache(n)
     return lambda token: model.step(cache, token.to(device))
@@ -94,7 +98,6 @@ def _incremental(model, n: int):
 
 def _windows(model, n: int):
     """Recompute the model on the last block_size characters, for every new character."""
-    model.eval()
     device = next(model.parameters()).device
     context = torch.zeros(n, model.block_size - 1, dtype=torch.long, device=device)
 

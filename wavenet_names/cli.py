@@ -31,7 +31,6 @@ from .training import (
     evaluate,
     finish,
     fit,
-    make_batches,
     out_of_memory,
     resolve_device,
 )
@@ -402,8 +401,6 @@ def cmd_evaluate(args) -> int:
         splits = Splits.from_words(words, vocab)  # every character must be one the model knows
     except DataError as e:
         raise DataError(f"{data}: {e}") from None
-    batches = make_batches(
-        checkpoint["model_config"]["kind"], splits.words(args.split), vocab, model.block_size, device
-    )
+    batches = splits.batches(args.split, checkpoint["model_config"]["kind"], model.block_size, device)
     print(f"{args.split} {evaluate(model, batches):.4f}")
     return 0

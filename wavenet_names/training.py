@@ -123,6 +123,10 @@ class Splits:
                             "(6 items or more fill all three)")  # fmt: skip
         return words
 
+    def batches(self, split: str, kind: str, block_size: int, device) -> NameBatches | WindowBatches:
+        """One split ("train", "val", "test" or "all") as what a `kind` of model trains and is evaluated on."""
+        return make_batches(kind, self.words(split), self.vocab, block_size, device)
+
 
 def make_batches(kind: str, words: list[str], vocab: Vocab, block_size: int, device):
     cls = NameBatches if kind == "conv" else WindowBatches
@@ -167,8 +171,8 @@ class Trainer:
         self.forward = self._trainable(self.model)  # what trains: see distribute() and _trainable()
         block = self.model_config.context
         kind = self.model_config.kind
-        self.train_batches = make_batches(kind, self.splits.words("train"), self.splits.vocab, block, self.device)
-        self.val_batches = make_batches(kind, self.splits.words("val"), self.splits.vocab, block, self.device)
+        self.train_batches = self.splits.batches("train", kind, block, self.device)
+        self.val_batches = self.splits.batches("val", kind, block, self.device)
         self.optimizer = self._make_optimizer()
         self.generator = torch.Generator().manual_seed(self.config.seed)  # draws the batches
 
@@ -392,10 +396,7 @@ def finish(trainer: Trainer, out: Path) -> tuple[dict, torch.nn.Module]:
         "train_config": asdict(trainer.config),
     }
     if trainer.config.report_test:  # once, of the model chosen by val
-        splits = trainer.splits
-        test = make_batches(
-            trainer.model_config.kind, splits.words("test"), splits.vocab, model.block_size, trainer.device
-        )
+        test = trainer.splits.batches("test", trainer.model_config.kind, model.block_size, trainer.device)
         metrics["test_loss"] = evaluate(model, test)
     write_json(metrics, out / "metrics.json")
     plot_losses(trainer.train_losses, trainer.history, out / "loss.png")

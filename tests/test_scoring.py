@@ -68,3 +68,22 @@ def test_chunks_shrink_around_a_long_item():
     assert list(chunk_bounds(lengths, 100, 40)) == [(0, 3), (3, 4), (4, 9)]
     assert list(chunk_bounds([30, 3, 3], 100, 40)) == [(0, 1), (1, 3)]  # 2 x (30 + 1) > 40
     assert list(chunk_bounds([], 5, 40)) == []
+
+
+def test_scores_stream_a_chunk_at_a_time_and_leave_grad_mode_alone(words, vocab, monkeypatch):
+    """The first scores come before the last chunk is run (the CLI prints them as they come), and
+    between chunks the caller's code runs with gradients on, as it was."""
+    import wavenet_names.scoring as scoring
+
+    model = trained_a_little(ConvWaveNet(len(vocab), 8, 16, 3), words, vocab)
+    expected = score(model, vocab, words)
+    chunks, losses = [], scoring._losses
+    monkeypatch.setattr(scoring, "CHUNK_ITEMS", 5)
+    monkeypatch.setattr(
+        scoring, "_losses", lambda model, vocab, chunk: chunks.append(chunk) or losses(model, vocab, chunk)
+    )
+    stream = scoring.stream_scores(model, vocab, words)
+    assert next(stream) == pytest.approx(expected[0])
+    assert len(chunks) == 1 and torch.is_grad_enabled() and not model.training
+    assert [next(stream) for _ in range(4)] + list(stream) == pytest.approx(expected[1:])
+    assert len(chunks) == 10 and model.training  # 48 items in chunks of 5

@@ -19,7 +19,7 @@ from .data import DataError, Vocab, parse_words, read_words
 from .models import ModelConfig
 from .precision import PRECISIONS
 from .sampling import SampleConfig, default_max_len, stream
-from .scoring import score
+from .scoring import stream_scores
 from .training import (
     LECTURE_RECIPE,
     OPTIMIZERS,
@@ -384,10 +384,10 @@ def cmd_score(args) -> int:
     else:
         source, words = args.items, read_words(args.items)
     try:
-        scores = score(model, vocab, words)
+        vocab.check(words)  # before the first line is printed
     except DataError as e:
         raise DataError(f"{source}: {e}") from None
-    for word, loss in zip(words, scores, strict=True):
+    for word, loss in zip(words, stream_scores(model, vocab, words), strict=True):  # printed as they come
         print(f"{loss:.4f}\t{word}")
     return 0
 

@@ -2,6 +2,8 @@
 the training data; the highest of a list are its odd ones out (typos, foreign entries, junk lines).
 """
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -13,21 +15,25 @@ CHUNK_ITEMS = 2048  # items run through the model at once
 CHUNK_POSITIONS = 65_536  # and at most this many padded positions: a long item makes a smaller chunk
 
 
-@torch.no_grad()
 def score(model, vocab: Vocab, words: list[str]) -> list[float]:
     """Each item's mean loss in nats per character, its end token included: evaluate()'s measure,
     item by item (so the mean of a split's scores, weighted by length + 1, is its evaluate() loss).
     The model runs in eval mode, so an item's score does not depend on the items beside it."""
+    return list(stream_scores(model, vocab, words))
+
+
+def stream_scores(model, vocab: Vocab, words: list[str]) -> Iterator[float]:
+    """score()'s scores, a chunk at a time: a caller can print the first while the rest are made."""
     vocab.check(words)  # an unknown character: the error names its item, before any work
     was_training = model.training
     model.eval()
     try:  # however it ends, the model goes back to the mode it was in
-        scores = []
         for i, j in chunk_bounds([len(w) for w in words], CHUNK_ITEMS, CHUNK_POSITIONS):
-            scores += _losses(model, vocab, words[i:j]).tolist()
+            with torch.no_grad():  # left before yielding: the caller's code runs with its own grad mode
+                losses = _losses(model, vocab, words[i:j]).tolist()
+            yield from losses
     finally:
         model.train(was_training)
-    return scores
 
 
 def _losses(model, vocab: Vocab, words: list[str]) -> torch.Tensor:

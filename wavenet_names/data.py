@@ -128,17 +128,18 @@ def encode_names(words: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Te
 
     Returns tokens (N, max_len) with 0 after each name, and lengths (N,).
     """
-    chars, lengths = pack_names(words, vocab)
-    starts = lengths.cumsum(0) - lengths
+    chars, starts, lengths = pack_names(words, vocab)
     return unpack_names(chars, starts, lengths, int(lengths.max()) if len(lengths) else 0), lengths
 
 
-def pack_names(words: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every name's characters end to end, chars (C,), and lengths (N,): memory in proportion to the
-    characters. A right-padded (N, max_len) matrix would make one long item cost N times its length."""
+def pack_names(words: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every name's characters end to end, chars (C,), with where each name starts in them and its
+    length, starts and lengths (N,): memory in proportion to the characters. A right-padded
+    (N, max_len) matrix would make one long item cost N times its length."""
     encoded = [vocab.encode(w) for w in words]
     lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long)
-    return torch.tensor([c for e in encoded for c in e], dtype=torch.long), lengths
+    chars = torch.tensor([c for e in encoded for c in e], dtype=torch.long)
+    return chars, lengths.cumsum(0) - lengths, lengths
 
 
 def unpack_names(chars: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, longest: int) -> torch.Tensor:
@@ -185,8 +186,7 @@ class NameBatches:
 
     def __init__(self, words: list[str], vocab: Vocab, block_size: int, device: str | torch.device = "cpu"):
         self.block_size = block_size
-        chars, self.lengths_cpu = pack_names(words, vocab)
-        starts = self.lengths_cpu.cumsum(0) - self.lengths_cpu
+        chars, starts, self.lengths_cpu = pack_names(words, vocab)
         self.chars, self.starts, self.lengths = (t.to(device) for t in (chars, starts, self.lengths_cpu))
         self.n_examples = int(self.lengths_cpu.sum()) + len(words)  # every character and each end token
 

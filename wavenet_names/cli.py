@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -383,13 +384,19 @@ def cmd_score(args) -> int:
         source, words = "standard input", parse_words(sys.stdin.buffer.read(), "standard input")
     else:
         source, words = args.items, read_words(args.items)
+    with _naming(source):  # stream_scores checks every character before its first score
+        for word, loss in zip(words, stream_scores(model, vocab, words), strict=True):  # printed as they come
+            print(f"{loss:.4f}\t{word}")
+    return 0
+
+
+@contextmanager
+def _naming(source: str):
+    """A DataError from inside (a character the model does not know) names the file of its item."""
     try:
-        vocab.check(words)  # before the first line is printed
+        yield
     except DataError as e:
         raise DataError(f"{source}: {e}") from None
-    for word, loss in zip(words, stream_scores(model, vocab, words), strict=True):  # printed as they come
-        print(f"{loss:.4f}\t{word}")
-    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -397,10 +404,8 @@ def cmd_evaluate(args) -> int:
     model, vocab, checkpoint = load_model(args.checkpoint, device)
     data = args.data or checkpoint["train_config"]["data"]
     words = read_words(data)
-    try:
+    with _naming(data):
         splits = Splits.from_words(words, vocab)  # every character must be one the model knows
-    except DataError as e:
-        raise DataError(f"{data}: {e}") from None
     batches = splits.batches(args.split, checkpoint["model_config"]["kind"], model.block_size, device)
     print(f"{args.split} {evaluate(model, batches):.4f}")
     return 0

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import torch
 
-from wavenet_names import ConvWaveNet, HierarchicalMLP, Vocab, encode_names, pad_batch, read_words, windows
+from wavenet_names import (
+    HierarchicalMLP,
+    Vocab,
+    conv_from_tree,
+    encode_names,
+    pad_batch,
+    read_words,
+    windows,
+)
 from wavenet_names.precision import PRECISIONS as TRAIN_PRECISIONS
 from wavenet_names.precision import autocast, matmuls
 from wavenet_names.sampling import SampleConfig, generate
@@ -32,7 +40,7 @@ def models(n_layers: int, vocab: Vocab, device) -> dict[str, torch.nn.Module]:
     """The per-position tree and the conv model, with the same weights."""
     torch.manual_seed(0)
     tree = HierarchicalMLP(len(vocab), N_EMBD, N_HIDDEN, n_layers).to(device)
-    return {"per_position": tree, "conv": ConvWaveNet.from_hierarchical(tree)}
+    return {"per_position": tree, "conv": conv_from_tree(tree)}
 
 
 def training_step(model, kind: str, words: list[str], vocab: Vocab, device, precision: str = "fp32"):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from wavenet_names import ConvWaveNet, HierarchicalMLP
+from wavenet_names import ConvWaveNet, HierarchicalMLP, conv_from_tree, tree_from_conv
 
 from helpers import both_views, sgd_steps, summed_loss
 
@@ -41,14 +41,14 @@ def paired_models(state, n_layers, dtype, words, vocab):
     X, Y, idx, targets = both_views(words, vocab, 2**n_layers)
     if state == "trained_conv":
         conv = sgd_steps(unscaled(ConvWaveNet(len(vocab), 10, 32, n_layers).to(dtype)), idx, targets)
-        tree = HierarchicalMLP.from_conv(conv)
+        tree = tree_from_conv(conv)
     else:
         tree = unscaled(HierarchicalMLP(len(vocab), 10, 32, n_layers).to(dtype))
         if state == "random":
             randomise_batchnorm(tree)
         else:
             sgd_steps(tree, X, Y)
-        conv = ConvWaveNet.from_hierarchical(tree)
+        conv = conv_from_tree(tree)
     tree.zero_grad(set_to_none=True)
     conv.zero_grad(set_to_none=True)
     return tree.eval(), conv.eval(), (X, Y, idx, targets)
@@ -115,7 +115,7 @@ def test_conv_on_any_window_is_the_tree(n_layers, words, vocab):
 def test_conversions_round_trip(n_layers, vocab):
     tree = HierarchicalMLP(len(vocab), 8, 16, n_layers)
     randomise_batchnorm(tree)
-    back = HierarchicalMLP.from_conv(ConvWaveNet.from_hierarchical(tree))
+    back = tree_from_conv(conv_from_tree(tree))
     state, back_state = tree.state_dict(), back.state_dict()
     assert state.keys() == back_state.keys()
     for key in state:

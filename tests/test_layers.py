@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from wavenet_names import BatchNorm, ConvWaveNet, FlatMLP, FlattenConsecutive, HierarchicalMLP
+from wavenet_names import BatchNorm, ConvWaveNet, FlatMLP, FlattenConsecutive, HierarchicalMLP, conv_from_tree
 
 
 def test_flatten_consecutive_fuses_neighbours():
@@ -67,7 +67,7 @@ def test_the_lectures_batch_norm_bug_keeps_per_position_statistics():
     assert sum(p.numel() for p in model.parameters()) == 22397  # the lecture's row 3
     assert model(torch.zeros(2, 8, dtype=torch.long))[0].shape == (2, 27)
     with pytest.raises(ValueError, match="no conv equivalent"):
-        ConvWaveNet.from_hierarchical(model)
+        conv_from_tree(model)
 
 
 @pytest.mark.parametrize("path", ["fused", "compiled", "synced", "per-position"])

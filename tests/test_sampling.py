@@ -1,6 +1,6 @@
 import pytest
 
-from wavenet_names import ConvWaveNet, HierarchicalMLP, encode_names, pad_batch
+from wavenet_names import ConvWaveNet, HierarchicalMLP, encode_names, pad_batch, tree_from_conv
 from wavenet_names.sampling import SampleConfig, generate, stream
 
 from helpers import both_views, sgd_steps
@@ -10,7 +10,7 @@ def trained(model_cls, words, vocab, n_layers):
     _, _, idx, targets = both_views(words, vocab, 2**n_layers)
     model = ConvWaveNet(len(vocab), 10, 32, n_layers)
     sgd_steps(model, idx, targets)
-    return model.eval() if model_cls is ConvWaveNet else HierarchicalMLP.from_conv(model).eval()
+    return model.eval() if model_cls is ConvWaveNet else tree_from_conv(model).eval()
 
 
 @pytest.mark.parametrize("n_layers", [1, 2, 3, 5, 8])
@@ -34,7 +34,7 @@ def test_cached_and_recomputed_generation_give_the_same_names(n_layers, words, v
     assert cached == generate(model, vocab, config, use_cache=False)
     assert cached == generate(model, vocab, config)  # the same seed, the same names
     assert cached != generate(model, vocab, SampleConfig(n=30, seed=8))
-    assert generate(HierarchicalMLP.from_conv(model), vocab, config) == cached  # the tree samples alike
+    assert generate(tree_from_conv(model), vocab, config) == cached  # the tree samples alike
 
 
 def test_prefix_top_k_and_temperature(words, vocab):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wavenet_names import ConvWaveNet, FlatMLP, HierarchicalMLP, encode_names, pad_batch, windows
+from wavenet_names import ConvWaveNet, FlatMLP, HierarchicalMLP, encode_names, pad_batch, tree_from_conv, windows
 from wavenet_names.data import NameBatches, chunk_bounds
 from wavenet_names.scoring import score
 from wavenet_names.training import evaluate
@@ -56,7 +56,7 @@ def test_scores_weighted_by_length_are_the_evaluate_loss(words, vocab):
 def test_the_conv_model_and_its_tree_score_alike(words, vocab):
     """The project's equivalence, item by item: the two views of the data give the same scores."""
     conv = trained_a_little(ConvWaveNet(len(vocab), 8, 16, 3).double(), words, vocab)
-    tree = HierarchicalMLP.from_conv(conv)
+    tree = tree_from_conv(conv)
     assert score(conv, vocab, words) == pytest.approx(score(tree, vocab, words), rel=1e-9)
 
 

@@ -4,7 +4,15 @@ lecture's configuration, the only one with a tree equivalent."""
 import pytest
 import torch
 
-from wavenet_names import Blocks, ConvWaveNet, HierarchicalMLP, ModelConfig, build_model, encode_names, pad_batch
+from wavenet_names import (
+    Blocks,
+    ConvWaveNet,
+    ModelConfig,
+    build_model,
+    encode_names,
+    pad_batch,
+    tree_from_conv,
+)
 from wavenet_names.sampling import SampleConfig, generate
 
 from helpers import sgd_steps
@@ -73,7 +81,7 @@ def test_packing_equals_the_plain_convolution_over_every_padding_column(name, wo
 
 def test_only_the_lectures_configuration_converts(words, vocab):
     with pytest.raises(ValueError, match="only the lecture's configuration"):
-        HierarchicalMLP.from_conv(ConvWaveNet(len(vocab), 8, 16, 2, Blocks(gated=True)))
+        tree_from_conv(ConvWaveNet(len(vocab), 8, 16, 2, Blocks(gated=True)))
     with pytest.raises(ValueError, match="options of the conv model"):
         ModelConfig(kind="hierarchical", gated=True)
     assert build_model(ModelConfig(cycles=2, n_layers=3)).block_size == 15

@@ -1,6 +1,7 @@
 """wavenet_names: makemore part 5's hierarchical "WaveNet" as a fast, tested convolutional model."""
 
 from .checkpoint import CheckpointError, load_model
+from .conversion import conv_from_tree, tree_from_conv
 from .data import DataError, Vocab, encode_names, pad_batch, read_words, split_words, windows
 from .layers import BatchNorm, FlattenConsecutive
 from .mlp import FlatMLP, HierarchicalMLP

@@ -5,7 +5,7 @@
 Each rank trains on a disjoint share of every global batch. Two things make N ranks train the model
 that one process would train on the whole batch: the loss of each share is weighted by its share of
 the batch's positions (DistributedDataParallel averages gradients over ranks), and BatchNorm's
-statistics are reduced over all ranks (see BatchNorm.forward).
+statistics are reduced over all ranks (see layers.BatchNorm and layers.sync_batchnorm).
 """
 
 import os
@@ -87,13 +87,3 @@ class _AllReduceSum(torch.autograd.Function):
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     return _AllReduceSum.apply(x)
-
-
-def sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
-    """Make every BatchNorm of `model` reduce its training statistics over all ranks."""
-    from .layers import BatchNorm
-
-    for module in model.modules():
-        if isinstance(module, BatchNorm):
-            module.synced = True
-    return model

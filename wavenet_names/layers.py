@@ -1,4 +1,5 @@
-"""The lecture's two hand-written layers, as torch.nn modules with the lecture's exact semantics."""
+"""The lecture's hand-written layers and its initialisation, as torch.nn code with the lecture's exact
+semantics; and BatchNorm's statistics over all ranks in distributed training."""
 
 import torch
 import torch.distributed as dist
@@ -44,7 +45,7 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_mean", torch.zeros(dim))
         self.register_buffer("running_var", torch.ones(dim))
 
-    synced = False  # set by distributed.sync_batchnorm: training statistics over all ranks
+    synced = False  # set by sync_batchnorm: training statistics over all ranks
 
     def forward(self, x: torch.Tensor, shared_first_row: bool = False) -> torch.Tensor:
         """x (..., C). shared_first_row: x[0] is a node that every rank computes (ConvWaveNet's all-'.'
@@ -113,3 +114,26 @@ class BatchDimOnlyBatchNorm(BatchNorm):
         else:
             mean, var = self.running_mean, self.running_var
         return self._normalised(x, mean, var)
+
+
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Make every BatchNorm of `model` reduce its training statistics over all ranks."""
+    for module in model.modules():
+        if isinstance(module, BatchNorm):
+            module.synced = True
+    return model
+
+
+def init_lecture(model: nn.Module) -> None:
+    """The lecture's initialisation: N(0, 1) embeddings, N(0, 1/fan_in) weights, zero biases, and the
+    output layer (model.lm_head) scaled by 0.1 so that the first predictions are nearly uniform."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight)
+            elif isinstance(m, (nn.Linear, nn.Conv1d)):
+                fan_in = m.weight[0].numel()  # in_features, or in_channels * kernel_size
+                nn.init.normal_(m.weight, std=fan_in**-0.5)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        model.lm_head.weight *= 0.1

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Vocab, chunk_bounds, encode_names, pad_batch, windows
-from .mlp import _widened
+from .losses import widened
 from .wavenet import ConvWaveNet
 
 CHUNK_ITEMS = 2048  # items run through the model at once
@@ -43,13 +43,13 @@ def _losses(model, vocab: Vocab, words: list[str]) -> torch.Tensor:
     if isinstance(model, ConvWaveNet):  # whole names: every position of a name in one row
         idx, targets = pad_batch(tokens, lengths, model.block_size)  # targets (B, n): -1 at padding
         logits, _ = model(idx.to(device), targets.to(device))  # (B, n, vocab)
-        losses = F.cross_entropy(_widened(logits.flatten(0, 1)), targets.flatten().to(device), ignore_index=-1,
+        losses = F.cross_entropy(widened(logits.flatten(0, 1)), targets.flatten().to(device), ignore_index=-1,
                                  reduction="none").view_as(targets)  # fmt: skip
         totals = losses.sum(1).cpu()  # (B,): padding adds 0
     else:  # the lecture's windows, one per position, the B items' one after the other
         X, Y = windows(words, vocab, model.block_size)  # (N, block_size), (N,): N = sum(lengths + 1)
         logits, _ = model(X.to(device))  # (N, vocab)
-        losses = F.cross_entropy(_widened(logits), Y.to(device), reduction="none").cpu()  # (N,)
+        losses = F.cross_entropy(widened(logits), Y.to(device), reduction="none").cpu()  # (N,)
         item = torch.repeat_interleave(torch.arange(len(words)), lengths + 1)  # (N,): each window's item
         totals = torch.zeros(len(words), dtype=losses.dtype).index_add_(0, item, losses)
     return totals / (lengths + 1)

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataError, NameBatches, Vocab, WindowBatches, split_words
+from .layers import sync_batchnorm
 from .models import ModelConfig, build_model, count_params
 from .plots import plot_losses
 from .precision import PRECISIONS, autocast, matmuls, resolve_precision
@@ -201,7 +202,7 @@ class Trainer:
         if self.config.batch_size < context.world_size:
             raise ValueError(f"--batch-size {self.config.batch_size} is smaller than the {context.world_size} ranks")
         self.context = context
-        distributed.sync_batchnorm(self.model)
+        sync_batchnorm(self.model)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         self.forward = self._trainable(DistributedDataParallel(self.model, device_ids=device_ids))
         return self

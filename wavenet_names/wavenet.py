@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .layers import BatchDimOnlyBatchNorm, BatchNorm
-from .mlp import HierarchicalMLP, _empty_like, _init_lecture, _loss, _widened
+from .layers import BatchNorm, init_lecture
+from .losses import cross_entropy_sum, language_model_loss, widened
 
 NORMS = ("batch", "layer", "none")
 
@@ -157,7 +157,7 @@ class ConvWaveNet(nn.Module):
             for i in range(depth)
         )  # fmt: skip
         self.lm_head = nn.Linear(n_hidden, vocab_size)
-        _init_lecture(self)
+        init_lecture(self)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         B, T = idx.shape
@@ -172,7 +172,7 @@ class ConvWaveNet(nn.Module):
         padded, valid, n_real, n_far = self._layout(idx, targets, n_out, dilations)  # valid: (B, n_out) bool
         if not padded:
             logits = self._forward_full(idx)
-            return logits, _loss(logits, targets)
+            return logits, language_model_loss(logits, targets)
         real = valid[:, 1:]  # (B, n_out - 1): the positions whose last input is a real character
         # The packed order: name by name, character by character. j: the character's index in its name,
         # idx[:, block_size + j] is the last input of output j + 1. The sizes came with the layout, so
@@ -206,8 +206,8 @@ class ConvWaveNet(nn.Module):
         index (a sort-based kernel that serialises on it, most of a large batch's step on a GPU)."""
         vocab = packed.shape[1]
         starts = (first[:, None] == torch.arange(vocab, device=first.device)).sum(0)  # (vocab,); -1 counts nowhere
-        first_total = -(starts * _widened(packed[0]).log_softmax(-1)).sum()
-        return (_cross_entropy_sum(packed[1:], rest) + first_total) / (len(rest) + starts.sum())
+        first_total = -(starts * widened(packed[0]).log_softmax(-1)).sum()
+        return (cross_entropy_sum(packed[1:], rest) + first_total) / (len(rest) + starts.sum())
 
     def _head(self, h: torch.Tensor, skips: list) -> torch.Tensor:
         """The logits from the last layer's output, or from the sum of the skip connections."""
@@ -269,18 +269,6 @@ class ConvWaveNet(nn.Module):
         cache.t += 1
         return self._head(h, skips)
 
-    @classmethod
-    def from_hierarchical(cls, tree: HierarchicalMLP) -> "ConvWaveNet":
-        """A convolutional model that computes the same function as `tree`."""
-        if isinstance(tree.tree[0][2], BatchDimOnlyBatchNorm):
-            raise ValueError("a tree with the lecture's batch-norm bug has per-position statistics: no conv equivalent")
-        model = _empty_like(cls, tree)
-        with torch.no_grad():
-            for layer, node in zip(model.layers, tree.tree, strict=True):
-                layer.conv.weight.copy_(rearrange(node[1].weight, "h (k c) -> h c k", k=2))
-                layer.norm.load_state_dict(node[2].state_dict())
-        return model
-
 
 def _true_indices(mask: torch.Tensor, count: int) -> torch.Tensor:
     """mask.nonzero(), (count, mask.ndim), given that `count` entries are True: the host need not ask
@@ -288,13 +276,6 @@ def _true_indices(mask: torch.Tensor, count: int) -> torch.Tensor:
     if mask.numel() == 0:  # (a batch of empty names) nonzero_static fails on an empty CUDA tensor before torch 2.9
         return mask.new_zeros((0, mask.ndim), dtype=torch.long)
     return torch.nonzero_static(mask, size=count)
-
-
-def _cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """F.cross_entropy(logits, targets, reduction="sum") for logits (N, vocab), targets (N,), without
-    nll_loss, whose CUDA kernels reduce in a single thread block: 0.4 ms each way per 500K rows on an H200.
-    """
-    return -_widened(logits).log_softmax(-1).gather(1, targets[:, None]).sum()
 
 
 @dataclass

@@ -251,7 +251,13 @@ def bad(tmp_path, content: bytes | None):
         (lambda t, d, c: ["train", "--data", d, "--n-hidden", "0"], "n-hidden must be at least 1"),
         (lambda t, d, c: ["train", "--data", d, "--steps", "ten"], "invalid int value"),
         (lambda t, d, c: ["train", "--data", d, "--lr", "-1"], "--lr must be a positive number"),
-        (lambda t, d, c: ["train", "--data", d, "--weight-decay", "nan"], "--weight-decay must be numbers"),
+        (lambda t, d, c: ["train", "--data", d, "--weight-decay", "nan"], "--weight-decay must be a number"),
+        (lambda t, d, c: ["train", "--data", d, "--model", "flat", "--gated"], "--gated is an option of the conv"),
+        (lambda t, d, c: ["train", "--data", d, "--preset", "best", "--model", "flat"], "--preset best is a conv"),
+        (
+            lambda t, d, c: ["train", "--out", str(Path(c).parent), "--resume", "--lr", "0.1", "--seed", "3"],
+            "--lr and --seed cannot change when a run resumes",
+        ),
         (lambda t, d, c: ["train", "--data", d, "--device", "cpu", "--precision", "tf32"], "tf32 is a CUDA GPU format"),
         (lambda t, d, c: ["train", "--out", str(t / "nothing"), "--resume"], "no such checkpoint"),
         (lambda t, d, c: ["train", "--out", str(Path(c).parent), "--resume", "--steps", "10"], "--steps 10 is behind"),
@@ -288,6 +294,9 @@ def bad(tmp_path, content: bytes | None):
         "not-int",
         "lr",
         "weight-decay-nan",
+        "option-of-another-kind",
+        "preset-of-another-kind",
+        "resume-changes-fixed-options",
         "tf32-cpu",
         "no-resume",
         "resume-behind",
@@ -343,7 +352,7 @@ def test_compile_without_a_compiler_is_one_line_and_harms_nothing(trained, data_
     status, _, err = run_cli(*args, env=env)
     errors = [line for line in err.splitlines() if "error" in line or "Traceback" in line]
     assert status == 2, err
-    assert len(errors) == 1 and "--compile: torch.compile failed (InvalidCxxCompiler" in errors[0], err
+    assert len(errors) == 1 and "--compile failed: torch.compile raised InvalidCxxCompiler" in errors[0], err
     for name, content in before.items():
         assert (trained / name).read_bytes() == content, f"{name} changed"
 

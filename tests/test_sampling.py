@@ -78,9 +78,9 @@ def test_sampling_in_a_training_loop_samples_in_eval_mode_and_leaves_it_training
     [
         ("temperature", 0.0, "temperature"),
         ("temperature", -1.0, "temperature"),
-        ("top_k", 0, "top-k"),
-        ("n", 0, "-n"),
-        ("batch_size", 0, "batch size"),
+        ("top_k", 0, "top_k must be at least 1"),
+        ("n", 0, "n must be at least 1"),
+        ("batch_size", 0, "batch_size must be at least 1"),
     ],
 )
 def test_bad_sample_configs_are_refused(field, value, message):

@@ -82,14 +82,14 @@ def test_packing_equals_the_plain_convolution_over_every_padding_column(name, wo
 def test_only_the_lectures_configuration_converts(words, vocab):
     with pytest.raises(ValueError, match="only the lecture's configuration"):
         tree_from_conv(ConvWaveNet(len(vocab), 8, 16, 2, Blocks(gated=True)))
-    with pytest.raises(ValueError, match="options of the conv model"):
+    with pytest.raises(ValueError, match="gated is an option of the conv model, not of hierarchical"):
         ModelConfig(kind="hierarchical", gated=True)
     assert build_model(ModelConfig(cycles=2, n_layers=3)).block_size == 15
 
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("cycles", 0, "--cycles"), ("dropout", 1.0, "--dropout"), ("norm", "group", "--norm")],
+    [("cycles", 0, "^cycles must"), ("dropout", 1.0, "^dropout must"), ("norm", "group", "^norm must")],
 )
 def test_bad_block_options(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -5,10 +5,12 @@ training saves and exits 130; anywhere else it exits 130 too, with one line and 
 """
 
 import argparse
+import dataclasses
 import os
 import re
 import signal
 import sys
+import typing
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,18 +19,18 @@ import torch
 from . import distributed, experiments
 from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .data import DataError, Vocab, parse_words, read_words
-from .models import ModelConfig
-from .precision import PRECISIONS
+from .models import KINDS, ModelConfig
+from .options import OptionError, default, flag, option_fields, option_name
 from .sampling import SampleConfig, default_max_len, stream
 from .scoring import stream_scores
 from .training import (
-    LECTURE_RECIPE,
-    OPTIMIZERS,
-    SCHEDULES,
+    DEVICES,
+    OPTIONS,
     Splits,
     TrainConfig,
     Trainer,
     TrainingInterrupted,
+    configs,
     evaluate,
     finish,
     fit,
@@ -36,16 +38,9 @@ from .training import (
     resolve_device,
 )
 
-# Model sizes when not given: the lecture's final tree (76,579 parameters) for conv and hierarchical,
-# the lecture's first MLP for flat.
-MODEL_DEFAULTS = {
-    "conv": dict(n_embd=24, n_hidden=128, n_layers=3),
-    "hierarchical": dict(n_embd=24, n_hidden=128, n_layers=3),
-    "flat": dict(n_embd=10, n_hidden=200, n_layers=3, block_size=3),
-}
-RESUMABLE = {"steps", "eval_every", "device", "precision", "compile"}  # what --resume may change
 TRAINING_COMMANDS = ("train", "experiment")  # what a second Ctrl-C cuts short, and a smaller batch helps
-MODEL_OPTIONS = ("n_embd", "n_hidden", "n_layers", "gated", "residual", "skip", "cycles", "dropout", "norm")
+# how the command line spells each option's field, for errors the library raises about it
+FLAGS = {f.name: flag(f) for cls in (ModelConfig, TrainConfig, SampleConfig) for f in option_fields(cls)}
 
 
 class Parser(argparse.ArgumentParser):
@@ -72,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exit's flush is quiet too
         return 141  # 128 + SIGPIPE, what a shell reports for a command stopped by a closed pipe
     except (DataError, CheckpointError, ValueError, OSError) as e:
+        # an option's error names its field (n_layers), as the library's argument; here it is a flag (--n-layers)
+        message = e.shown(FLAGS) if isinstance(e, OptionError) else str(e)
         if _is_main_process():  # under torchrun every rank fails alike: one line, not one per rank
-            print(f"wavenet-names {args.command}: error: {e}", file=sys.stderr)
+            print(f"wavenet-names {args.command}: error: {message}", file=sys.stderr)
         return 2
     except RuntimeError as e:
         asked = _allocation_failed(e)
@@ -105,69 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = commands.add_parser("train", help="train a model (with no options: ConvWaveNet on data/names.txt)")
-    train.add_argument("--data", help="text file, one item per line (default: data/names.txt)")
     train.add_argument("--out", default="out", help="directory for model.pt, last.pt, loss.png, metrics (default: out)")
     train.add_argument(
         "--preset",
         choices=list(experiments.TRAIN_PRESETS),
-        help="a tested configuration; options given after it still apply. " + experiments.PRESET_HELP,
+        help="a tested configuration; options given with it still apply. " + experiments.PRESET_HELP,
     )
-    train.add_argument(
-        "--report-test",
-        action="store_true",
-        default=None,
-        help="evaluate the test split once, at the end (choose models by val, never by test)",
-    )
-    train.add_argument("--model", choices=list(MODEL_DEFAULTS),
-                       help="conv: dilated convolutions over whole names (default); hierarchical, flat: the "
-                            "lecture's per-position models, trained with the lecture's recipe")  # fmt: skip
-    train.add_argument("--n-embd", type=int, help="embedding size (default 24; flat 10)")
-    train.add_argument("--n-hidden", type=int, help="hidden units per layer (default 128; flat 200)")
-    train.add_argument("--n-layers", type=int, help="tree levels; the context is 2**n-layers characters (default 3)")
-    train.add_argument("--block-size", type=int, help="context length of the flat model (default 3)")
-    blocks = train.add_argument_group("WaveNet blocks (conv only; the defaults are the lecture's tree)")
-    blocks.add_argument("--gated", action="store_true", default=None, help="tanh(W_f x) * sigmoid(W_g x) units")
-    blocks.add_argument("--residual", action="store_true", default=None, help="residual 1x1 connections")
-    blocks.add_argument("--skip", action="store_true", default=None, help="the head reads the sum of skip connections")
-    blocks.add_argument("--cycles", type=int, help="repeat the dilations 1, 2, ... this many times (default 1)")
-    blocks.add_argument("--dropout", type=float, help="dropout on each layer's activation (default 0)")
-    blocks.add_argument("--norm", choices=("batch", "layer", "none"), help="normalisation (default batch)")
-    train.add_argument(
-        "--steps", type=int, help=f"optimizer steps (default {TrainConfig.steps}; lecture recipe 200000)"
-    )
-    train.add_argument("--batch-size", type=int, help=f"names per batch for conv (default {TrainConfig.batch_size}), "
-                                                      "windows per batch otherwise (default 32)")  # fmt: skip
-    train.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw for conv, sgd for the lecture's models")
-    train.add_argument("--lr", type=float, help=f"peak learning rate (default {TrainConfig.lr}; sgd 0.1)")
-    train.add_argument("--schedule", choices=SCHEDULES,
-                       help="cosine: warmup, then down to lr/10 (default for conv); step: lr/10 for the last "
-                            "quarter (the lecture's); constant")  # fmt: skip
-    train.add_argument("--warmup", type=int, help=f"linear warmup steps for cosine (default {TrainConfig.warmup})")
-    train.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default {TrainConfig.weight_decay})")
-    train.add_argument("--seed", type=int, help=f"seed for initialisation and batches (default {TrainConfig.seed})")
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: cuda when available")
-    train.add_argument("--precision", choices=PRECISIONS,
-                       help="a training step's arithmetic: fp32; tf32 (CUDA) matmuls; bf16 autocast. Default auto: "
-                            "tf32 on a GPU, fp32 on a CPU. Evaluation is always float32")  # fmt: skip
-    train.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                       help="torch.compile the training step: slower to start (it compiles for up to a minute), "
-                            "then faster, most at large batches on a GPU; needs a C++ compiler on a CPU "
-                            "(default off)")  # fmt: skip
-    train.add_argument("--eval-every", type=int, help="evaluate on the validation split every N steps")
     train.add_argument("--resume", action="store_true", help="continue the run saved in OUT/last.pt")
     train.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
     train.add_argument("--samples", type=int, default=10, help="names to print at the end (default 10)")
+    _add_model_options(train)
+    _add_options(train.add_argument_group("training"), TrainConfig)
     train.set_defaults(run=cmd_train)
 
     sample = commands.add_parser("sample", help="print new names from a checkpoint")
     sample.add_argument("--checkpoint", default="out/model.pt", help="default out/model.pt")
-    sample.add_argument("-n", type=int, default=20, help="how many names (default 20)")
-    sample.add_argument("--temperature", type=float, default=1.0, help="> 1 more adventurous, < 1 safer (default 1)")
-    sample.add_argument("--top-k", type=int, help="sample only among the k most likely characters")
-    sample.add_argument("--seed", type=int, help="the same seed prints the same names")
-    sample.add_argument("--prefix", default="", help="start every name with these characters")
-    sample.add_argument("--max-len", type=int, help="stop a name after this many characters (default: 64, or the "
-                        "training data's longest item if longer)")  # fmt: skip
+    _add_options(sample, SampleConfig)
     sample.set_defaults(run=cmd_sample)
 
     experiment = commands.add_parser("experiment", help="the lecture's results table, or a sweep over options")
@@ -196,33 +146,76 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("train", "val", "test", "all"), default="val",
                     help="the lecture's split of the data (default val); all: every item, e.g. of a file "
                          "held out from training")  # fmt: skip
-    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ev.add_argument("--device", choices=DEVICES, default="auto")
     ev.set_defaults(run=cmd_evaluate)
 
     score = commands.add_parser("score", help="print each item's loss per character: the highest are the least "
                                 "like the training data")  # fmt: skip
     score.add_argument("items", nargs="?", default="-", help="text file, one item per line (default -: standard input)")
     score.add_argument("--checkpoint", default="out/model.pt", help="default out/model.pt")
-    score.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    score.add_argument("--device", choices=DEVICES, default="auto")
     score.set_defaults(run=cmd_score)
     return parser
 
 
-def _configs(args) -> tuple[ModelConfig, dict]:
-    """ModelConfig and the TrainConfig fields: per-model defaults, then the --preset's, then the
-    options given."""
-    preset = experiments.TRAIN_PRESETS[args.preset] if args.preset else None
-    kind = args.model or (preset.model["kind"] if preset else "conv")
-    sizes = {**MODEL_DEFAULTS[kind], **(preset.model if preset and preset.model["kind"] == kind else {})}
-    sizes.pop("kind", None)
-    for name in (*MODEL_OPTIONS, "block_size"):
-        if getattr(args, name) is not None:
-            sizes[name] = getattr(args, name)
-    if args.block_size is not None and kind != "flat":
-        raise ValueError("--block-size is for --model flat; the tree models see 2**n-layers characters")
-    given = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
-    recipe = {} if kind == "conv" else dict(LECTURE_RECIPE)
-    return ModelConfig(kind=kind, **sizes), {**recipe, **(preset.train if preset else {}), **given}
+def _add_model_options(train: argparse.ArgumentParser) -> None:
+    """ModelConfig's options: those every kind takes, then a group for each kind's own."""
+    own = {name: kind for kind in KINDS.values() for name in kind.options}
+    _add_options(train.add_argument_group("model"), ModelConfig, lambda f: f.name not in own)
+    for kind in KINDS.values():
+        if kind.options:
+            group = train.add_argument_group(f"{kind.name} model only")
+            _add_options(group, ModelConfig, lambda f, kind=kind: own.get(f.name) is kind)
+
+
+def _add_options(parser, cls, keep=lambda f: True) -> None:
+    """A flag for each option field of the config dataclass `cls` (see options.option). Every flag
+    defaults to None, so that an option not given is told from one given its default value."""
+    for f in option_fields(cls):
+        if not keep(f):
+            continue
+        kind = {"dest": option_name(f), "default": None, "help": _help(f)}
+        if f.type is bool:
+            kind["action"] = argparse.BooleanOptionalAction if f.metadata["negatable"] else "store_true"
+        else:
+            kind["type"] = next(t for t in (int, float, str) if t is f.type or t in typing.get_args(f.type))
+            kind["choices"] = f.metadata["choices"]
+        parser.add_argument(flag(f), **kind)
+
+
+def _help(f) -> str:
+    """An option's help, with its default, and each model kind's own where it differs."""
+    text = f.metadata["help"]
+    if not f.metadata["show_default"] or f.type is bool:
+        return text
+    base, by_value = default(f), {}
+    owner = next((kind for kind in KINDS.values() if f.name in kind.options), None)
+    for kind in KINDS.values() if owner is None else []:
+        value = {**kind.sizes, **kind.recipe}.get(f.name, base)
+        if value != base:
+            by_value.setdefault(value, []).append(kind.name)
+    if owner is not None:  # an option of one kind: that kind's default
+        base = owner.sizes.get(f.name, base)
+    shown = [str(base)] if base is not None else []
+    shown += [f"{' and '.join(names)} {value}" for value, names in by_value.items()]
+    return f"{text} (default {'; '.join(shown)})" if shown else text
+
+
+def _given(args, *classes) -> dict:
+    """The options given on the command line, by option name."""
+    names = [option_name(f) for cls in classes for f in option_fields(cls)]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _train_options(args) -> dict:
+    """The options a new run trains with, by name: the --preset's, then those given."""
+    given = _given(args, ModelConfig, TrainConfig)
+    if not args.preset:
+        return given
+    preset = experiments.TRAIN_PRESETS[args.preset].options
+    if given.get("model", preset["model"]) != preset["model"]:
+        raise ValueError(f"--preset {args.preset} is a {preset['model']} model; it takes no --model {given['model']}")
+    return {**preset, **given}
 
 
 def cmd_train(args) -> int:
@@ -245,10 +238,9 @@ def cmd_train(args) -> int:
 
 
 def _start(args, out: Path, context: distributed.Context) -> Trainer:
-    model_config, train_fields = _configs(args)
-    config = TrainConfig(**train_fields)
+    model_config, config = configs(_train_options(args))  # the options checked before the data is read
     splits = Splits.from_words(read_words(config.data))
-    model_config.vocab_size = len(splits.vocab)
+    model_config = dataclasses.replace(model_config, vocab_size=len(splits.vocab))
     device = _rank_device(resolve_device(config.device), context)
     if not args.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt")):
         raise ValueError(f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, "
@@ -262,18 +254,14 @@ def _rank_device(device: torch.device, context: distributed.Context) -> torch.de
 
 def _resume(args, out: Path, context: distributed.Context) -> Trainer:
     checkpoint = load_checkpoint(out / "last.pt")
-    train_options = ("data", "batch_size", "optimizer", "lr", "schedule", "warmup", "weight_decay", "seed", "preset",
-                     "report_test")  # fmt: skip
-    fixed = [f"--{k.replace('_', '-')}" for k in ("model", *MODEL_OPTIONS, "block_size", *train_options)
-             if getattr(args, k) is not None]  # fmt: skip
-    if fixed:
-        raise ValueError(f"--resume continues the saved run; it cannot change {', '.join(fixed)}")
-    data = checkpoint["train_config"]["data"]
+    if args.preset:
+        raise ValueError("--resume continues the saved run; it takes no --preset")
+    overrides = {OPTIONS[name].name: value for name, value in _given(args, ModelConfig, TrainConfig).items()}
+    saved = checkpoint["train_config"]
     vocab = Vocab(tuple(checkpoint["vocab"]))
-    splits = Splits.from_words(read_words(data), vocab)
-    overrides = {k: getattr(args, k) for k in RESUMABLE if getattr(args, k) is not None}
-    device = _rank_device(resolve_device(overrides.get("device", checkpoint["train_config"]["device"])), context)
-    return Trainer.from_checkpoint(checkpoint, splits, device, **overrides)
+    splits = Splits.from_words(read_words(saved["data"]), vocab)
+    device = _rank_device(resolve_device(overrides.get("device", saved["device"])), context)
+    return Trainer.from_checkpoint(checkpoint, splits, device, **overrides)  # refuses what a resumed run cannot change
 
 
 def _run_with_progress(trainer: Trainer, out: Path) -> None:
@@ -369,8 +357,7 @@ def cmd_sweep(args) -> int:
 def cmd_sample(args) -> int:
     model, vocab, checkpoint = load_model(args.checkpoint)
     seen = checkpoint.get("train_words", "").split("\n")
-    max_len = args.max_len if args.max_len is not None else default_max_len(seen)
-    config = SampleConfig(args.n, args.temperature, args.top_k, args.prefix, args.seed, max_len)
+    config = SampleConfig(**{"max_len": default_max_len(seen), **_given(args, SampleConfig)})
     vocab.encode(config.prefix)  # an unknown prefix character is an error before anything is printed
     _print_names(model, vocab, set(seen), config)
     return 0
@@ -406,6 +393,6 @@ def cmd_evaluate(args) -> int:
     words = read_words(data)
     with _naming(data):
         splits = Splits.from_words(words, vocab)  # every character must be one the model knows
-    batches = splits.batches(args.split, checkpoint["model_config"]["kind"], model.block_size, device)
+    batches = splits.batches(args.split, model, device)
     print(f"{args.split} {evaluate(model, batches):.4f}")
     return 0

@@ -213,6 +213,13 @@ class NameBatches:
         for i, j in chunk_bounds(lengths, size, size * self.CHUNK_POSITIONS_PER_NAME):
             yield self._batch(to_device(order[i:j], self.lengths.device), lengths[j - 1])  # the longest: the last
 
+    @staticmethod
+    def batch_of(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`words` as one batch, on the CPU: idx (B, T), targets (B, n) (see pad_batch), and which
+        word each target belongs to, (B, n)."""
+        idx, targets = pad_batch(*encode_names(words, vocab), block_size)
+        return idx, targets, torch.arange(len(words))[:, None].expand_as(targets)
+
     def _batch(self, ix: torch.Tensor, longest: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The names ix (B,), on the device, in the conv model's layout (see pad_batch)."""
         lengths = self.lengths[ix]
@@ -253,6 +260,14 @@ class WindowBatches:
     def chunks(self, size: int):
         for i in range(0, len(self.Y), size):
             yield self.X[i : i + size], self.Y[i : i + size]
+
+    @staticmethod
+    def batch_of(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`words` as one batch, on the CPU: every window X (N, block_size), Y (N,), the words' one
+        after the other, and which word each window belongs to, (N,)."""
+        X, Y = windows(words, vocab, block_size)
+        lengths = torch.tensor([len(w) + 1 for w in words])  # a window per character and the end token
+        return X, Y, torch.repeat_interleave(torch.arange(len(words)), lengths)
 
 
 def to_device(indices: torch.Tensor, device: torch.device) -> torch.Tensor:

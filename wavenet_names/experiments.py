@@ -10,17 +10,18 @@ import json
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
 from .models import ModelConfig, count_params
 from .training import (
-    LECTURE_RECIPE,
+    OPTIONS,
     Splits,
     TrainConfig,
     Trainer,
     TrainingDiverged,
+    configs,
     finish,
     resolve_device,
     write_json,
@@ -35,25 +36,23 @@ Runner = Callable[[Trainer, Path], None]
 class Preset:
     name: str
     description: str
-    model: dict  # ModelConfig fields
-    train: dict  # TrainConfig fields
+    options: dict  # by name, as `train`'s flags: {"model": "flat", "n_embd": 10, ...}; the kind's recipe under them
     lecture: tuple[float, float] | None = None  # (train, val) in the lecture's log
 
 
 LECTURE_PRESETS = [
     Preset("flat-3", "flat MLP, 3-character context, 200 hidden",
-           dict(kind="flat", n_embd=10, n_hidden=200, block_size=3), LECTURE_RECIPE, (2.058, 2.105)),
+           dict(model="flat", n_embd=10, n_hidden=200, block_size=3), (2.058, 2.105)),
     Preset("flat-8", "flat MLP, 8-character context",
-           dict(kind="flat", n_embd=10, n_hidden=200, block_size=8), LECTURE_RECIPE, (1.918, 2.027)),
+           dict(model="flat", n_embd=10, n_hidden=200, block_size=8), (1.918, 2.027)),
     Preset("tree-22k-bug", "hierarchical, batch-norm over the batch dimension only (the lecture's bug)",
-           dict(kind="hierarchical", n_embd=10, n_hidden=68, n_layers=3, batchnorm_bug=True), LECTURE_RECIPE,
-           (1.941, 2.029)),
+           dict(model="hierarchical", n_embd=10, n_hidden=68, n_layers=3, batchnorm_bug=True), (1.941, 2.029)),
     Preset("tree-22k", "hierarchical, batch-norm over batch and position (the fix)",
-           dict(kind="hierarchical", n_embd=10, n_hidden=68, n_layers=3), LECTURE_RECIPE, (1.912, 2.022)),
+           dict(model="hierarchical", n_embd=10, n_hidden=68, n_layers=3), (1.912, 2.022)),
     Preset("tree-76k", "hierarchical, n_embd 24, n_hidden 128",
-           dict(kind="hierarchical", n_embd=24, n_hidden=128, n_layers=3), LECTURE_RECIPE, (1.769, 1.993)),
+           dict(model="hierarchical", n_embd=24, n_hidden=128, n_layers=3), (1.769, 1.993)),
     Preset("conv-76k", "the same 76K tree as ConvWaveNet on whole names (the default `train`)",
-           dict(kind="conv", n_embd=24, n_hidden=128, n_layers=3), {}),
+           dict(model="conv", n_embd=24, n_hidden=128, n_layers=3)),
 ]  # fmt: skip
 QUICK_FACTOR = 20  # --quick divides every step count by this
 
@@ -63,8 +62,17 @@ TRAIN_PRESETS = {
         "best",
         "ConvWaveNet with a 16-character context (4 levels), n_embd 32, n_hidden 384, dropout 0.2; "
         "4,000 AdamW steps of 256 names (about 7 minutes on 2 CPU cores); reports the test loss",
-        dict(kind="conv", n_embd=32, n_hidden=384, n_layers=4, dropout=0.2),
-        dict(steps=4000, batch_size=256, eval_every=500, report_test=True),
+        dict(
+            model="conv",
+            n_embd=32,
+            n_hidden=384,
+            n_layers=4,
+            dropout=0.2,
+            steps=4000,
+            batch_size=256,
+            eval_every=500,
+            report_test=True,
+        ),
     ),
 }
 PRESET_HELP = "best: " + TRAIN_PRESETS["best"].description
@@ -105,14 +113,12 @@ def lecture_table(splits: Splits, data: str, out: Path, runner: Runner, scale: i
     results.json and results.md into `out`."""
     rows = []
     for preset in LECTURE_PRESETS:
-        train = {**preset.train, "data": data, "seed": seed}
+        model_config, config = configs({**preset.options, "data": data, "seed": seed}, len(splits.vocab))
         if scale > 1:
-            steps = max(1, train.get("steps", TrainConfig.steps) // scale)
-            eval_every = max(train.get("eval_every", TrainConfig.eval_every) // scale, steps // 5, 1)  # <= 5 evals
-            train.update(steps=steps, eval_every=eval_every)
-            train["warmup"] = min(train.get("warmup", TrainConfig.warmup), steps // 10)
-        model_config = ModelConfig(vocab_size=len(splits.vocab), **preset.model)
-        metrics = run(model_config, TrainConfig(**train), splits, out / preset.name, runner)
+            steps = max(1, config.steps // scale)
+            eval_every = max(config.eval_every // scale, steps // 5, 1)  # at most 5 evaluations
+            config = replace(config, steps=steps, eval_every=eval_every, warmup=min(config.warmup, steps // 10))
+        metrics = run(model_config, config, splits, out / preset.name, runner)
         rows.append(_row(preset, metrics))
         _write_table(rows, out, scale)
     return rows
@@ -141,8 +147,6 @@ def _write_table(rows: list[dict], out: Path, scale: int) -> None:
 
 # --- sweeps -----------------------------------------------------------------------------------------
 
-MODEL_KEYS = {f.name for f in fields(ModelConfig)} - {"vocab_size", "kind"} | {"model"}
-TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 RESULT_KEYS = ("params", "train_loss", "val_loss", "seconds")  # what a sweep keeps of each run's metrics
 
 
@@ -197,7 +201,7 @@ class SweepConfig:
         if self.runs is not None:
             self._validate_runs(path)
         for key in [*self.base, *self.grid, *(k for r in self.runs or [] for k in r if k != "name")]:
-            if key not in MODEL_KEYS | TRAIN_KEYS or key == "seed":
+            if key not in OPTIONS or key == "seed":
                 raise ValueError(f'{path}: {key!r} is not an option of train (seeds go in "seeds")')
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
@@ -235,24 +239,14 @@ def run_name(point: dict) -> str:
     return ",".join(str(v) if k == "name" else f"{k}={v}" for k, v in point.items()).replace("/", "_")
 
 
-def configs_for(options: dict, vocab_size: int, data: str) -> tuple[ModelConfig, TrainConfig]:
-    model = {k: v for k, v in options.items() if k in MODEL_KEYS}
-    kind = model.pop("model", "conv")
-    train = {k: v for k, v in options.items() if k in TRAIN_KEYS}
-    if kind != "conv":
-        train = {**LECTURE_RECIPE, **train}
-    if kind == "flat":
-        model.setdefault("block_size", 3)
-    return ModelConfig(kind=kind, vocab_size=vocab_size, **model), TrainConfig(**{"data": data, **train})
-
-
 def sweep(sweep_config: SweepConfig, splits: Splits, data: str, out: Path, runner: Runner,
           on_result: Callable[[str, dict], None] | None = None) -> list[dict]:  # fmt: skip
     """Run every point of the sweep (skipping those done); results.jsonl gets one row per run."""
     rows = []
     for point in sweep_config.points():
         name = run_name(point)
-        model_config, config = configs_for({**sweep_config.base, **point}, len(splits.vocab), data)
+        options = {k: v for k, v in {**sweep_config.base, **point}.items() if k != "name"}  # a run's name is no option
+        model_config, config = configs({"data": data, **options}, len(splits.vocab))
         metrics = run(model_config, config, splits, out / "runs" / name, runner)
         rows.append({"run": name, **point, **{k: metrics[k] for k in RESULT_KEYS}})
         write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

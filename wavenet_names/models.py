@@ -1,73 +1,120 @@
-"""The models' shared configuration: what a checkpoint needs to rebuild any of them.
+"""Every kind of model, registered once, and ModelConfig, what a checkpoint needs to rebuild one.
 
-- FlatMLP, HierarchicalMLP (mlp.py): the lecture's per-position models.
-- ConvWaveNet (wavenet.py): the lecture's tree as dilated convolutions over whole names.
+A Kind holds all that the rest of the package knows about a kind of model: its class and how a
+ModelConfig builds it, how a split is batched for it (whole names or the lecture's windows), its
+default sizes, its training recipe, and whether it generates from a cache. Training, evaluation,
+scoring, sampling, the command line and the experiments ask the registry, KINDS, and never test
+for a kind themselves. Adding a kind: write its class, with the package's contract
 
-One contract for all: forward(idx, targets=None) -> (logits, loss), targets of -1 ignored.
+    forward(idx, targets=None) -> (logits, loss), targets of -1 ignored, and a block_size attribute,
+
+then add its Kind to KINDS below, and its own options, if any, to ModelConfig.
 """
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
+from .data import NameBatches, Vocab, WindowBatches
 from .mlp import FlatMLP, HierarchicalMLP
-from .wavenet import Blocks, ConvWaveNet, receptive_field
+from .options import OptionError, check_at_least, check_choices, option
+from .wavenet import NORMS, Blocks, ConvWaveNet
 
-MODELS = {"conv": ConvWaveNet, "hierarchical": HierarchicalMLP, "flat": FlatMLP}
+# The lecture's recipe for its per-position models: batches of 32 windows, SGD at 0.1, then 0.01 for
+# the last quarter of 200,000 steps. TrainConfig fields.
+LECTURE_RECIPE = dict(steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step", warmup=0,
+                      weight_decay=0.0, eval_every=10_000)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    summary: str  # one line, for --help
+    model: type[nn.Module]
+    build: Callable[["ModelConfig"], nn.Module]
+    layout: type[NameBatches] | type[WindowBatches]  # how a split is batched: whole names, or windows
+    options: tuple[str, ...] = ()  # the ModelConfig fields that this kind alone takes
+    sizes: dict = field(default_factory=dict)  # its ModelConfig defaults, where they differ from the fields'
+    recipe: dict = field(default_factory=dict)  # its TrainConfig defaults, where they differ from the fields'
+    incremental: bool = False  # generates with a cache (init_cache, step): one node per layer and character
+
+
+KINDS = {
+    kind.name: kind
+    for kind in [
+        Kind("conv", "the lecture's tree as dilated convolutions over whole names (the default)", ConvWaveNet,
+             lambda c: ConvWaveNet(c.vocab_size, c.n_embd, c.n_hidden, c.n_layers, c.blocks()), NameBatches,
+             options=("gated", "residual", "skip", "cycles", "dropout", "norm"), incremental=True),
+        Kind("hierarchical", "the lecture's tree, run once per position, trained with the lecture's recipe",
+             HierarchicalMLP,
+             lambda c: HierarchicalMLP(c.vocab_size, c.n_embd, c.n_hidden, c.n_layers, c.batchnorm_bug),
+             WindowBatches, options=("batchnorm_bug",), recipe=LECTURE_RECIPE),
+        Kind("flat", "the lecture's first MLP over a fixed context, trained with the lecture's recipe", FlatMLP,
+             lambda c: FlatMLP(c.vocab_size, c.n_embd, c.n_hidden, c.block_size or 2**c.n_layers), WindowBatches,
+             options=("block_size",), sizes=dict(n_embd=10, n_hidden=200, block_size=3), recipe=LECTURE_RECIPE),
+    ]
+}  # fmt: skip
 
 
 @dataclass
 class ModelConfig:
-    """What a checkpoint needs to rebuild a model. block_size is the context length for `flat`;
-    the tree models see 2**n_layers characters."""
+    """What a checkpoint needs to rebuild a model. The defaults are the lecture's final tree (76,579
+    parameters); a kind may have its own (see Kind.sizes)."""
 
-    kind: str = "conv"  # conv | hierarchical | flat
-    vocab_size: int = 27
-    n_embd: int = 24
-    n_hidden: int = 128
-    n_layers: int = 3
-    block_size: int | None = None  # flat only; None means 2**n_layers
-    batchnorm_bug: bool = False  # hierarchical only: the lecture's batch-dimension-only statistics
-    # conv only, the parts of a full WaveNet block (see wavenet.Blocks); the defaults are the lecture's
-    gated: bool = False
-    residual: bool = False
-    skip: bool = False
-    cycles: int = 1
-    dropout: float = 0.0
-    norm: str = "batch"
+    kind: str = option("conv", "; ".join(f"{k.name}: {k.summary}" for k in KINDS.values()), name="model",
+                       choices=tuple(KINDS))  # fmt: skip
+    vocab_size: int = 27  # not an option: the data's
+    n_embd: int = option(24, "embedding size")
+    n_hidden: int = option(128, "hidden units per layer")
+    n_layers: int = option(3, "tree levels: a context of 2**n-layers characters")
+    block_size: int | None = option(None, "context length (the trees see 2**n-layers characters)")
+    batchnorm_bug: bool = option(False, "the lecture's batch-norm bug: statistics over the batch dimension only")
+    # the parts of a full WaveNet block (see wavenet.Blocks); the defaults are the lecture's tree
+    gated: bool = option(Blocks.gated, "tanh(W_f x) * sigmoid(W_g x) units")
+    residual: bool = option(Blocks.residual, "residual 1x1 connections")
+    skip: bool = option(Blocks.skip, "the head reads the sum of skip connections")
+    cycles: int = option(Blocks.cycles, "repeat the dilations 1, 2, ... this many times")
+    dropout: float = option(Blocks.dropout, "dropout on each layer's activation")
+    norm: str = option(Blocks.norm, "normalisation", choices=NORMS)
 
     def __post_init__(self):
-        if self.kind not in MODELS:
-            raise ValueError(f"model kind must be one of {', '.join(MODELS)}, got {self.kind!r}")
-        for name in ("vocab_size", "n_embd", "n_hidden", "n_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.block_size is not None and self.block_size < 1:
-            raise ValueError(f"block-size must be at least 1, got {self.block_size}")
-        if self.batchnorm_bug and self.kind != "hierarchical":
-            raise ValueError("the lecture's batch-norm bug is an option of the hierarchical model only")
-        if not self.blocks().lecture and self.kind != "conv":
-            raise ValueError(
-                "--gated, --residual, --skip, --cycles, --dropout and --norm are options of the conv model"
-            )
+        check_choices(self)
+        check_at_least(self, 1, "vocab_size", "n_embd", "n_hidden", "n_layers", "block_size")
+        defaults = ModelConfig.__dataclass_fields__
+        for other in KINDS.values():
+            for name in other.options:
+                if other.name != self.kind and getattr(self, name) != defaults[name].default:
+                    raise OptionError(name, f"is an option of the {other.name} model, not of {self.kind}")
+        self.blocks()  # its own checks
 
     def blocks(self) -> Blocks:
         return Blocks(self.gated, self.residual, self.skip, self.cycles, self.dropout, self.norm)
 
-    @property
-    def context(self) -> int:
-        """How many characters the model sees before the one it predicts."""
-        if self.kind == "flat" and self.block_size is not None:
-            return self.block_size
-        return receptive_field(self.n_layers, self.cycles)
+
+def kind_config(kind: str, **options) -> ModelConfig:
+    """A ModelConfig of `kind` with that kind's defaults under the options given (field names)."""
+    if kind not in KINDS:
+        raise OptionError("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+    return ModelConfig(kind=kind, **{**KINDS[kind].sizes, **options})
 
 
 def build_model(config: ModelConfig) -> nn.Module:
-    if config.kind == "flat":
-        return FlatMLP(config.vocab_size, config.n_embd, config.n_hidden, config.context)
-    if config.kind == "hierarchical":
-        return HierarchicalMLP(config.vocab_size, config.n_embd, config.n_hidden, config.n_layers, config.batchnorm_bug)
-    return ConvWaveNet(config.vocab_size, config.n_embd, config.n_hidden, config.n_layers, config.blocks())
+    return KINDS[config.kind].build(config)
+
+
+def kind_of(model: nn.Module) -> Kind:
+    """The registered kind of a model object."""
+    for kind in KINDS.values():
+        if isinstance(model, kind.model):
+            return kind
+    raise TypeError(f"{type(model).__name__} is not a registered kind of model ({', '.join(KINDS)})")
+
+
+def batches_for(model: nn.Module, words: list[str], vocab: Vocab, device: str | torch.device = "cpu"):
+    """`words` as the batches that `model` trains and is evaluated on (NameBatches or WindowBatches)."""
+    return kind_of(model).layout(words, vocab, model.block_size, device)
 
 
 def count_params(model: nn.Module) -> int:

@@ -17,6 +17,8 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from .options import OptionError
+
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 
 
@@ -25,9 +27,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "tf32" if device.type == "cuda" else "fp32"
     if precision == "tf32" and device.type != "cuda":
-        raise ValueError("--precision tf32 is a CUDA GPU format; on a CPU use fp32 or bf16")
+        raise OptionError("precision", "tf32 is a CUDA GPU format; on a CPU use fp32 or bf16")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use tf32 or fp32")
+        raise OptionError("precision", f"bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use tf32 or fp32")
     return precision
 
 

@@ -7,29 +7,25 @@ import torch
 import torch.nn.functional as F
 
 from .data import Vocab
+from .models import kind_of
+from .options import OptionError, check_at_least, option
 
 
 @dataclass
 class SampleConfig:
-    n: int = 20
-    temperature: float = 1.0
-    top_k: int | None = None  # keep the k most likely characters; larger than the vocabulary means all
-    prefix: str = ""
-    seed: int | None = None
-    max_len: int = 64  # characters after the prefix, for a model that never ends a name
+    n: int = option(20, "how many names", flag="-n")
+    temperature: float = option(1.0, "above 1 more adventurous, below 1 safer")
+    top_k: int | None = option(None, "sample only among the k most likely characters (more than the vocabulary: all)")
+    prefix: str = option("", "start every name with these characters", show_default=False)
+    seed: int | None = option(None, "the same seed prints the same names")
+    max_len: int = option(64, "stop a name after this many characters (default: 64, or the training data's "
+                          "longest item if longer)", show_default=False)  # fmt: skip
     batch_size: int = 1024  # names generated at once: memory stays bounded however many are asked for
 
     def __post_init__(self):
-        if self.n < 1:
-            raise ValueError(f"-n must be at least 1, got {self.n}")
-        if self.batch_size < 1:
-            raise ValueError(f"the sampling batch size must be at least 1, got {self.batch_size}")
+        check_at_least(self, 1, "n", "batch_size", "top_k", "max_len")
         if not self.temperature > 0:
-            raise ValueError(f"--temperature must be greater than 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"--top-k must be at least 1, got {self.top_k}")
-        if self.max_len < 1:
-            raise ValueError(f"--max-len must be at least 1, got {self.max_len}")
+            raise OptionError("temperature", f"must be greater than 0, got {self.temperature}")
 
 
 def default_max_len(train_words) -> int:
@@ -66,7 +62,8 @@ def stream(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True) ->
 @torch.no_grad()
 def _batch(model, vocab: Vocab, config: SampleConfig, prefix: list[int], n: int, generator, use_cache: bool):
     """n names at once, one character of each per step, until every one has ended (or max_len)."""
-    next_logits = _incremental(model, n) if use_cache and hasattr(model, "init_cache") else _windows(model, n)
+    incremental = use_cache and kind_of(model).incremental
+    next_logits = _incremental(model, n) if incremental else _windows(model, n)
     for ix in [0] + prefix:  # the '.' before the name, then the prefix
         logits = next_logits(torch.full((n,), ix, dtype=torch.long))
     names = [[] for _ in range(n)]
@@ -106,6 +103,6 @@ def _windows(model, n: int):
         window = torch.cat([context, token.to(device)[:, None]], dim=1)  # (n, block_size)
         context = window[:, 1:]
         logits, _ = model(window)
-        return logits[:, -1] if logits.ndim == 3 else logits  # ConvWaveNet gives (n, 1, vocab)
+        return logits.reshape(n, -1, logits.shape[-1])[:, -1]  # the window's last position: (n, vocab)
 
     return next_logits

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from .data import Vocab, chunk_bounds, encode_names, pad_batch, windows
+from .data import Vocab, chunk_bounds
 from .losses import widened
-from .wavenet import ConvWaveNet
+from .models import kind_of
 
 CHUNK_ITEMS = 2048  # items run through the model at once
 CHUNK_POSITIONS = 65_536  # and at most this many padded positions: a long item makes a smaller chunk
@@ -37,19 +37,11 @@ def stream_scores(model, vocab: Vocab, words: list[str]) -> Iterator[float]:
 
 
 def _losses(model, vocab: Vocab, words: list[str]) -> torch.Tensor:
-    """The mean loss of each of `words`, (B,), on the CPU."""
-    device = model.wte.weight.device
-    tokens, lengths = encode_names(words, vocab)  # lengths (B,)
-    if isinstance(model, ConvWaveNet):  # whole names: every position of a name in one row
-        idx, targets = pad_batch(tokens, lengths, model.block_size)  # targets (B, n): -1 at padding
-        logits, _ = model(idx.to(device), targets.to(device))  # (B, n, vocab)
-        losses = F.cross_entropy(widened(logits.flatten(0, 1)), targets.flatten().to(device), ignore_index=-1,
-                                 reduction="none").view_as(targets)  # fmt: skip
-        totals = losses.sum(1).cpu()  # (B,): padding adds 0
-    else:  # the lecture's windows, one per position, the B items' one after the other
-        X, Y = windows(words, vocab, model.block_size)  # (N, block_size), (N,): N = sum(lengths + 1)
-        logits, _ = model(X.to(device))  # (N, vocab)
-        losses = F.cross_entropy(widened(logits), Y.to(device), reduction="none").cpu()  # (N,)
-        item = torch.repeat_interleave(torch.arange(len(words)), lengths + 1)  # (N,): each window's item
-        totals = torch.zeros(len(words), dtype=losses.dtype).index_add_(0, item, losses)
-    return totals / (lengths + 1)
+    """The mean loss of each of `words`, (B,), on the CPU, in the model's own batch layout."""
+    device = next(model.parameters()).device
+    inputs, targets, owner = kind_of(model).layout.batch_of(words, vocab, model.block_size)  # owner: targets' shape
+    logits, _ = model(inputs.to(device), targets.to(device))  # (*targets.shape, vocab)
+    losses = F.cross_entropy(widened(logits.flatten(0, -2)), targets.flatten().to(device), ignore_index=-1,
+                             reduction="none").cpu()  # fmt: skip  # padding adds 0
+    totals = torch.zeros(len(words), dtype=losses.dtype).index_add_(0, owner.flatten(), losses)  # (B,)
+    return totals / torch.tensor([len(w) + 1 for w in words])  # every character and the end token

@@ -21,61 +21,77 @@ from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataError, NameBatches, Vocab, WindowBatches, split_words
 from .layers import sync_batchnorm
-from .models import ModelConfig, build_model, count_params
+from .models import KINDS, ModelConfig, batches_for, build_model, count_params, kind_config
+from .options import OptionError, check_at_least, check_choices, default, option, option_fields, option_name
 from .plots import plot_losses
 from .precision import PRECISIONS, autocast, matmuls, resolve_precision
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "names.txt"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
 class TrainConfig:
-    data: str = str(DEFAULT_DATA)
-    steps: int = 4000
-    batch_size: int = 128  # names per batch for conv; windows per batch for hierarchical and flat
-    optimizer: str = "adamw"
-    lr: float = 3e-3
-    schedule: str = "cosine"  # cosine: warmup then decay to lr/10; step: lr/10 for the last quarter
-    warmup: int = 100
-    weight_decay: float = 0.1
-    seed: int = 42
-    device: str = "auto"
-    eval_every: int = 500
-    report_test: bool = False  # evaluate the test split once, at the end
-    precision: str = "auto"  # a training step's arithmetic: auto, fp32, tf32 or bf16 (see precision.py)
-    compile: bool = False  # torch.compile the training forward and backward (evaluation stays eager)
+    """How a run trains. The defaults are ConvWaveNet's; a model kind may have its own (Kind.recipe)."""
+
+    data: str = option(str(DEFAULT_DATA), "text file, one item per line (default: data/names.txt, 32,469 US "
+                       "baby names of 2017, shipped with the package)", show_default=False)  # fmt: skip
+    steps: int = option(4000, "optimizer steps", resumable=True)
+    batch_size: int = option(128, "names per step (conv), or windows (the per-position models)")
+    optimizer: str = option("adamw", "AdamW decays weight matrices only; SGD decays nothing", choices=OPTIMIZERS)
+    lr: float = option(3e-3, "peak learning rate")
+    schedule: str = option("cosine", "cosine: warmup, then down to lr/10; step: lr/10 for the last quarter "
+                           "(the lecture's); constant: warmup, then lr", choices=SCHEDULES)  # fmt: skip
+    warmup: int = option(100, "linear warmup steps (cosine and constant)")
+    weight_decay: float = option(0.1, "AdamW weight decay")
+    seed: int = option(42, "seed for initialisation, batches and dropout")
+    device: str = option("auto", "auto: cuda when there is a GPU", choices=DEVICES, resumable=True)
+    eval_every: int = option(500, "evaluate on the validation split every N steps", resumable=True)
+    report_test: bool = option(False, "evaluate the test split once, at the end (choose models by val, never "
+                               "by test)")  # fmt: skip
+    precision: str = option("auto", "a training step's arithmetic: fp32; tf32 (CUDA) matmuls; bf16 autocast; "
+                            "auto: tf32 on a GPU, fp32 on a CPU. Evaluation is always float32", choices=PRECISIONS,
+                            resumable=True)  # fmt: skip
+    compile: bool = option(False, "torch.compile the training step: slower to start (it compiles for up to a "
+                           "minute), then faster, most at large batches on a GPU; needs a C++ compiler on a CPU",
+                           resumable=True, negatable=True)  # fmt: skip
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        check_choices(self)
+        check_at_least(self, 1, "steps", "batch_size", "eval_every")
+        check_at_least(self, 0, "warmup")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"--lr must be a positive number, got {self.lr}")
-        if self.warmup < 0 or not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ValueError("--warmup and --weight-decay must be numbers, and not negative")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise OptionError("lr", f"must be a positive number, got {self.lr}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise OptionError("weight_decay", f"must be a number, not negative, got {self.weight_decay}")
 
 
-# The lecture's recipe for the per-position models: batches of 32 windows, SGD at 0.1, then 0.01 for
-# the last quarter of 200,000 steps.
-LECTURE_RECIPE = dict(steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step", warmup=0,
-                      weight_decay=0.0, eval_every=10_000)  # fmt: skip
+# every option of `train` by its name (ModelConfig.kind is "model"): what configs() and sweep files take
+OPTIONS = {option_name(f): f for cls in (ModelConfig, TrainConfig) for f in option_fields(cls)}
+RESUMABLE = {f.name for f in OPTIONS.values() if f.metadata["resumable"]}  # what a resumed run may change
+
+
+def configs(options: dict, vocab_size: int | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """A run's configs from options by name, as `train`'s flags, presets and sweep files name them
+    ({"model": "flat", "lr": 0.01, ...}): the model kind's own defaults and recipe, then the options."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not an option of train")
+    by_field = {OPTIONS[name].name: value for name, value in options.items()}
+    model = {k: v for k, v in by_field.items() if k in ModelConfig.__dataclass_fields__}
+    train = {k: v for k, v in by_field.items() if k in TrainConfig.__dataclass_fields__}
+    kind = model.pop("kind", default(OPTIONS["model"]))
+    model_config = kind_config(kind, **model, **({} if vocab_size is None else {"vocab_size": vocab_size}))
+    return model_config, TrainConfig(**{**KINDS[kind].recipe, **train})
 
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+        raise OptionError("device", "cuda: CUDA is not available on this machine; use cpu")
     return torch.device(device)
 
 
@@ -124,14 +140,9 @@ class Splits:
                             "(6 items or more fill all three)")  # fmt: skip
         return words
 
-    def batches(self, split: str, kind: str, block_size: int, device) -> NameBatches | WindowBatches:
-        """One split ("train", "val", "test" or "all") as what a `kind` of model trains and is evaluated on."""
-        return make_batches(kind, self.words(split), self.vocab, block_size, device)
-
-
-def make_batches(kind: str, words: list[str], vocab: Vocab, block_size: int, device):
-    cls = NameBatches if kind == "conv" else WindowBatches
-    return cls(words, vocab, block_size, device)
+    def batches(self, split: str, model: torch.nn.Module, device) -> NameBatches | WindowBatches:
+        """One split ("train", "val", "test" or "all") as what `model` trains and is evaluated on."""
+        return batches_for(model, self.words(split), self.vocab, device)
 
 
 @torch.no_grad()
@@ -170,10 +181,8 @@ class Trainer:
         torch.manual_seed(self.config.seed)
         self.model = build_model(self.model_config).to(self.device)  # the raw module: what checkpoints hold
         self.forward = self._trainable(self.model)  # what trains: see distribute() and _trainable()
-        block = self.model_config.context
-        kind = self.model_config.kind
-        self.train_batches = self.splits.batches("train", kind, block, self.device)
-        self.val_batches = self.splits.batches("val", kind, block, self.device)
+        self.train_batches = self.splits.batches("train", self.model, self.device)
+        self.val_batches = self.splits.batches("val", self.model, self.device)
         self.optimizer = self._make_optimizer()
         self.generator = torch.Generator().manual_seed(self.config.seed)  # draws the batches
 
@@ -185,9 +194,7 @@ class Trainer:
     def _make_optimizer(self) -> torch.optim.Optimizer:
         if self.config.optimizer == "sgd":
             return torch.optim.SGD(self.model.parameters(), lr=self.config.lr)
-        # no weight decay on embeddings, BatchNorm gains and biases: only matrices shrink
-        decay = [p for p in self.model.parameters() if p.ndim >= 2 and p is not self.model.wte.weight]
-        rest = [p for p in self.model.parameters() if not any(p is q for q in decay)]
+        decay, rest = parameter_groups(self.model)
         groups = [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=self.config.lr)
 
@@ -200,7 +207,7 @@ class Trainer:
     def distribute(self, context: distributed.Context) -> "Trainer":
         """Train as one of context.world_size ranks, each on its share of every batch."""
         if self.config.batch_size < context.world_size:
-            raise ValueError(f"--batch-size {self.config.batch_size} is smaller than the {context.world_size} ranks")
+            raise OptionError("batch_size", f"{self.config.batch_size} is smaller than the {context.world_size} ranks")
         self.context = context
         sync_batchnorm(self.model)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -229,8 +236,8 @@ class Trainer:
                 if out_of_memory(cause):  # the machine's limit, not the compiler's fault
                     raise cause from None
                 first = (str(cause).strip().splitlines() or [""])[0]
-                raise ValueError(f"--compile: torch.compile failed ({type(cause).__name__}: {first}); "
-                                 "train without --compile") from e  # fmt: skip
+                raise OptionError("compile", f"failed: torch.compile raised {type(cause).__name__}: {first}; "
+                                  "train without it") from e  # fmt: skip
             raise
         self.optimizer.step()
         self.step += 1
@@ -260,13 +267,17 @@ class Trainer:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict, splits: Splits, device: torch.device, **overrides) -> "Trainer":
-        """Continue a run. `overrides` may change TrainConfig fields such as steps (a longer run)."""
+        """Continue a run. `overrides` may change the options declared resumable, such as steps (a
+        longer run); every other option is the saved run's."""
+        fixed = [name for name in overrides if name not in RESUMABLE]
+        if fixed:
+            raise OptionError(tuple(fixed), "cannot change when a run resumes: it continues the saved run")
         if splits.fingerprint != checkpoint["data_fingerprint"]:
-            raise ValueError("the data differs from the data this checkpoint was trained on; --resume needs the same")
+            raise ValueError("the data differs from the data this checkpoint was trained on; resuming needs the same")
         config = TrainConfig(**{**checkpoint["train_config"], **overrides})
         if config.steps < checkpoint["step"]:
-            raise ValueError(f"--steps {config.steps} is behind the saved run, at step {checkpoint['step']}: "
-                             "--resume trains on up to --steps")  # fmt: skip
+            raise OptionError("steps", f"{config.steps} is behind the saved run, at step {checkpoint['step']}: "
+                              "a resumed run can only go on from there")  # fmt: skip
         trainer = cls(ModelConfig(**checkpoint["model_config"]), config, splits, device, checkpoint["step"],
                       checkpoint["best_val_loss"], checkpoint["seconds"], checkpoint["train_losses"].tolist(),
                       list(checkpoint["history"]))  # fmt: skip
@@ -278,6 +289,15 @@ class Trainer:
         if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
         return trainer
+
+
+def parameter_groups(model: torch.nn.Module) -> tuple[list, list]:
+    """The parameters that weight decay shrinks, and the rest: weight matrices decay (Linear's,
+    Conv1d's kernels); embeddings, BatchNorm and LayerNorm gains, and biases do not."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    decay = [p for p in model.parameters() if p.ndim >= 2 and id(p) not in embeddings]
+    rest = [p for p in model.parameters() if p.ndim < 2 or id(p) in embeddings]
+    return decay, rest
 
 
 def out_of_memory(e: BaseException) -> bool:
@@ -397,7 +417,7 @@ def finish(trainer: Trainer, out: Path) -> tuple[dict, torch.nn.Module]:
         "train_config": asdict(trainer.config),
     }
     if trainer.config.report_test:  # once, of the model chosen by val
-        test = trainer.splits.batches("test", trainer.model_config.kind, model.block_size, trainer.device)
+        test = trainer.splits.batches("test", model, trainer.device)
         metrics["test_loss"] = evaluate(model, test)
     write_json(metrics, out / "metrics.json")
     plot_losses(trainer.train_losses, trainer.history, out / "loss.png")

@@ -13,6 +13,7 @@ from torch import nn
 
 from .layers import BatchNorm, init_lecture
 from .losses import cross_entropy_sum, language_model_loss, widened
+from .options import OptionError
 
 NORMS = ("batch", "layer", "none")
 
@@ -31,11 +32,11 @@ class Blocks:
 
     def __post_init__(self):
         if self.cycles < 1:
-            raise ValueError(f"--cycles must be at least 1, got {self.cycles}")
+            raise OptionError("cycles", f"must be at least 1, got {self.cycles}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+            raise OptionError("dropout", f"must be in [0, 1), got {self.dropout}")
         if self.norm not in NORMS:
-            raise ValueError(f"--norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+            raise OptionError("norm", f"must be one of {', '.join(NORMS)}, got {self.norm!r}")
 
     @property
     def lecture(self) -> bool:

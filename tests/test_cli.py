@@ -73,6 +73,17 @@ def test_train_writes_everything(trained):
     assert (trained / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_train_logged_to_a_file_writes_a_line_per_evaluation_and_no_progress_bar(data_file, tmp_path):
+    """Output that is not a terminal (a log file, CI, a pipe) gets the evaluation lines, not a bar's
+    carriage-return updates, one per step."""
+    status, out, err = run_cli("train", "--data", str(data_file), "--out", str(tmp_path), "--steps", "40",
+                               "--eval-every", "10", *TINY)  # fmt: skip
+    assert status == 0, err
+    assert "\r" not in err and "it/s" not in err and "step/s" not in err, err
+    steps = [line.split()[1] for line in out.splitlines() if line.startswith("step ")]
+    assert steps == ["10", "20", "30", "40"]
+
+
 def test_sample_is_reproducible_and_marks_seen_names(trained, capsys):
     assert main(["sample", "--checkpoint", str(trained / "model.pt"), "-n", "12", "--seed", "3"]) == 0
     first = capsys.readouterr().out

@@ -274,17 +274,21 @@ def _run_with_progress(trainer: Trainer, out: Path) -> None:
             raise KeyboardInterrupt
         stop["requested"] = True
 
+    # a bar on a terminal; in a log file, a pipe or CI, only the evaluation lines (a bar's carriage-return
+    # updates would be thousands of lines there)
+    drawn = trainer.context.is_main and sys.stderr.isatty()
     bar = tqdm(total=trainer.config.steps, initial=trainer.step, unit="step", dynamic_ncols=True, file=sys.stderr,
-               disable=not trainer.context.is_main)  # fmt: skip
+               disable=not drawn)  # fmt: skip
 
     def on_step(step, loss, positions_per_second):
         bar.update(1)
-        if step % 25 == 0:
+        if drawn and step % 25 == 0:  # float(loss) waits for the device: only for a bar someone sees
             bar.set_postfix(loss=f"{float(loss):.4f}", pos_per_s=f"{positions_per_second:,.0f}", refresh=False)
 
     def on_eval(record):
         bar.write(f"step {record['step']:>7}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}  "
                   f"lr {record['lr']:.2e}  {record['positions_per_second']:,.0f} positions/s")  # fmt: skip
+        sys.stdout.flush()  # a log file gets each line when it is made
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:

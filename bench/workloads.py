@@ -4,7 +4,6 @@
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -17,12 +16,13 @@ from wavenet_names import (
     read_words,
     windows,
 )
+from wavenet_names.data import NAMES_TXT
+from wavenet_names.models import batches_for
 from wavenet_names.precision import PRECISIONS as TRAIN_PRECISIONS
 from wavenet_names.precision import autocast, matmuls
 from wavenet_names.sampling import SampleConfig, generate
-from wavenet_names.training import Splits, evaluate, make_batches
+from wavenet_names.training import Splits, evaluate
 
-NAMES_TXT = Path(__file__).resolve().parents[1] / "data" / "names.txt"
 N_EMBD, N_HIDDEN = 24, 128  # the lecture's final sizes
 PRECISIONS = tuple(p for p in TRAIN_PRECISIONS if p != "auto")  # a benchmark names its precision
 
@@ -66,7 +66,7 @@ def training_step(model, kind: str, words: list[str], vocab: Vocab, device, prec
 
 def eval_pass(model, kind: str, words: list[str], vocab: Vocab, device):
     """The loss over a whole split, through training.evaluate. Returns (fn, positions)."""
-    batches = make_batches("conv" if kind == "conv" else "hierarchical", words, vocab, model.block_size, device)
+    batches = batches_for(model, words, vocab, device)  # whole names for conv, windows for the tree
     return (lambda: evaluate(model, batches)), batches.n_examples
 
 

@@ -5,7 +5,7 @@ import torch
 
 from wavenet_names import Vocab, read_words
 
-NAMES_TXT = Path(__file__).resolve().parents[1] / "data" / "names.txt"
+NAMES_TXT = Path(__file__).resolve().parents[1] / "data" / "names.txt"  # the repository's own copy
 
 
 @pytest.fixture(autouse=True)

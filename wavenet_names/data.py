@@ -18,6 +18,15 @@ from pathlib import Path
 
 import torch
 
+
+def shipped(name: str) -> Path:
+    """A data file that comes with the package: data/NAME in a source checkout (and an editable
+    install), wavenet_names/datasets/NAME in an installed wheel (pyproject.toml puts data/ there)."""
+    installed = Path(__file__).resolve().parent / "datasets" / name
+    return installed if installed.is_file() else Path(__file__).resolve().parents[1] / "data" / name
+
+
+NAMES_TXT = shipped("names.txt")  # the default data: 32,469 US baby names of 2017 (data/build_names.py)
 PAD = "."  # index 0: the start padding and the end token, as in the lecture
 LINE_BREAK = "\n"  # index 0 instead, for data with '.' in it (web addresses, "J.P."): no item holds one
 

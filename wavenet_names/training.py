@@ -19,14 +19,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DataError, NameBatches, Vocab, WindowBatches, split_words
+from .data import NAMES_TXT, DataError, NameBatches, Vocab, WindowBatches, split_words
 from .layers import sync_batchnorm
 from .models import KINDS, ModelConfig, batches_for, build_model, count_params, kind_config
 from .options import OptionError, check_at_least, check_choices, default, option, option_fields, option_name
 from .plots import plot_losses
 from .precision import PRECISIONS, autocast, matmuls, resolve_precision
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "names.txt"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -36,7 +35,7 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainConfig:
     """How a run trains. The defaults are ConvWaveNet's; a model kind may have its own (Kind.recipe)."""
 
-    data: str = option(str(DEFAULT_DATA), "text file, one item per line (default: data/names.txt, 32,469 US "
+    data: str = option(str(NAMES_TXT), "text file, one item per line (default: data/names.txt, 32,469 US "
                        "baby names of 2017, shipped with the package)", show_default=False)  # fmt: skip
     steps: int = option(4000, "optimizer steps", resumable=True)
     batch_size: int = option(128, "names per step (conv), or windows (the per-position models)")

@@ -1,14 +1,26 @@
 """The training loop: exact resume, Ctrl-C, checkpoints."""
 
 import json
+import math
+from collections import Counter
 
 import pytest
 import torch
 
 from wavenet_names.checkpoint import load_checkpoint
-from wavenet_names.models import ModelConfig
+from wavenet_names.data import Vocab
+from wavenet_names.models import KINDS, ModelConfig
 from wavenet_names.precision import matmuls, resolve_precision
-from wavenet_names.training import Splits, TrainConfig, Trainer, TrainingInterrupted, fit, learning_rate
+from wavenet_names.training import (
+    Splits,
+    TrainConfig,
+    Trainer,
+    TrainingInterrupted,
+    configs,
+    evaluate,
+    fit,
+    learning_rate,
+)
 
 
 @pytest.fixture
@@ -238,3 +250,77 @@ def test_an_interrupted_evaluation_leaves_the_model_in_training_mode(splits, mea
             model.register_forward_pre_hook(interrupt)
             score(model, splits.vocab, words)
     assert model.training
+
+
+def best_possible_loss(names: list[str]) -> float:
+    """The lowest mean loss any model can reach on `names` seen whole: each next character given the
+    whole prefix before it. It is not 0, because several names share a prefix (every name shares the
+    empty one: their first letters are a genuine choice)."""
+    after = Counter((w[:i], (w + ".")[i]) for w in names for i in range(len(w) + 1))
+    prefixes = Counter(w[:i] for w in names for i in range(len(w) + 1))
+    return -sum(n * math.log(n / prefixes[prefix]) for (prefix, _), n in after.items()) / sum(prefixes.values())
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_kind_memorises_16_names(kind, all_words):
+    """A model that can learn overfits a few names to the best loss there is on them, in a few
+    hundred steps of the package's own training step. Names of up to 7 characters: a context of 8
+    sees all of each."""
+    names = [w for w in all_words if len(w) <= 7][::997][:16]
+    splits = Splits(names, names, names, Vocab.from_words(all_words), "16 names")
+    context = {"block_size": 8} if "block_size" in KINDS[kind].options else {}
+    options = {"model": kind, **context, "steps": 300, "batch_size": 64, "optimizer": "adamw", "lr": 1e-2,
+               "schedule": "cosine", "warmup": 0, "weight_decay": 0.0}  # fmt: skip
+    trainer = Trainer(*configs(options, len(splits.vocab)), splits)
+    for _ in range(300):
+        trainer.train_step()
+    floor = best_possible_loss(names)
+    assert floor > 0.3  # the first letters alone cost this much
+    assert evaluate(trainer.model, trainer.train_batches) < floor + 0.02
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_each_kinds_own_recipe_lowers_the_validation_loss(kind, all_words):
+    """200 steps of each kind's defaults and recipe (AdamW for conv, the lecture's SGD for the
+    per-position models), on the real names: from the uniform guess, log 27 = 3.30, well down."""
+    splits = Splits.from_words(all_words)
+    trainer = Trainer(*configs({"model": kind, "steps": 200}, len(splits.vocab)), splits)
+    before = evaluate(trainer.model, trainer.val_batches)
+    for _ in range(200):
+        trainer.train_step()
+    after = evaluate(trainer.model, trainer.val_batches)
+    assert before == pytest.approx(math.log(27), abs=0.03)
+    assert after < before - 0.5
+
+
+@pytest.mark.parametrize(
+    "options, decayed",
+    [
+        ({"model": "conv"}, ["layers.0.conv.weight", "layers.1.conv.weight", "lm_head.weight"]),
+        (
+            {"model": "conv", "n_layers": 3, "gated": True, "residual": True, "skip": True, "norm": "none"},
+            ["layers.0.conv.weight", "layers.0.skip.weight", "layers.1.conv.weight", "layers.1.residual.weight",
+             "layers.1.skip.weight", "layers.2.conv.weight", "layers.2.skip.weight", "lm_head.weight"],
+        ),
+        ({"model": "hierarchical", "optimizer": "adamw"}, ["tree.0.1.weight", "tree.1.1.weight", "lm_head.weight"]),
+        ({"model": "flat", "optimizer": "adamw"}, ["hidden.0.weight", "lm_head.weight"]),
+    ],
+    ids=["conv", "conv-blocks", "hierarchical", "flat"],
+)  # fmt: skip
+def test_adamw_decays_the_weight_matrices_and_nothing_else(splits, options, decayed):
+    """Weight decay shrinks what multiplies an input: Linear and Conv1d weights. Not the embedding
+    (a lookup table), not the norms' gains and shifts, not a bias."""
+    options = {"n_embd": 8, "n_hidden": 16, "n_layers": 2, "weight_decay": 0.25, **options}
+    trainer = Trainer(*configs(options, len(splits.vocab)), splits)
+    shrink, keep = trainer.optimizer.param_groups
+    names = {id(p): name for name, p in trainer.model.named_parameters()}
+    assert sorted(names[id(p)] for p in shrink["params"]) == sorted(decayed)
+    assert shrink["weight_decay"] == 0.25 and keep["weight_decay"] == 0.0
+    assert len(shrink["params"]) + len(keep["params"]) == len(names)  # every parameter trains, once
+    assert "wte.weight" in {names[id(p)] for p in keep["params"]}
+
+
+def test_sgd_decays_nothing(splits):
+    trainer = small_run(splits, "hierarchical", optimizer="sgd")
+    (group,) = trainer.optimizer.param_groups
+    assert group["weight_decay"] == 0 and len(group["params"]) == len(list(trainer.model.parameters()))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4's GPU measurement as one prepared script, for a machine with a CUDA GPU and a CUDA build of
+# The GPU measurement as one prepared script, for a machine with a CUDA GPU and a CUDA build of
 # torch (plus pytest-benchmark, einops, numpy, tqdm, matplotlib) already installed. From the repo root:
 #
 #     OUT=gpu-results bash bench/gpu.sh
@@ -55,7 +55,7 @@ for run in "tf32" "bf16" "tf32 --compile" "bf16 --compile"; do
         --out "$out/large-run" --overwrite
 done
 rm -rf "$out/large-run"
-# issue 4's figure: the default model at a large batch, eager and compiled side by side
+# the headline figure: the default model's training throughput at a large batch, eager and compiled side by side
 step 150 "speedup.py --device cuda --compile" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda \
     --blocks --large-batch 262144 --precisions tf32 bf16 --compile
 step 60 "profile, 262144 names, bf16" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda \
@@ -68,7 +68,7 @@ step 120 "speedup.py --device cuda --names 8192" "$out/speedup-cuda.txt" "$py" b
     --names 8192 --large-batch
 step 60 "profile, 256 names" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda --names 256
 step 60 "profile, 65536 names" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda --names 65536
-# CUDA rows only: the CPU tables and floors are this project's 2-core figures, not the GPU host's
+# CUDA rows only: the CPU tables and speedup floors are this project's 2-core figures, not the GPU host's
 bench=("$py" -m pytest bench/test_speed.py -q -p no:cacheprovider)
 # with pytest-timeout, a compile that runs too long fails its own test and the others still report
 "$py" -c "import pytest_timeout" 2>/dev/null && bench+=(--timeout 75)

@@ -5,7 +5,7 @@
 Profiles forward + backward of the loss over every position of --names training names (repeated as
 needed), with the benchmarks' sizes (n_embd 24, n_hidden 128), after warm-up, and prints the
 operators sorted by their own time on the device (CPU time on a CPU). Read it before optimising:
-the issue asks for the time to be found with a profile, not guessed.
+find where the time goes with a profile; do not guess.
 """
 
 import argparse

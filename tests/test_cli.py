@@ -1,4 +1,4 @@
-"""End to end: the wavenet-names commands on a small data file, and every bad input the issue names."""
+"""End to end: the wavenet-names commands on a small data file, and every bad input we know of."""
 
 import json
 import math

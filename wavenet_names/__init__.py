@@ -2,10 +2,10 @@
 
 from .checkpoint import CheckpointError, load_model
 from .conversion import conv_from_tree, tree_from_conv
-from .data import DataError, Vocab, encode_names, pad_batch, read_words, split_words, windows
+from .data import NAMES_TXT, DataError, Vocab, encode_names, pad_batch, read_words, split_words, windows
 from .layers import BatchNorm, FlattenConsecutive
 from .mlp import FlatMLP, HierarchicalMLP
-from .models import ModelConfig, build_model, count_params
+from .models import KINDS, ModelConfig, build_model, count_params
 from .sampling import SampleConfig, generate
 from .scoring import score
 from .wavenet import Blocks, ConvWaveNet

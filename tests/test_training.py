@@ -10,8 +10,11 @@ import torch
 from wavenet_names.checkpoint import load_checkpoint
 from wavenet_names.data import Vocab
 from wavenet_names.models import KINDS, ModelConfig
+from wavenet_names.options import OptionError
 from wavenet_names.precision import matmuls, resolve_precision
 from wavenet_names.training import (
+    OPTIONS,
+    RESUMABLE,
     Splits,
     TrainConfig,
     Trainer,
@@ -324,3 +327,32 @@ def test_sgd_decays_nothing(splits):
     trainer = small_run(splits, "hierarchical", optimizer="sgd")
     (group,) = trainer.optimizer.param_groups
     assert group["weight_decay"] == 0 and len(group["params"]) == len(list(trainer.model.parameters()))
+
+
+# a value other than the default for every option of train: a new option must be added here, and so
+# be seen to resume right (changed, if it is resumable; refused, if not)
+OTHER_VALUES = {
+    "model": "hierarchical", "n_embd": 9, "n_hidden": 17, "n_layers": 3, "block_size": 5, "batchnorm_bug": True,
+    "gated": True, "residual": True, "skip": True, "cycles": 2, "dropout": 0.1, "norm": "layer", "data": "other.txt",
+    "steps": 50, "batch_size": 8, "optimizer": "sgd", "lr": 0.01, "schedule": "step", "warmup": 3,
+    "weight_decay": 0.2, "seed": 7, "device": "cpu", "eval_every": 3, "report_test": True, "precision": "bf16",
+    "compile": True,
+}  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # what importing torch.compile's machinery says
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_every_option_resumes_changed_or_is_refused(name, splits, tmp_path):
+    """A resumed run continues the saved one: an option declared resumable takes its new value, and
+    any other is refused, naming it, rather than silently ignored."""
+    assert set(OTHER_VALUES) == set(OPTIONS), "give every option of train a value here"
+    fit(small_run(splits, steps=3, eval_every=3), tmp_path)
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    field = OPTIONS[name].name
+    if field in RESUMABLE:
+        resumed = Trainer.from_checkpoint(checkpoint, splits, torch.device("cpu"), {field: OTHER_VALUES[name]})
+        assert getattr(resumed.config, field) == OTHER_VALUES[name]
+    else:
+        with pytest.raises(OptionError, match="cannot change when a run resumes") as refused:
+            Trainer.from_checkpoint(checkpoint, splits, torch.device("cpu"), {field: OTHER_VALUES[name]})
+        assert refused.value.names == (field,)

@@ -261,7 +261,7 @@ def _resume(args, out: Path, context: distributed.Context) -> Trainer:
     vocab = Vocab(tuple(checkpoint["vocab"]))
     splits = Splits.from_words(read_words(saved["data"]), vocab)
     device = _rank_device(resolve_device(overrides.get("device", saved["device"])), context)
-    return Trainer.from_checkpoint(checkpoint, splits, device, **overrides)  # refuses what a resumed run cannot change
+    return Trainer.from_checkpoint(checkpoint, splits, device, overrides)  # refuses what a resumed run cannot change
 
 
 def _run_with_progress(trainer: Trainer, out: Path) -> None:

@@ -42,6 +42,6 @@ def _losses(model, vocab: Vocab, words: list[str]) -> torch.Tensor:
     inputs, targets, owner = kind_of(model).layout.batch_of(words, vocab, model.block_size)  # owner: targets' shape
     logits, _ = model(inputs.to(device), targets.to(device))  # (*targets.shape, vocab)
     losses = F.cross_entropy(widened(logits.flatten(0, -2)), targets.flatten().to(device), ignore_index=-1,
-                             reduction="none").cpu()  # fmt: skip  # padding adds 0
-    totals = torch.zeros(len(words), dtype=losses.dtype).index_add_(0, owner.flatten(), losses)  # (B,)
+                             reduction="none").cpu()  # fmt: skip
+    totals = torch.zeros(len(words), dtype=losses.dtype).index_add_(0, owner.flatten(), losses)  # (B,): padding adds 0
     return totals / torch.tensor([len(w) + 1 for w in words])  # every character and the end token

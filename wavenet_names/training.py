@@ -265,9 +265,11 @@ class Trainer:
         }
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: dict, splits: Splits, device: torch.device, **overrides) -> "Trainer":
-        """Continue a run. `overrides` may change the options declared resumable, such as steps (a
-        longer run); every other option is the saved run's."""
+    def from_checkpoint(cls, checkpoint: dict, splits: Splits, device: torch.device,
+                        overrides: dict | None = None) -> "Trainer":  # fmt: skip
+        """Continue a run on `device`. `overrides` (config fields) may change the options declared
+        resumable, such as steps (a longer run); every other option is the saved run's."""
+        overrides = overrides or {}
         fixed = [name for name in overrides if name not in RESUMABLE]
         if fixed:
             raise OptionError(tuple(fixed), "cannot change when a run resumes: it continues the saved run")

@@ -174,13 +174,13 @@ def _add_options(parser, cls, keep=lambda f: True) -> None:
     for f in option_fields(cls):
         if not keep(f):
             continue
-        kind = {"dest": option_name(f), "default": None, "help": _help(f)}
+        spec = {"dest": option_name(f), "default": None, "help": _help(f)}
         if f.type is bool:
-            kind["action"] = argparse.BooleanOptionalAction if f.metadata["negatable"] else "store_true"
-        else:
-            kind["type"] = next(t for t in (int, float, str) if t is f.type or t in typing.get_args(f.type))
-            kind["choices"] = f.metadata["choices"]
-        parser.add_argument(flag(f), **kind)
+            spec["action"] = argparse.BooleanOptionalAction if f.metadata["negatable"] else "store_true"
+        else:  # int, float, str, or one of them | None
+            spec["type"] = next(t for t in (int, float, str) if t is f.type or t in typing.get_args(f.type))
+            spec["choices"] = f.metadata["choices"]
+        parser.add_argument(flag(f), **spec)
 
 
 def _help(f) -> str:

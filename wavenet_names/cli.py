@@ -25,11 +25,11 @@ from .sampling import SampleConfig, default_max_len, stream
 from .scoring import stream_scores
 from .training import (
     DEVICES,
-    OPTIONS,
     Splits,
     TrainConfig,
     Trainer,
     TrainingInterrupted,
+    as_fields,
     configs,
     evaluate,
     finish,
@@ -256,7 +256,7 @@ def _resume(args, out: Path, context: distributed.Context) -> Trainer:
     checkpoint = load_checkpoint(out / "last.pt")
     if args.preset:
         raise ValueError("--resume continues the saved run; it takes no --preset")
-    overrides = {OPTIONS[name].name: value for name, value in _given(args, ModelConfig, TrainConfig).items()}
+    overrides = as_fields(_given(args, ModelConfig, TrainConfig))
     saved = checkpoint["train_config"]
     vocab = Vocab(tuple(checkpoint["vocab"]))
     splits = Splits.from_words(read_words(saved["data"]), vocab)

@@ -72,13 +72,18 @@ OPTIONS = {option_name(f): f for cls in (ModelConfig, TrainConfig) for f in opti
 RESUMABLE = {f.name for f in OPTIONS.values() if f.metadata["resumable"]}  # what a resumed run may change
 
 
-def configs(options: dict, vocab_size: int | None = None) -> tuple[ModelConfig, TrainConfig]:
-    """A run's configs from options by name, as `train`'s flags, presets and sweep files name them
-    ({"model": "flat", "lr": 0.01, ...}): the model kind's own defaults and recipe, then the options."""
+def as_fields(options: dict) -> dict:
+    """Options by name ({"model": "flat", ...}) as the config fields they set ({"kind": "flat", ...})."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise ValueError(f"{unknown[0]!r} is not an option of train")
-    by_field = {OPTIONS[name].name: value for name, value in options.items()}
+    return {OPTIONS[name].name: value for name, value in options.items()}
+
+
+def configs(options: dict, vocab_size: int | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """A run's configs from options by name, as `train`'s flags, presets and sweep files name them
+    ({"model": "flat", "lr": 0.01, ...}): the model kind's own defaults and recipe, then the options."""
+    by_field = as_fields(options)
     model = {k: v for k, v in by_field.items() if k in ModelConfig.__dataclass_fields__}
     train = {k: v for k, v in by_field.items() if k in TrainConfig.__dataclass_fields__}
     kind = model.pop("kind", default(OPTIONS["model"]))

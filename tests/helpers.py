@@ -2,6 +2,7 @@
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from wavenet_names import encode_names, pad_batch, windows
 
@@ -32,3 +33,27 @@ def summed_loss(logits, targets):
     """The sum (not the mean) of the per-position losses, so gradients compare across batch layouts."""
     valid = targets != -1
     return F.cross_entropy(logits[valid], targets[valid], reduction="sum")
+
+
+READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "equal", "masked_select"}
+INDEXING = {"__getitem__", "__setitem__"}  # a read when an index is a bool mask: its nonzero decides the shape
+
+
+class HostReads(TorchFunctionMode):
+    """Records the torch calls that hand a device value to the host, as the model's Python code makes
+    them (what happens inside one torch operator, or in backward, is not seen: none of those read)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        index = args[1] if len(args) > 1 and name in INDEXING else ()
+        masks = any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool
+            for i in (index if isinstance(index, tuple) else (index,))
+        )
+        if name in READS or masks:
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))

@@ -139,7 +139,7 @@ def test_a_batch_counts_its_positions_and_weighs_its_share(kind, world_size, wor
     batches = NameBatches(words, vocab, 8) if kind == "names" else WindowBatches(words, vocab, 8)
     weights = []
     for rank in range(world_size):
-        _, targets, positions, weight = batches.sample(10, torch.Generator().manual_seed(0), rank, world_size)
+        _, targets, positions, weight, _ = batches.sample(10, torch.Generator().manual_seed(0), rank, world_size)
         assert positions == int((targets != -1).sum())
         weights.append(weight)
     assert sum(weights) == pytest.approx(world_size)
@@ -155,9 +155,9 @@ def test_drawing_a_batch_never_reads_the_device(kind, words, vocab):
     on_cpu, on_meta = cls(words, vocab, 8), cls(words, vocab, 8, device="meta")
     for rank in range(2):
         expected = on_cpu.sample(10, torch.Generator().manual_seed(0), rank, 2)
-        inputs, targets, positions, weight = on_meta.sample(10, torch.Generator().manual_seed(0), rank, 2)
+        inputs, targets, positions, weight, _ = on_meta.sample(10, torch.Generator().manual_seed(0), rank, 2)
         assert inputs.is_meta and inputs.shape == expected[0].shape and targets.shape == expected[1].shape
-        assert (positions, weight) == expected[2:]
+        assert (positions, weight) == expected[2:4]
     chunks = list(on_meta.chunks(7))
     assert [c[0].shape for c in chunks] == [c[0].shape for c in on_cpu.chunks(7)]
 
@@ -169,7 +169,7 @@ def test_a_batch_of_names_is_the_layout_of_those_names(words, vocab):
 
     batches = NameBatches(words, vocab, 8)
     ix = torch.randint(0, len(words), (10,), generator=torch.Generator().manual_seed(0))
-    idx, targets, _, _ = batches.sample(10, torch.Generator().manual_seed(0))
+    idx, targets, *_ = batches.sample(10, torch.Generator().manual_seed(0))
     expected = pad_batch(*encode_names([words[i] for i in ix], vocab), 8)
     assert torch.equal(idx, expected[0]) and torch.equal(targets, expected[1])
     by_length = sorted(words, key=len)  # the chunks' order: shortest first

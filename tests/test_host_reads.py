@@ -10,35 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 from wavenet_names import ConvWaveNet, encode_names, pad_batch
 from wavenet_names.data import NameBatches
 from wavenet_names.training import evaluate
 from wavenet_names.wavenet import Blocks
 
-READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "equal", "masked_select"}
-INDEXING = {"__getitem__", "__setitem__"}  # a read when an index is a bool mask: its nonzero decides the shape
-
-
-class HostReads(TorchFunctionMode):
-    """Records the torch calls that hand a device value to the host, as the model's Python code makes
-    them (what happens inside one torch operator, or in backward, is not seen: none of those read)."""
-
-    def __init__(self):
-        super().__init__()
-        self.reads = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        index = args[1] if len(args) > 1 and name in INDEXING else ()
-        masks = any(
-            isinstance(i, torch.Tensor) and i.dtype == torch.bool
-            for i in (index if isinstance(index, tuple) else (index,))
-        )
-        if name in READS or masks:
-            self.reads.append(name)
-        return func(*args, **(kwargs or {}))
+from helpers import HostReads
 
 
 def training_step_reads(model, words, vocab) -> list[str]:

@@ -70,11 +70,12 @@ def test_the_lectures_batch_norm_bug_keeps_per_position_statistics():
         conv_from_tree(model)
 
 
-@pytest.mark.parametrize("path", ["fused", "compiled", "synced", "per-position"])
+@pytest.mark.parametrize("path", ["fused", "compiled", "synced", "counted", "per-position"])
 def test_batchnorm_under_bf16_autocast_keeps_float32_statistics(path, tmp_path, monkeypatch):
     """Under bf16 autocast a layer's input is bf16. Each way of computing the statistics (the fused
-    kernel; the formula written out, under torch.compile or across ranks; the lecture's per-position
-    bug) keeps float32 running estimates, close to those of the float32 input, and gives bf16 back."""
+    kernel; the formula written out, under torch.compile, across ranks or over the rows counted; the
+    lecture's per-position bug) keeps float32 running estimates, close to those of the float32 input,
+    and gives bf16 back."""
     import torch.distributed as dist
 
     from wavenet_names.layers import BatchDimOnlyBatchNorm
@@ -90,10 +91,39 @@ def test_batchnorm_under_bf16_autocast_keeps_float32_statistics(path, tmp_path, 
         dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
         mixed.synced = True
     try:
-        out = mixed(x.bfloat16())
+        counted = {"counted": torch.ones(64, 4, dtype=torch.bool)} if path == "counted" else {}
+        out = mixed(x.bfloat16(), **counted)
     finally:
         if path == "synced":
             dist.destroy_process_group()
     assert out.dtype == torch.bfloat16 and mixed.running_var.dtype == torch.float32
     torch.testing.assert_close(mixed.running_mean, exact.running_mean, rtol=0.02, atol=0.002)
     torch.testing.assert_close(mixed.running_var, exact.running_var, rtol=0.02, atol=0.002)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_batchnorm_statistics_leave_out_the_rows_not_counted(rank, tmp_path, monkeypatch):
+    """A fixed-shape step's empty rows count in no statistic: the rows counted are normalised, and
+    move the running estimates, exactly as they would alone. Across ranks, a rank other than 0 also
+    leaves out row 0, the node every rank computes."""
+    import torch.distributed as dist
+
+    x = torch.randn(40, 16, dtype=torch.float64) * 3 + 1
+    counted = torch.rand(40) > 0.3
+    counted[0] = True
+    masked, alone = BatchNorm(16).double(), BatchNorm(16).double()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(dist, "get_rank", lambda *args: rank)
+        masked.synced = True
+        out = masked(x, shared_first_row=True, counted=counted)
+    finally:
+        dist.destroy_process_group()
+    keep = counted.clone()
+    keep[0] = rank == 0
+    torch.testing.assert_close(out[keep], alone(x[keep]))
+    torch.testing.assert_close(masked.running_mean, alone.running_mean)
+    torch.testing.assert_close(masked.running_var, alone.running_var)
+    unsynced, alone = BatchNorm(16).double(), BatchNorm(16).double()  # one process: every counted row
+    torch.testing.assert_close(unsynced(x, counted=counted)[counted], alone(x[counted]))
+    torch.testing.assert_close(unsynced.running_var, alone.running_var)

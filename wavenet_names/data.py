@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -165,11 +166,11 @@ def pad_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole names in the conv model's layout.
 
-    tokens (B, L) right-padded names, lengths (B,); longest: max(lengths), when the caller knows it
-    without reading it from a GPU. Returns
+    tokens (B, L) right-padded names, lengths (B,); longest: max(lengths) when the caller knows it
+    without reading it from a GPU, or more, for a wider layout. Returns
       idx     (B, block_size + n - 1): block_size '.' tokens, then the name, then padding '.',
       targets (B, n): the name, then the end token 0, then -1 at padding,
-    where n = max(lengths) + 1 is the number of predictions of the longest name. Output j of the model
+    where n = longest + 1 is the number of predictions of the longest name. Output j of the model
     sees idx[:, j : j + block_size] and predicts targets[:, j].
     """
     B = tokens.shape[0]
@@ -182,11 +183,33 @@ def pad_batch(
     return idx, targets
 
 
+class Batch(NamedTuple):
+    """A training batch, as a layout's sample() draws it: what the model takes, and what the trainer
+    needs to know about it without asking the device."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    positions: int  # the targets the loss averages over (this rank's share)
+    weight: float  # world_size * positions / (the whole batch's positions): the share's part in the mean
+    rows: int | None = None  # ConvWaveNet's packed rows in a fixed-shape batch (see NameBatches.sample)
+
+
+def bucket(n: int) -> int:
+    """n rounded up to the next of 8 steps per power of two (8, 9, 10, ... 15, 16, 18, 20, ...): few
+    sizes, each at most 1/8 larger than n, so that a step captured or compiled per size is made a few
+    times, not once per batch."""
+    if n <= 8:
+        return 8
+    granule = 1 << (n.bit_length() - 4)  # an eighth of the power of two at or below n
+    return -(-n // granule) * granule
+
+
 class NameBatches:
     """A split as whole names, for ConvWaveNet: a batch is a set of names, every position trained.
 
     The names are kept end to end (see pack_names), so a split costs memory in proportion to its
-    characters whatever its longest item, and each batch is laid out only as wide as its own longest.
+    characters whatever its longest item, and each batch is laid out only as wide as its own longest
+    (or, with fixed shapes, as a bucket: see sample).
     """
 
     # an evaluation chunk of `size` names holds at most as many padded positions as `size` names of
@@ -198,21 +221,30 @@ class NameBatches:
         chars, starts, self.lengths_cpu = pack_names(words, vocab)
         self.chars, self.starts, self.lengths = (t.to(device) for t in (chars, starts, self.lengths_cpu))
         self.n_examples = int(self.lengths_cpu.sum()) + len(words)  # every character and each end token
+        self.longest = int(self.lengths_cpu.max()) if len(words) else 0
 
     def __len__(self) -> int:
         """How many names a batch is drawn from: an epoch."""
         return len(self.lengths_cpu)
 
-    def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1):
-        """A random batch of names; with several ranks, this rank's share of it. Returns idx, targets,
-        the share's positions (counted on the CPU, so a GPU need not be asked) and its weight:
-        world_size * (its positions) / (the whole batch's positions)."""
+    def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1,
+               fixed_shapes: bool = False) -> Batch:  # fmt: skip
+        """A random batch of names; with several ranks, this rank's share of it, and what the trainer
+        needs to know about it, counted on the CPU so that a GPU need not be asked (see Batch).
+
+        fixed_shapes: lay the batch out in shapes from a few buckets, for a step that is compiled or
+        captured once per shape: idx as wide as the longest name rounded up to a power of two (at most
+        the split's longest), and rows, the packed rows ConvWaveNet lays the names out in, rounded up
+        by bucket(); the model keeps the extra rows out of every statistic."""
         ix = torch.randint(0, len(self.lengths), (batch_size,), generator=generator)  # the same on every rank
         mine = ix.tensor_split(world_size)[rank]
         lengths = self.lengths_cpu[mine]
         positions = int(lengths.sum()) + len(mine)  # every character and each end token
         weight = world_size * positions / (int(self.lengths_cpu[ix].sum()) + len(ix))
-        return *self._batch(to_device(mine, self.lengths.device), int(lengths.max())), positions, weight
+        longest, rows = int(lengths.max()), None
+        if fixed_shapes:  # row 0, then every character: the first target of every name is row 0's
+            longest, rows = min(1 << (longest - 1).bit_length(), self.longest), bucket(1 + int(lengths.sum()))
+        return Batch(*self._batch(to_device(mine, self.lengths.device), longest), positions, weight, rows)
 
     def chunks(self, size: int):
         """Every name once, in batches for evaluation: shortest first, so that a batch is padded
@@ -260,11 +292,13 @@ class WindowBatches:
         """How many windows a batch is drawn from: an epoch."""
         return len(self.Y)
 
-    def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1):
-        """A random batch of windows (this rank's share of it), its positions and weight (see NameBatches)."""
+    def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1,
+               fixed_shapes: bool = False) -> Batch:  # fmt: skip
+        """A random batch of windows (this rank's share of it), its positions and weight (see
+        NameBatches). Its shapes are always fixed: (B, block_size) and (B,)."""
         ix = torch.randint(0, len(self.Y), (batch_size,), generator=generator)
         mine = to_device(ix.tensor_split(world_size)[rank], self.Y.device)
-        return self.X[mine], self.Y[mine], len(mine), world_size * len(mine) / batch_size
+        return Batch(self.X[mine], self.Y[mine], len(mine), world_size * len(mine) / batch_size)
 
     def chunks(self, size: int):
         for i in range(0, len(self.Y), size):

@@ -47,12 +47,18 @@ class BatchNorm(nn.Module):
 
     synced = False  # set by sync_batchnorm: training statistics over all ranks
 
-    def forward(self, x: torch.Tensor, shared_first_row: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, shared_first_row: bool = False, counted: torch.Tensor | None = None):
         """x (..., C). shared_first_row: x[0] is a node that every rank computes (ConvWaveNet's all-'.'
-        node), so in distributed training only rank 0 counts it, as one process would."""
+        node), so in distributed training only rank 0 counts it, as one process would. counted
+        (x.shape[:-1]) bool: in training, only these rows enter the statistics (None: all rows); the
+        others, a bucket's empty rows, are normalised all the same, and feed nothing that counts."""
         flat = x.reshape(-1, x.shape[-1])  # (N, C): every dimension but the last is the batch
-        if self.training and self.synced and dist.is_initialized():
-            return self._synced(flat, shared_first_row).view_as(x)
+        synced = self.synced and dist.is_initialized()
+        if self.training and (synced or counted is not None):
+            weights = torch.ones(len(flat), device=x.device) if counted is None else counted.reshape(-1).float()
+            if synced and shared_first_row and dist.get_rank() != 0:
+                weights = weights * (torch.arange(len(flat), device=x.device) > 0)  # (N,): row 0 not counted
+            return self._normalised(flat, *self._statistics(flat, weights, synced)).view_as(x)
         if self.training and torch.compiler.is_compiling():
             # the formula as written, which the compiler fuses; the rescaled eps below is a float made
             # from the batch size, which would make it compile again for every new size
@@ -71,16 +77,17 @@ class BatchNorm(nn.Module):
         )
         return out.view_as(x)
 
-    def _synced(self, flat: torch.Tensor, shared_first_row: bool) -> torch.Tensor:
-        """The statistics of the rows of all ranks together, in two passes for accuracy. The sums go
+    def _statistics(self, flat: torch.Tensor, weights: torch.Tensor, synced: bool):
+        """The mean and unbiased variance (C,) of the rows of flat (N, C) that weights (N,) marks with
+        1, in two passes for accuracy; with `synced`, of those rows on all ranks together. The sums go
         through a differentiable all-reduce, so gradients flow to every rank's rows, as in torch's
-        SyncBatchNorm."""
-        counted = self._widened(flat[1:] if shared_first_row and dist.get_rank() != 0 else flat)
-        n = torch.tensor([float(len(counted))], device=flat.device, dtype=counted.dtype)
-        dist.all_reduce(n)
-        mean = all_reduce_sum(counted.sum(0)) / n  # (C,)
-        var = all_reduce_sum(((counted - mean) ** 2).sum(0)) / (n - 1)  # (C,), unbiased
-        return self._normalised(flat, mean, var)
+        SyncBatchNorm. Nothing is read to the host: the count stays a tensor."""
+        flat, weights = self._widened(flat), weights.to(self.running_var.dtype)[:, None]  # (N, C), (N, 1)
+        reduce = all_reduce_sum if synced else (lambda t: t)
+        n = reduce(weights.sum(0))  # (1,)
+        mean = reduce((flat * weights).sum(0)) / n  # (C,)
+        var = reduce((((flat - mean) ** 2) * weights).sum(0)) / (n - 1)  # (C,), unbiased
+        return mean, var
 
     def _widened(self, x: torch.Tensor) -> torch.Tensor:
         """x in the running estimates' dtype (float32, or float64), for its statistics: bf16 activations

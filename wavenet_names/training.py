@@ -200,13 +200,12 @@ class Trainer:
             return torch.optim.SGD(self.model.parameters(), lr=self.config.lr)
         decay, rest = parameter_groups(self.model)
         groups = [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.config.lr)
+        # fused: one kernel per step for every parameter on a GPU, not a few per parameter
+        return torch.optim.AdamW(groups, lr=self.config.lr, fused=self.device.type == "cuda")
 
     def _trainable(self, module: torch.nn.Module):
-        """What train_step calls: `module`, or with --compile, torch.compile's version of it. Shapes
-        are dynamic from the start (every batch of names has its own length and number of
-        characters), so that it compiles once, not once per new shape."""
-        return torch.compile(module, dynamic=True) if self.config.compile else module
+        """What train_step calls: `module`, or with --compile, compiled (see `compiled`)."""
+        return compiled(module, self.device) if self.config.compile else module
 
     def distribute(self, context: distributed.Context) -> "Trainer":
         """Train as one of context.world_size ranks, each on its share of every batch."""
@@ -222,18 +221,19 @@ class Trainer:
         """One update; returns the batch loss (a tensor, so that the GPU need not wait) and how many
         positions this rank trained."""
         rank, world_size = self.context.rank, self.context.world_size
-        inputs, targets, positions, weight = self.train_batches.sample(
-            self.config.batch_size, self.generator, rank, world_size
-        )
+        # compiled, every batch comes in one of a few shapes (see NameBatches.sample), each captured once
+        batch = self.train_batches.sample(self.config.batch_size, self.generator, rank, world_size,
+                                          fixed_shapes=self.config.compile)  # fmt: skip
+        fixed = {} if batch.rows is None else {"rows": batch.rows}
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step)
         self.model.train()
         try:
             with matmuls(self.precision):  # TF32 or not, forward and backward alike
                 with autocast(self.precision, self.device):
-                    _, loss = self.forward(inputs, targets)  # the mean over this rank's positions, in float32
+                    _, loss = self.forward(batch.inputs, batch.targets, **fixed)  # this rank's mean, in float32
                 self.optimizer.zero_grad(set_to_none=True)
-                (loss * weight).backward()  # averaged over ranks: the mean over the whole batch's positions
+                (loss * batch.weight).backward()  # averaged over ranks: the mean over the whole batch's positions
         except RuntimeError as e:  # e.g. no C++ compiler for a CPU: say which option to drop
             if self.config.compile and isinstance(e, torch._dynamo.exc.TorchDynamoException):
                 cause = getattr(e, "inner_exception", None) or e  # what the compiler raised, not dynamo's wrapping
@@ -245,8 +245,8 @@ class Trainer:
             raise
         self.optimizer.step()
         self.step += 1
-        batch_loss = distributed.mean_over_ranks(loss.detach() * weight)
-        return batch_loss, positions
+        batch_loss = distributed.mean_over_ranks(loss.detach() * batch.weight)
+        return batch_loss, batch.positions
 
     def checkpoint(self) -> dict:
         return {
@@ -295,6 +295,16 @@ class Trainer:
         if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
         return trainer
+
+
+def compiled(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """torch.compile's version of `module`, for a training step. Shapes are dynamic from the start, so
+    that it compiles once, not once per new shape; and a fixed-shape step's batches come in a few
+    shapes (NameBatches.sample), so that on a GPU, in one process, each is captured as CUDA graphs
+    ("reduce-overhead"): a small batch's step is then a few launches, not hundreds. (Under DDP the
+    all-reduces run between graphs, where they would have to be captured too: no graphs there.)"""
+    graphs = device.type == "cuda" and not isinstance(module, DistributedDataParallel)
+    return torch.compile(module, dynamic=True, mode="reduce-overhead" if graphs else None)
 
 
 def parameter_groups(model: torch.nn.Module) -> tuple[list, list]:

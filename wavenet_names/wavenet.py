@@ -77,31 +77,45 @@ class DilatedLayer(nn.Module):
         w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
         return self.finish(F.linear(right, w1, self.conv.bias) + F.linear(left, w0), right)
 
-    def forward_packed(self, h: torch.Tensor, far: torch.Tensor | None):
-        """h (1 + R, n_in): the all-'.' node, then the packed characters of a batch of names.
+    def forward_packed(self, h: torch.Tensor, far: torch.Tensor | None, counted: torch.Tensor | None = None):
+        """h (N, n_in): row 0 the all-'.' node, then the packed characters of a batch of names (then,
+        in a fixed-shape step, rows that hold nothing).
 
-        far (F,): the rows more than `dilation` columns into their name, whose left input is the row
+        far: the rows more than `dilation` columns into their name, whose left input is the row
         `dilation` back in h; None when no name of the batch is that long. Every other row reaches
         into the padding, where the left input is the all-'.' node h[0]: that half of the kernel is
-        computed once and shared.
+        computed once and shared. far comes in one of two forms, for two costs:
+        - (F,) their indices: the left half of the kernel is computed for those rows alone, the
+          fewest multiply-adds (a CPU's cost), through a gather and a scatter whose size is the data's;
+        - (N,) bool, a mask: the left half is computed for every row, shifted down `dilation` rows and
+          selected, all elementwise and of fixed size (what a compiled or captured step needs, and a
+          GPU prefers: no gather, no scatter).
+        counted (N,) bool: the rows that hold a node (None: all), the only ones BatchNorm's statistics see.
         """
         w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
         # every row as if its left input were the padding: that half of the kernel, computed once, is the
         # bias of the current inputs' matmul, so adding it costs no pass of its own over the N rows
         padding = F.linear(h[:1], w0).squeeze(0)  # (n_conv,)
-        x = F.linear(h, w1, padding if self.conv.bias is None else padding + self.conv.bias)  # (N, n_conv)
+        bias = padding if self.conv.bias is None else padding + self.conv.bias
+        if far is not None and far.dtype == torch.bool:
+            left, right = F.linear(h, torch.cat([w0, w1])).chunk(2, dim=-1)  # (N, n_conv) each
+            shifted = F.pad(left, (0, 0, self.dilation, 0))[: len(left)]  # row t: W0 h[t - dilation]
+            pre = right + torch.where(far[:, None], shifted - padding, 0.0) + bias  # (N, n_conv)
+            return self.finish(pre, h, shared_first_row=True, counted=counted)
+        pre = F.linear(h, w1, bias)  # (N, n_conv)
         if far is not None:
             # the far rows corrected, by linearity: W0 h[t - dilation] - W0 h[0], the subtraction again a bias.
             # index_select, not h[idx]: its backward is an index_add, where h[idx]'s is a sort-based
             # index_put (on a GPU, see _packed_loss)
-            x.index_add_(0, far, F.linear(h.index_select(0, far - self.dilation), w0, -padding))  # (N, n_conv)
-        return self.finish(x, h, shared_first_row=True)
+            pre.index_add_(0, far, F.linear(h.index_select(0, far - self.dilation), w0, -padding))  # (N, n_conv)
+        return self.finish(pre, h, shared_first_row=True, counted=counted)
 
-    def finish(self, pre: torch.Tensor, x: torch.Tensor, shared_first_row: bool = False):
-        """pre (..., n_conv): the convolution's output; x (..., n_in): the layer's current input.
-        Returns (out (..., n_out), skip (..., n_out) or None)."""
+    def finish(self, pre: torch.Tensor, x: torch.Tensor, shared_first_row: bool = False, counted=None):
+        """pre (..., n_conv): the convolution's output; x (..., n_in): the layer's current input;
+        shared_first_row and counted as BatchNorm takes them. Returns (out (..., n_out), skip (..., n_out)
+        or None)."""
         if isinstance(self.norm, BatchNorm):
-            pre = self.norm(pre, shared_first_row)  # row 0 is the shared all-'.' node (distributed)
+            pre = self.norm(pre, shared_first_row, counted)  # row 0 is the shared all-'.' node (distributed)
         else:
             pre = self.norm(pre)
         if self.gated:
@@ -160,7 +174,16 @@ class ConvWaveNet(nn.Module):
         self.lm_head = nn.Linear(n_hidden, vocab_size)
         init_lecture(self)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, rows: int | None = None):
+        """idx (B, T), targets (B, T - block_size + 1) or None; returns (logits, loss) as the class
+        docstring says.
+
+        rows: how many packed rows to lay the batch out in, at least 1 + the number of targets after
+        each name's first (the data knows it, see NameBatches.sample), for a training step whose every
+        shape is fixed in advance: with B, T and rows given, no shape inside depends on the data, and
+        the host never waits for the device. Rows past the names hold nothing, and count in neither
+        the BatchNorm statistics nor the loss. Such a step needs only the loss, so logits is None.
+        """
         B, T = idx.shape
         n_out = T - self.block_size + 1
         if n_out < 1:
@@ -170,28 +193,43 @@ class ConvWaveNet(nn.Module):
         # per dilation that reaches some name (one below its last output column, n_out - 1: a shape), how
         # many rows have their left input inside their own name, not in the padding
         dilations = sorted({layer.dilation for layer in self.layers if layer.dilation < n_out - 1})
-        padded, valid, n_real, n_far = self._layout(idx, targets, n_out, dilations)  # valid: (B, n_out) bool
-        if not padded:
-            logits = self._forward_full(idx)
-            return logits, language_model_loss(logits, targets)
+        fixed = rows is not None
+        if not fixed:
+            padded, valid, n_real, n_far = self._layout(idx, targets, n_out, dilations)  # valid: (B, n_out) bool
+            if not padded:
+                logits = self._forward_full(idx)
+                return logits, language_model_loss(logits, targets)
+            rows = 1 + n_real
+        elif targets is None:
+            raise ValueError("rows needs targets: they say which positions hold a name")
+        else:
+            valid = targets != -1
         real = valid[:, 1:]  # (B, n_out - 1): the positions whose last input is a real character
         # The packed order: name by name, character by character. j: the character's index in its name,
-        # idx[:, block_size + j] is the last input of output j + 1. The sizes came with the layout, so
-        # no index below makes the host wait for the device, and what follows is one sequence of
-        # operations (one graph for torch.compile) whatever the depth.
-        name, j = _true_indices(real, n_real).unbind(1)  # (R,) each
-        tokens = F.pad(idx[:, self.block_size :][name, j], (1, 0))  # (1 + R,): '.', then every character
-        col = F.pad(j + 1, (1, 0))  # (1 + R,): each packed row's output column in its name
-        # (B, n_out): each position's packed row, the real positions counted in that same order; column 0 is row 0
-        rows = F.pad(real.flatten().cumsum(0).view_as(real) * real, (1, 0))
-        # per dilation, the rows whose left input is in the same name (None: no name reaches that far)
-        far = {d: _true_indices(col > d, n).squeeze(1) for d, n in zip(dilations, n_far, strict=True)}
-        h, skips = self.wte(tokens), []  # (1 + R, n_embd)
+        # idx[:, block_size + j] is the last input of output j + 1. The number of rows came with the
+        # layout (or the call), so no index below makes the host wait for the device, and what follows
+        # is one sequence of operations (one graph for torch.compile) whatever the depth. Rows past the
+        # names get name = j = -1.
+        name, j = _true_indices(real, rows - 1).unbind(1)  # (rows - 1,) each
+        tokens = F.pad(idx[:, self.block_size :][name, j], (1, 0))  # (rows,): '.', then every character
+        col = F.pad(j + 1, (1, 0))  # (rows,): each row's output column in its name (0: row 0, and empty rows)
+        # per dilation, the rows whose left input is in the same name (None: no name reaches that far): a
+        # fixed-shape step marks them in a mask, any other lists them, to compute no more than needed
+        if fixed:
+            far = {d: col > d for d in dilations}  # (rows,) bool each
+        else:
+            far = {d: _true_indices(col > d, n).squeeze(1) for d, n in zip(dilations, n_far, strict=True)}
+        counted = F.pad(name >= 0, (1, 0), value=True) if fixed else None  # (rows,): the rows that hold a node
+        h, skips = self.wte(tokens), []  # (rows, n_embd)
         for layer in self.layers:
-            h, skip = layer.forward_packed(h, far.get(layer.dilation))
-            skips.append(skip)  # h: (1 + R, n_hidden)
-        packed = self._head(h, skips)  # (1 + R, vocab): row 0 for every name's first position
-        logits = packed.index_select(0, rows.flatten()).view(B, n_out, -1)  # (B, n_out, vocab)
+            h, skip = layer.forward_packed(h, far.get(layer.dilation), counted)
+            skips.append(skip)  # h: (rows, n_hidden)
+        packed = self._head(h, skips)  # (rows, vocab): row 0 for every name's first position
+        if fixed:  # the empty rows predict nothing
+            return None, self._packed_loss(packed, targets[:, 0], targets[:, 1:][name, j].masked_fill(name < 0, -1))
+        # (B, n_out): each position's packed row, the real positions counted in that same order; column 0 is row 0
+        at = F.pad(real.flatten().cumsum(0).view_as(real) * real, (1, 0))
+        logits = packed.index_select(0, at.flatten()).view(B, n_out, -1)  # (B, n_out, vocab)
         if targets is None:
             return logits, None
         loss = self._packed_loss(packed, targets[:, 0], targets[:, 1:][name, j])
@@ -201,14 +239,15 @@ class ConvWaveNet(nn.Module):
     def _packed_loss(packed: torch.Tensor, first: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
         """The mean cross-entropy over the valid positions, from the packed rows (1 + R, vocab):
         first (B,) every name's first target, all predicted by row 0 (-1 for a row with no name);
-        rest (R,) the targets of rows 1..R. Row 0's B predictions are one distribution, so they cost
-        one log_softmax weighted by how many names start with each character. The loss does not go
-        through the (B, n_out) logits, whose backward would sum B gradients into row 0 through one
-        index (a sort-based kernel that serialises on it, most of a large batch's step on a GPU)."""
+        rest (R,) the targets of rows 1..R (-1 for a row that holds nothing). Row 0's B predictions
+        are one distribution, so they cost one log_softmax weighted by how many names start with each
+        character. The loss does not go through the (B, n_out) logits, whose backward would sum B
+        gradients into row 0 through one index (a sort-based kernel that serialises on it, most of a
+        large batch's step on a GPU)."""
         vocab = packed.shape[1]
         starts = (first[:, None] == torch.arange(vocab, device=first.device)).sum(0)  # (vocab,); -1 counts nowhere
         first_total = -(starts * widened(packed[0]).log_softmax(-1)).sum()
-        return (cross_entropy_sum(packed[1:], rest) + first_total) / (len(rest) + starts.sum())
+        return (cross_entropy_sum(packed[1:], rest) + first_total) / ((rest >= 0).sum() + starts.sum())
 
     def _head(self, h: torch.Tensor, skips: list) -> torch.Tensor:
         """The logits from the last layer's output, or from the sum of the skip connections."""
@@ -271,12 +310,12 @@ class ConvWaveNet(nn.Module):
         return self._head(h, skips)
 
 
-def _true_indices(mask: torch.Tensor, count: int) -> torch.Tensor:
-    """mask.nonzero(), (count, mask.ndim), given that `count` entries are True: the host need not ask
-    the device how many."""
+def _true_indices(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """mask.nonzero(), (size, mask.ndim), given that at most `size` entries are True (the rows past
+    them are -1): the host need not ask the device how many."""
     if mask.numel() == 0:  # (a batch of empty names) nonzero_static fails on an empty CUDA tensor before torch 2.9
-        return mask.new_zeros((0, mask.ndim), dtype=torch.long)
-    return torch.nonzero_static(mask, size=count)
+        return mask.new_full((size, mask.ndim), -1, dtype=torch.long)
+    return torch.nonzero_static(mask, size=size, fill_value=-1)
 
 
 @dataclass

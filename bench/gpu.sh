@@ -4,20 +4,21 @@
 #
 #     OUT=gpu-results bash bench/gpu.sh
 #
-# It writes into $OUT (default bench/gpu-out), most important first, each step under a time limit and
-# keeping going past a failing one, so that one run on a short lease brings back all it could measure:
-#   gpu.log              the GPU, driver and torch version, the training run and the pytest output,
-#                        and every step's warnings and errors
-#   train-cuda.txt       `wavenet-names train` at 65536 names a step in TF32 and bf16, eager and
-#                        --compile: the trainer's own positions/s
-#   speedup-cuda.txt     `bench/speedup.py --device cuda`: the default model at 262144 names in TF32 and
-#                        bf16, eager and compiled side by side; then the speedup per block size at 256
-#                        and 8192 names, and the large-batch positions/s in fp32, TF32 and bf16
-#   profile-cuda.txt     `bench/profile_step.py` at two large batches (eager and compiled) and a small
-#                        one: where a step's time goes
-#   results-cuda.json    `pytest bench/test_speed.py`, its CUDA rows: fp32 and bf16
-#   results-cuda-compile.json   its torch.compile rows (last: compiling takes the longest)
-#   RESULTS.md, speedup.png     bench/report.py over this repo's CPU results and the new CUDA ones
+# It finishes within 6 minutes, each step under a time limit and keeping going past a failing one.
+# Results are appended to their files under $OUT (default bench/gpu-out) line by line as they are
+# measured, the most important first, so that a run cut short still brings back what it measured:
+#   gpu.log              the GPU, driver and torch version, and every step's warnings and errors
+#   speedup-cuda.txt     `bench/speedup.py --device cuda`, in this order:
+#                        1. conv over per-position at blocks 8, 64 and 256, at 256 and 8192 names a
+#                           step, eager (fast to measure);
+#                        2. the default model's whole training step (forward, backward, AdamW) at
+#                           262144 names, fp32 and bf16, eager and compiled (train --compile: fixed-shape
+#                           buckets, CUDA graphs), with the bytes a position moves and the bandwidth;
+#                        3. cached sampling against recomputing every window, block 256, 8192 names;
+#                        4. the block table again, both models compiled and captured as CUDA graphs
+#   train-cuda.txt       `wavenet-names train --device cuda --compile`, then `evaluate`: the CLI end to end
+#   profile-cuda.txt     `bench/profile_step.py` at 256 names, compiled: where a small step's time goes
+#   RESULTS.md, speedup.png     bench/report.py over this repo's CPU results and the new log
 # Then copy all but gpu.log into bench/ and commit.
 set -uo pipefail
 out=${OUT:-bench/gpu-out}
@@ -36,49 +37,26 @@ status=0
 step() {  # step SECONDS NAME LOG COMMAND...: run under a time limit, log, remember a failure, go on
     # stdout goes to LOG, stderr (warnings, tracebacks) to gpu.log, so that results files stay clean
     local limit=$1 name=$2 log=$3; shift 3
-    echo "== $name" | tee -a "$out/gpu.log"
-    timeout -s INT -k 20 "$limit" "$@" 2>>"$out/gpu.log" | tee -a "$log" \
+    echo "== $name ($(date +%T))" | tee -a "$out/gpu.log"
+    timeout -s INT -k 10 "$limit" "$@" 2>>"$out/gpu.log" | tee -a "$log" \
         || { echo "== $name FAILED" | tee -a "$out/gpu.log"; status=1; }
 }
-step 90 "train on cuda" "$out/gpu.log" "$py" -m wavenet_names train --device cuda --steps 300 --eval-every 100 \
-    --out "$out/smoke-run" --overwrite
-step 30 "evaluate on cuda" "$out/gpu.log" "$py" -m wavenet_names evaluate --device cuda \
+speedup=("$py" bench/speedup.py --device cuda --repeats 5)
+log="$out/speedup-cuda.txt"
+step 40 "1. eager speedup per block" "$log" "${speedup[@]}" --blocks 8 64 256 --names 256 8192 --large-batch
+step 90 "2. whole step, 262144 names" "$log" "${speedup[@]}" --blocks --large-batch 262144 --precisions fp32 bf16 \
+    --compile
+step 25 "3. cached sampling" "$log" "${speedup[@]}" --blocks --large-batch --sample-names 8192
+step 100 "4. compiled speedup per block" "$log" "${speedup[@]}" --blocks 8 64 256 --names 256 8192 --large-batch \
+    --compile
+step 40 "train --compile on cuda" "$out/train-cuda.txt" "$py" -m wavenet_names train --device cuda --compile \
+    --steps 2000 --eval-every 500 --samples 5 --out "$out/smoke-run" --overwrite
+step 15 "evaluate on cuda" "$out/train-cuda.txt" "$py" -m wavenet_names evaluate --device cuda \
     --checkpoint "$out/smoke-run/model.pt"
 rm -rf "$out/smoke-run"  # checkpoints stay behind: only logs and results come back
-# the trainer's own throughput at a large batch (sampling, forward, backward, AdamW), per precision;
-# its evaluation lines report positions/s since the last one: the later ones are past warm-up
-for run in "tf32" "bf16" "tf32 --compile" "bf16 --compile"; do
-    set -- $run
-    echo "# --precision $run" >> "$out/train-cuda.txt"
-    step 120 "train --batch-size 65536 --precision $run" "$out/train-cuda.txt" "$py" -m wavenet_names train \
-        --device cuda --batch-size 65536 --steps 60 --eval-every 20 --precision "$@" --samples 0 \
-        --out "$out/large-run" --overwrite
-done
-rm -rf "$out/large-run"
-# the headline figure: the default model's training throughput at a large batch, eager and compiled side by side
-step 150 "speedup.py --device cuda --compile" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda \
-    --blocks --large-batch 262144 --precisions tf32 bf16 --compile
-step 60 "profile, 262144 names, bf16" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda \
-    --names 262144 --precision bf16
-step 120 "profile, 262144 names, bf16, compiled" "$out/profile-cuda.txt" "$py" bench/profile_step.py \
-    --device cuda --names 262144 --precision bf16 --compile
-step 120 "speedup.py --device cuda" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda
-# 256 names leave an H200 idle, waiting on kernel launches: the same table at a batch that fills it
-step 120 "speedup.py --device cuda --names 8192" "$out/speedup-cuda.txt" "$py" bench/speedup.py --device cuda \
-    --names 8192 --large-batch
-step 60 "profile, 256 names" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda --names 256
-step 60 "profile, 65536 names" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda --names 65536
-# CUDA rows only: the CPU tables and speedup floors are this project's 2-core figures, not the GPU host's
-bench=("$py" -m pytest bench/test_speed.py -q -p no:cacheprovider)
-# with pytest-timeout, a compile that runs too long fails its own test and the others still report
-"$py" -c "import pytest_timeout" 2>/dev/null && bench+=(--timeout 75)
-step 150 "pytest bench (cuda, fp32 and bf16)" "$out/gpu.log" "${bench[@]}" -k "cuda or (gpu_variants and not compile)" \
-    --benchmark-json="$out/results-cuda.json"
-step 200 "pytest bench (cuda, torch.compile)" "$out/gpu.log" "${bench[@]}" -k "gpu_variants and compile" \
-    --benchmark-json="$out/results-cuda-compile.json"
-jsons=()
-for f in "$out/results-cuda.json" "$out/results-cuda-compile.json"; do [ -s "$f" ] && jsons+=("$f"); done
-step 60 "report" "$out/gpu.log" "$py" bench/report.py bench/results-cpu.json "${jsons[@]}" \
-    --speedup-log bench/speedup-cpu.txt --speedup-log "$out/speedup-cuda.txt" \
-    --out "$out/RESULTS.md" --plot "$out/speedup.png"
+step 25 "profile, 256 names, compiled" "$out/profile-cuda.txt" "$py" bench/profile_step.py --device cuda \
+    --names 256 --compile
+step 15 "report" "$out/gpu.log" "$py" bench/report.py bench/results-cpu.json --speedup-log bench/speedup-cpu.txt \
+    --speedup-log "$log" --out "$out/RESULTS.md" --plot "$out/speedup.png"
+echo "== done ($(date +%T)), status $status" | tee -a "$out/gpu.log"
 exit $status

@@ -1,11 +1,17 @@
 """Where one training step of ConvWaveNet spends its time: torch.profiler's table of operators.
 
     python bench/profile_step.py [--device cpu|cuda] [--names 256] [--n-layers 3] [--precision fp32] [--compile]
+    python bench/profile_step.py --count [--names 256] [--n-layers 3]
 
 Profiles forward + backward of the loss over every position of --names training names (repeated as
 needed), with the benchmarks' sizes (n_embd 24, n_hidden 128), after warm-up, and prints the
-operators sorted by their own time on the device (CPU time on a CPU). Read it before optimising:
-find where the time goes with a profile; do not guess.
+operators sorted by their own time on the device (CPU time on a CPU). --compile profiles the step as
+`train --compile` runs it: in fixed-shape buckets, compiled, and on a GPU captured as CUDA graphs.
+Read it before optimising: find where the time goes with a profile; do not guess.
+
+--count prints, instead, what a GPU step would cost, counted on any device: the ATen operators of
+one eager step (each at least one kernel launch on a GPU) and the bytes they write and read per
+position, for the per-position tree and for the conv model, laid out exactly and in a bucket.
 """
 
 import argparse
@@ -16,6 +22,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from wavenet_names.precision import resolve_precision
+from wavenet_names.training import compiled
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workloads  # noqa: E402
@@ -31,6 +38,7 @@ def main() -> int:
     parser.add_argument("--precision", choices=workloads.PRECISIONS, default="fp32",
                         help="as train's --precision (tf32: CUDA only; default fp32)")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="profile the torch.compile'd step, as train --compile")
+    parser.add_argument("--count", action="store_true", help="count operators and bytes per position instead")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: CUDA is not available", file=sys.stderr)
@@ -46,10 +54,14 @@ def main() -> int:
         return 2
     data = workloads.splits()
     names = workloads.repeat(data.train, args.names)
+    if args.count:
+        count(data, names, args.n_layers, device, args.precision)
+        return 0
     model = workloads.models(args.n_layers, data.vocab, device)["conv"]
     if args.compile:
-        model = torch.compile(model, dynamic=True)  # compiled by the warm-up steps below
-    step, positions = workloads.training_step(model, "conv", names, data.vocab, device, args.precision)
+        model = compiled(model, device)  # compiled by the warm-up steps below
+    step, positions = workloads.training_step(model, "conv", names, data.vocab, device, args.precision,
+                                              fixed=args.compile)  # fmt: skip
     step = workloads.synchronised(step, device)
     for _ in range(3):
         step()
@@ -63,6 +75,19 @@ def main() -> int:
           f"torch {torch.__version__}")  # fmt: skip
     print(prof.key_averages().table(sort_by=sort_by, row_limit=args.rows))
     return 0
+
+
+def count(data, names: list[str], n_layers: int, device, precision: str) -> None:
+    """The Traffic of one eager training step (forward and backward), per model and layout."""
+    pair = workloads.models(n_layers, data.vocab, device)
+    print(f"# one eager training step, block {2**n_layers}, {len(names)} names, {device.type}, {precision}, "
+          f"torch {torch.__version__}")  # fmt: skip
+    for label, kind, fixed in [("per-position", "per_position", False), ("conv", "conv", False),
+                               ("conv, in a bucket", "conv", True)]:  # fmt: skip
+        step, positions = workloads.training_step(pair[kind], kind, names, data.vocab, device, precision, fixed)
+        moved = workloads.traffic(step)
+        print(f"{label}: {moved.ops} ATen operators, {moved.written / positions:,.0f} bytes written and "
+              f"{moved.read / positions:,.0f} read per position")  # fmt: skip
 
 
 if __name__ == "__main__":

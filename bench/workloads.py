@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from wavenet_names import (
     HierarchicalMLP,
@@ -16,7 +18,7 @@ from wavenet_names import (
     read_words,
     windows,
 )
-from wavenet_names.data import NAMES_TXT
+from wavenet_names.data import NAMES_TXT, bucket
 from wavenet_names.models import batches_for
 from wavenet_names.precision import PRECISIONS as TRAIN_PRECISIONS
 from wavenet_names.precision import autocast, matmuls
@@ -43,25 +45,66 @@ def models(n_layers: int, vocab: Vocab, device) -> dict[str, torch.nn.Module]:
     return {"per_position": tree, "conv": conv_from_tree(tree)}
 
 
-def training_step(model, kind: str, words: list[str], vocab: Vocab, device, precision: str = "fp32"):
+def training_step(model, kind: str, words: list[str], vocab: Vocab, device, precision: str = "fp32",
+                  fixed: bool = False, optimizer: bool = False):  # fmt: skip
     """One forward + backward of the loss over every position of `words`, in `precision` (fp32, tf32
-    or bf16, as Trainer runs it). Returns (fn, positions)."""
+    or bf16, as Trainer runs it). fixed: the conv model's fixed-shape step, its packed rows in a
+    bucket (what a compiled or graph-captured step trains on, see NameBatches.sample). optimizer: and
+    an AdamW update, as Trainer makes it (fused on a GPU): the whole training step. Returns (fn, positions)."""
     block_size = model.block_size
+    rows = {}
     if kind == "conv":
-        inputs, targets = pad_batch(*encode_names(words, vocab), block_size)
+        tokens, lengths = encode_names(words, vocab)
+        inputs, targets = pad_batch(tokens, lengths, block_size)
+        if fixed:
+            rows = {"rows": bucket(1 + int(lengths.sum()))}  # row 0, then every character
     else:
         inputs, targets = windows(words, vocab, block_size)
     inputs, targets = inputs.to(device), targets.to(device)
     model.train()
+    update = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda") if optimizer else None
 
     def step():
         model.zero_grad(set_to_none=True)
         with matmuls(precision):
             with autocast(precision, device):
-                _, loss = model(inputs, targets)
+                _, loss = model(inputs, targets, **rows)
             loss.backward()
+        if update is not None:
+            update.step()
 
     return step, int((targets != -1).sum())
+
+
+class Traffic(TorchDispatchMode):
+    """What a step asks of memory, operator by operator, as eager mode runs it: how many ATen operators
+    (on a GPU, kernel launches at least) and the bytes they write and read (each operator's outputs
+    and tensor inputs, views and in-place aliases aside). A CPU-side proxy for a GPU step's cost, which
+    launches and memory traffic bound for a model this small; a compiler fuses some of it away."""
+
+    VIEWS = {"view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "slice", "select",
+             "unsqueeze", "squeeze", "detach", "alias", "as_strided", "split", "chunk", "unbind", "split_with_sizes",
+             "_reshape_alias", "lift_fresh", "unfold"}  # fmt: skip
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.written, self.read = 0, 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket.__name__ not in self.VIEWS:
+            self.ops += 1
+            self.written += sum(t.nbytes for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+            self.read += sum(t.nbytes for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
+        return out
+
+
+def traffic(step: Callable) -> Traffic:
+    """Run `step` once (after a warm-up run) under the Traffic counter."""
+    step()
+    with Traffic() as counted:
+        step()
+    return counted
 
 
 def eval_pass(model, kind: str, words: list[str], vocab: Vocab, device):

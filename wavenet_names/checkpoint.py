@@ -1,7 +1,8 @@
 """Self-contained checkpoints: everything `sample`, `evaluate` and `--resume` need, in one file.
 
 A checkpoint is a dict of plain values and tensors, loaded with weights_only=True (no pickled code),
-and written atomically: a crash or Ctrl-C mid-write leaves the previous file as it was.
+and written atomically: a crash, a SIGKILL or Ctrl-C mid-write leaves the previous file as it was,
+and at most a hidden temporary file beside it, which the next run removes.
 """
 
 import os
@@ -34,6 +35,27 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX): after a power cut, the new name, not the old file."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_partial_writes(directory: str | Path) -> None:
+    """Delete what writes killed before they finished left in `directory`: the hidden temporary files
+    ('.last.pt.*.tmp', '.metrics.json.tmp', ...) that a whole file replaces only once complete. A
+    SIGKILL cannot be caught, so the next run tidies up. Call it only where no other process writes."""
+    for partial in Path(directory).glob(".*.tmp*"):
+        if partial.is_file():
+            partial.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

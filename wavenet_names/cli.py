@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import distributed, experiments
-from .checkpoint import CheckpointError, load_checkpoint, load_model
+from .checkpoint import CheckpointError, load_checkpoint, load_model, remove_partial_writes
 from .data import DataError, Vocab, parse_words, read_words
 from .models import KINDS, ModelConfig
 from .options import OptionError, default, flag, option_fields, option_name
@@ -228,7 +228,15 @@ def cmd_train(args) -> int:
         raise ValueError(f"--out {out}: is a file; --out names a directory")
     context = distributed.setup(args.device or "auto")
     try:
-        trainer = _resume(args, out, context) if args.resume else _start(args, out, context)
+        restarted = _restarted(out, context)
+        if restarted is not None:  # torchrun restarted this job's workers: on from where they left it
+            trainer = _continue(restarted, context)
+            if context.is_main:
+                print(f"continuing this run from {out / 'last.pt'}, at step {trainer.step} (torchrun restarted it)")
+        else:
+            trainer = _resume(args, out, context) if args.resume else _start(args, out, context)
+        if context.is_main:
+            remove_partial_writes(out)  # what a process killed mid-write left; only rank 0 writes
         if context.active:
             trainer.distribute(context)
         _run_with_progress(trainer, out)
@@ -256,12 +264,28 @@ def _resume(args, out: Path, context: distributed.Context) -> Trainer:
     checkpoint = load_checkpoint(out / "last.pt")
     if args.preset:
         raise ValueError("--resume continues the saved run; it takes no --preset")
-    overrides = as_fields(_given(args, ModelConfig, TrainConfig))
+    return _continue(checkpoint, context, as_fields(_given(args, ModelConfig, TrainConfig)))
+
+
+def _restarted(out: Path, context: distributed.Context) -> dict | None:
+    """OUT/last.pt, when this process is a worker that torchrun started again, in the same job, after a
+    failure or a change of membership: the checkpoint holds the job's run id (see distributed.Context).
+    Otherwise None, and the run starts as the command line says, refusing to overwrite another run."""
+    if context.run_id is None or not (out / "last.pt").is_file():
+        return None
+    checkpoint = load_checkpoint(out / "last.pt")
+    return checkpoint if checkpoint.get("run_id") == context.run_id else None
+
+
+def _continue(checkpoint: dict, context: distributed.Context, overrides: dict | None = None) -> Trainer:
+    """The saved run, on as many ranks as `context` has; `overrides` changes the options that may change."""
+    overrides = overrides or {}
     saved = checkpoint["train_config"]
     vocab = Vocab(tuple(checkpoint["vocab"]))
     splits = Splits.from_words(read_words(saved["data"]), vocab)
     device = _rank_device(resolve_device(overrides.get("device", saved["device"])), context)
-    return Trainer.from_checkpoint(checkpoint, splits, device, overrides)  # refuses what a resumed run cannot change
+    # refuses what a resumed run cannot change
+    return Trainer.from_checkpoint(checkpoint, splits, device, overrides, context)
 
 
 def _run_with_progress(trainer: Trainer, out: Path) -> None:

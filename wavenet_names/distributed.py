@@ -20,6 +20,9 @@ class Context:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # torchrun's name for this job (TORCHELASTIC_RUN_ID: --rdzv-id, or a fresh one per --standalone launch),
+    # the same in every worker group it restarts; None outside torchrun, or when torchrun was given none
+    run_id: str | None = None
 
     @property
     def is_main(self) -> bool:
@@ -34,14 +37,22 @@ def setup(device: str) -> Context:
     """Join the process group that torchrun describes in the environment (WORLD_SIZE, RANK, ...);
     a plain single process gets Context(). NCCL on CUDA, gloo on CPU."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    run_id = None if run_id in (None, "", "none") else run_id  # "none": torchrun's default without --rdzv-id
     if world_size == 1:
-        return Context()
-    context = Context(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+        return Context(run_id=run_id)
+    context = Context(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")), run_id)
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(context.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # torchrun's store outlives the worker groups it restarts, and with it what the groups before
+        # wrote there: a restarted gloo group would read a dead peer's address and fail to connect
+        # (seen with torch 2.13, torchrun --standalone). So each attempt keeps its keys apart.
+        store, _, _ = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.PrefixStore(f"attempt_{attempt}/", store),
+                                rank=context.rank, world_size=world_size)  # fmt: skip
     return context
 
 
@@ -58,6 +69,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def gathered(value) -> list:
+    """Every rank's `value` (any picklable object), in rank order, on every rank: [value] in one process."""
+    if not dist.is_initialized():
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:

@@ -56,10 +56,13 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the training step: slower to start (it compiles for up to a "
                            "minute), then faster, most at large batches on a GPU; needs a C++ compiler on a CPU",
                            resumable=True, negatable=True)  # fmt: skip
+    checkpoint_every: int | None = option(None, "also save OUT/last.pt every N steps between evaluations, so "
+                                          "that a crash loses at most N steps (default: at evaluations only)",
+                                          resumable=True, show_default=False)  # fmt: skip
 
     def __post_init__(self):
         check_choices(self)
-        check_at_least(self, 1, "steps", "batch_size", "eval_every")
+        check_at_least(self, 1, "steps", "batch_size", "eval_every", "checkpoint_every")
         check_at_least(self, 0, "warmup")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise OptionError("lr", f"must be a positive number, got {self.lr}")
@@ -248,7 +251,20 @@ class Trainer:
         batch_loss = distributed.mean_over_ranks(loss.detach() * batch.weight)
         return batch_loss, batch.positions
 
-    def checkpoint(self) -> dict:
+    def ranks_rng(self) -> list[dict]:
+        """Every rank's own random state (dropout's, on the CPU and its GPU), in rank order. Under DDP a
+        collective: every rank must call it. Each rank's dropout draws as many numbers as its share
+        of the batch has activations, so the ranks' states part ways, and only its own continues a
+        rank's run exactly."""
+        return distributed.gathered(self._own_rng())
+
+    def _own_rng(self) -> dict:
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}  # fmt: skip
+
+    def checkpoint(self, ranks_rng: list[dict] | None = None) -> dict:
+        """The run's whole state. ranks_rng: every rank's random state (ranks_rng()), for rank 0 of
+        several to save; by default this process's own alone."""
         return {
             "model_config": asdict(self.model_config),
             "train_config": asdict(self.config),
@@ -264,20 +280,29 @@ class Trainer:
                 "batches": self.generator.get_state(),
                 "torch": torch.get_rng_state(),  # dropout on the CPU
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],  # and on GPUs
+                "ranks": ranks_rng or [self._own_rng()],  # each rank's own, under DDP
             },
+            "run_id": self.context.run_id,  # torchrun's job: a worker group it restarts continues this file
             "train_losses": torch.tensor(self.train_losses, dtype=torch.float32),
             "history": self.history,
         }
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: dict, splits: Splits, device: torch.device,
-                        overrides: dict | None = None) -> "Trainer":  # fmt: skip
-        """Continue a run on `device`. `overrides` (config fields) may change the options declared
-        resumable, such as steps (a longer run); every other option is the saved run's."""
+    def from_checkpoint(cls, checkpoint: dict, splits: Splits, device: torch.device, overrides: dict | None = None,
+                        context: distributed.Context | None = None) -> "Trainer":  # fmt: skip
+        """Continue a run on `device`, as `context`'s rank (by default the one process). `overrides`
+        (config fields) may change the options declared resumable, such as steps (a longer run);
+        every other option is the saved run's, and may only be given that value. With as many ranks
+        as saved it, each rank takes its own random state back; with another number, every rank
+        takes rank 0's."""
+        context = context or distributed.Context()
         overrides = overrides or {}
-        fixed = [name for name in overrides if name not in RESUMABLE]
+        saved = {**checkpoint["model_config"], **checkpoint["train_config"]}
+        # an option given its saved value changes nothing: the command that started the run, with --resume, resumes it
+        fixed = [name for name, value in overrides.items() if name not in RESUMABLE and value != saved.get(name)]
         if fixed:
             raise OptionError(tuple(fixed), "cannot change when a run resumes: it continues the saved run")
+        overrides = {name: value for name, value in overrides.items() if name in RESUMABLE}  # the rest: as saved
         if splits.fingerprint != checkpoint["data_fingerprint"]:
             raise ValueError("the data differs from the data this checkpoint was trained on; resuming needs the same")
         config = TrainConfig(**{**checkpoint["train_config"], **overrides})
@@ -286,14 +311,18 @@ class Trainer:
                               "a resumed run can only go on from there")  # fmt: skip
         trainer = cls(ModelConfig(**checkpoint["model_config"]), config, splits, device, checkpoint["step"],
                       checkpoint["best_val_loss"], checkpoint["seconds"], checkpoint["train_losses"].tolist(),
-                      list(checkpoint["history"]))  # fmt: skip
+                      list(checkpoint["history"]), context)  # fmt: skip
         trainer.model.load_state_dict(checkpoint["model"])
         trainer.optimizer.load_state_dict(checkpoint["optimizer"])
-        trainer.generator.set_state(checkpoint["rng"]["batches"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        cuda_states = checkpoint["rng"].get("cuda", [])
-        if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
+        rng = checkpoint["rng"]
+        trainer.generator.set_state(rng["batches"])
+        ranks = rng.get("ranks", [])  # (not in a checkpoint of an earlier version)
+        own = ranks[context.rank] if len(ranks) == context.world_size else None
+        torch.set_rng_state(own["torch"] if own else rng["torch"])
+        if own and own["cuda"] is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(own["cuda"], device)
+        elif rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
         return trainer
 
 
@@ -349,21 +378,32 @@ def fit(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict:
     """Train to config.steps, evaluating every eval_every steps. Writes into `out`:
-    last.pt (the latest state, for --resume), model.pt (the best by validation loss) and
-    metrics.jsonl (one record per evaluation). When should_stop() turns true (the CLI's Ctrl-C), saves
-    last.pt at a step boundary and raises TrainingInterrupted; when the validation loss is nan or inf,
-    raises TrainingDiverged, with last.pt and model.pt as the last finite evaluation left them.
-    Returns the last evaluation record."""
+    last.pt (the latest state, for --resume and restarts: at every evaluation, and every
+    checkpoint_every steps), model.pt (the best by validation loss) and metrics.jsonl (one record per
+    evaluation). When should_stop() turns true (the CLI's Ctrl-C), saves last.pt at a step boundary
+    and raises TrainingInterrupted; when the validation loss is nan or inf, raises TrainingDiverged,
+    with last.pt and model.pt as the last finite evaluation left them. Returns the last evaluation
+    record."""
     out.mkdir(parents=True, exist_ok=True)
     config, record = trainer.config, None
-    recent, positions, t0 = [], 0, time.perf_counter()
+    recent, positions, t0 = [], 0, time.perf_counter()  # since the last evaluation: losses (tensors), its rate
+    saved_at = t0  # when trainer.seconds last took in the time since
     main = trainer.context.is_main  # only rank 0 evaluates and writes
+
+    def bank() -> list[dict]:
+        """Into the trainer, what a checkpoint must hold (every step's loss, the time); on every rank."""
+        nonlocal recent, saved_at
+        now = time.perf_counter()
+        trainer.train_losses += torch.stack(recent).float().tolist() if recent else []
+        trainer.seconds += now - saved_at
+        recent, saved_at = [], now
+        return trainer.ranks_rng()  # a collective: every rank, at the same step
+
     while trainer.step < config.steps:
         if distributed.any_rank(should_stop(), trainer.device):
-            trainer.seconds += time.perf_counter() - t0
-            trainer.train_losses += torch.stack(recent).float().tolist() if recent else []
+            ranks_rng = bank()
             if main:
-                save_checkpoint(trainer.checkpoint(), out / "last.pt")
+                save_checkpoint(trainer.checkpoint(ranks_rng), out / "last.pt")
             raise TrainingInterrupted(trainer.step, out / "last.pt")
         loss, n = trainer.train_step()
         recent.append(loss)
@@ -371,27 +411,32 @@ def fit(
         if on_step is not None:
             on_step(trainer.step, loss, positions / (time.perf_counter() - t0 + 1e-9))
         if trainer.step % config.eval_every == 0 or trainer.step == config.steps:
-            trainer.seconds += time.perf_counter() - t0
+            ranks_rng = bank()
             if main:
-                losses = torch.stack(recent).float().tolist()
-                record = _evaluation(trainer, out, losses, positions, time.perf_counter() - t0)
+                record = _evaluation(trainer, out, ranks_rng, positions, time.perf_counter() - t0)
                 if on_eval is not None:
                     on_eval(record)
-            recent, positions, t0 = [], 0, time.perf_counter()  # on every rank, or the others' lists grow
+            positions, t0 = 0, time.perf_counter()
+            saved_at = t0  # the evaluation's time is not training time
+        elif config.checkpoint_every and trainer.step % config.checkpoint_every == 0:
+            ranks_rng = bank()
+            if main:
+                save_checkpoint(trainer.checkpoint(ranks_rng), out / "last.pt")
     return record
 
 
-def _evaluation(trainer: Trainer, out: Path, losses: list[float], positions: int, seconds: float) -> dict:
-    trainer.train_losses += losses
+def _evaluation(trainer: Trainer, out: Path, ranks_rng: list[dict], positions: int, seconds: float) -> dict:
     val_loss = evaluate(trainer.model, trainer.val_batches)
     if not math.isfinite(val_loss):  # before anything is written: last.pt keeps the last state worth resuming
         best = min(trainer.history, key=lambda r: r["val_loss"], default=None)
         raise TrainingDiverged(trainer.step, val_loss, best["step"] if best else None)
     improved = val_loss < trainer.best_val_loss
     trainer.best_val_loss = min(val_loss, trainer.best_val_loss)
+    # every step since the last evaluation, those before a Ctrl-C or a crash included
+    since = trainer.train_losses[-(trainer.step - (trainer.history[-1]["step"] if trainer.history else 0)) :]
     record = {
         "step": trainer.step,
-        "train_loss": sum(losses) / len(losses),  # mean training-batch loss since the last evaluation
+        "train_loss": sum(since) / len(since),  # mean training-batch loss since the last evaluation
         "val_loss": val_loss,
         "best_val_loss": trainer.best_val_loss,
         "lr": learning_rate(trainer.config, trainer.step - 1),
@@ -402,15 +447,16 @@ def _evaluation(trainer: Trainer, out: Path, losses: list[float], positions: int
     # so that a run failing before it has anything to show leaves the earlier one whole.
     first = not trainer.history
     trainer.history.append(record)
-    checkpoint = trainer.checkpoint()
+    checkpoint = trainer.checkpoint(ranks_rng)
     if improved:
         save_checkpoint(checkpoint, out / "model.pt")
     save_checkpoint(checkpoint, out / "last.pt")
     if first:
         for stale in ("metrics.json", "loss.png"):
             (out / stale).unlink(missing_ok=True)
-    with open(out / "metrics.jsonl", "w" if first else "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    # written whole from the history that last.pt holds, not appended: a run restarted from last.pt
+    # has the records it had, never a line twice or half a line
+    write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in trainer.history))
     return record
 
 

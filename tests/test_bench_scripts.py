@@ -1,0 +1,54 @@
+"""The measurement scripts run where they will be run: a GPU lease is short, so the scripts that
+spend it must work before they get there. On the CPU, at tiny sizes, every table they print."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def script(*args, env=None) -> subprocess.CompletedProcess:
+    result = subprocess.run([*args], capture_output=True, text=True, timeout=300, cwd=BENCH.parent,
+                            env={**os.environ, **(env or {})})  # fmt: skip
+    return result
+
+
+def test_speedup_prints_every_table():
+    result = script(sys.executable, "bench/speedup.py", "--blocks", "8", "--names", "16", "32", "--repeats", "1",
+                    "--large-batch", "64", "--precisions", "fp32", "--sample-names", "4")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines if line.startswith("block=")] == [["block=8", "names=16"],
+                                                                                ["block=8", "names=32"]]  # fmt: skip
+    assert any(re.match(r"default model, whole step, 64 names/batch .*fp32: [\d,]+ positions/s", line) for line in lines)
+    assert any(re.match(r"  eager: \d+ operators a step, [\d,]+ bytes written and [\d,]+ read", line) for line in lines)
+    assert any(re.match(r"sampling, block 256, 4 names: cached [\d,]+ names/s", line) for line in lines)
+
+
+def test_profile_step_counts_operators_and_bytes():
+    result = script(sys.executable, "bench/profile_step.py", "--count", "--names", "16")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = re.findall(r"^(.+): (\d+) ATen operators, ([\d,]+) bytes written", result.stdout, re.M)
+    assert [label for label, *_ in rows] == ["per-position", "conv", "conv, in a bucket"]
+    assert all(int(ops) > 0 for _, ops, _ in rows)
+
+
+@pytest.mark.parametrize("bad", [["--names", "0"], ["--blocks", "6"], ["--device", "cuda", "--blocks", "8"]])
+def test_speedup_refuses_bad_input_in_one_line(bad):
+    result = script(sys.executable, "bench/speedup.py", *bad)
+    if "cuda" in bad and "CUDA" not in result.stderr and result.returncode == 0:
+        pytest.skip("this machine has a GPU")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_gpu_script_parses_and_stops_without_a_gpu(tmp_path):
+    assert script("bash", "-n", "bench/gpu.sh").returncode == 0
+    result = script("bash", "bench/gpu.sh", env={"OUT": str(tmp_path), "PYTHON": sys.executable})
+    if result.returncode != 2:
+        pytest.skip("this machine has a GPU: the script would measure it")
+    assert "no CUDA GPU" in result.stderr and (tmp_path / "gpu.log").exists()

@@ -25,7 +25,9 @@ def test_speedup_prints_every_table():
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines if line.startswith("block=")] == [["block=8", "names=16"],
                                                                                 ["block=8", "names=32"]]  # fmt: skip
-    assert any(re.match(r"default model, whole step, 64 names/batch .*fp32: [\d,]+ positions/s", line) for line in lines)
+    assert any(
+        re.match(r"default model, whole step, 64 names/batch .*fp32: [\d,]+ positions/s", line) for line in lines
+    )
     assert any(re.match(r"  eager: \d+ operators a step, [\d,]+ bytes written and [\d,]+ read", line) for line in lines)
     assert any(re.match(r"sampling, block 256, 4 names: cached [\d,]+ names/s", line) for line in lines)
 

@@ -26,7 +26,7 @@ from wavenet_names.training import Trainer
 
 KILLER = str(Path(__file__).resolve().parent / "kill_at_step.py")  # kills one rank at a step (torchrun runs)
 TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--samples", "0", "--seed", "3", "--batch-size", "32"]
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 FORK = multiprocessing.get_context("fork")
 
 
@@ -114,21 +114,31 @@ def test_torchrun_restarts_a_killed_rank_where_the_run_stopped(options, tmp_path
     without being told. With dropout, which draws from each rank's own random state, so that each
     rank must get its own back."""
     args = [*options, "--dropout", "0.2"]
-    torchrun("--nproc_per_node=2", "-m", "wavenet_names", "train", *args, "--out", str(tmp_path / "whole"))
-    restarted = torchrun("--nproc_per_node=2", "--max-restarts=1", KILLER, "train", *args,
+    torchrun(
+        "--standalone", "--nproc_per_node=2", "-m", "wavenet_names", "train", *args, "--out", str(tmp_path / "whole")
+    )
+    restarted = torchrun("--standalone", "--nproc_per_node=2", "--max-restarts=1", KILLER, "train", *args,
                          "--out", str(tmp_path / "killed"), env={"KILL_AT_STEP": "14", "KILL_RANK": "1"})  # fmt: skip
     assert "continuing this run from" in restarted.stdout and "at step 12" in restarted.stdout
     assert_same_run(tmp_path / "killed", tmp_path / "whole")
 
 
-def test_a_restart_with_fewer_ranks_keeps_the_global_batch(options, tmp_path):
-    """Saved by 2 ranks, continued by 1 (an elastic job that lost a node): the one trains on the
-    whole batch of 32, and the run ends as one process would have trained it throughout."""
-    torchrun("--nproc_per_node=2", KILLER, "train", *options, "--out", str(tmp_path / "killed"),
-             env={"KILL_AT_STEP": "14", "KILL_RANK": "1"}, expect=1)  # fmt: skip  # no restarts left: it fails
-    saved = load_checkpoint(tmp_path / "killed" / "last.pt")
-    assert saved["step"] == 12 and saved["run_id"]
-    assert train(*options, "--out", str(tmp_path / "killed"), env={"TORCHELASTIC_RUN_ID": saved["run_id"]}) == 0
+@pytest.mark.parametrize("ranks", ["2 then 1", "1 then 2"])
+def test_a_restart_with_another_number_of_ranks_keeps_the_global_batch(ranks, options, tmp_path):
+    """Saved by 2 ranks and continued by 1 (an elastic job that lost a node), or the other way round:
+    each trains on its share of the same batch of 32, and the run ends as one process would have
+    trained it throughout."""
+    job = ["--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", "--rdzv-id=job-7", "--nnodes=1"]
+    killed = str(tmp_path / "killed")
+    if ranks == "2 then 1":
+        torchrun(*job, "--nproc_per_node=2", KILLER, "train", *options, "--out", killed,
+                 env={"KILL_AT_STEP": "14", "KILL_RANK": "1"}, expect=1)  # fmt: skip  # no restarts left: it fails
+        assert train(*options, "--out", killed, env={"TORCHELASTIC_RUN_ID": "job-7"}) == 0
+    else:
+        assert train(*options, "--out", killed, env={"TORCHELASTIC_RUN_ID": "job-7"}, kill_at_step=14) == -9
+        continued = torchrun(*job, "--nproc_per_node=2", "-m", "wavenet_names", "train", *options, "--out", killed)
+        assert "at step 12 (torchrun restarted it)" in continued.stdout
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["run_id"] == "job-7"
     assert train(*options, "--out", str(tmp_path / "alone")) == 0
     assert_same_run(tmp_path / "killed", tmp_path / "alone", tolerance=1e-5)  # sums over ranks in another order
 
@@ -149,8 +159,8 @@ def test_a_start_by_hand_never_takes_over_another_run(options, tmp_path, capsys)
         finally:
             os.environ.pop("TORCHELASTIC_RUN_ID", None)
         assert "already holds a checkpoint" in capsys.readouterr().err
-    refused = torchrun("--nproc_per_node=1", "--max-restarts=1", "-m", "wavenet_names", "train", *options,
-                       "--out", str(out), expect=1)  # fmt: skip
+    refused = torchrun("--standalone", "--nproc_per_node=1", "--max-restarts=1", "-m", "wavenet_names", "train",
+                       *options, "--out", str(out), expect=1)  # fmt: skip
     assert refused.stderr.count("already holds a checkpoint") == 2  # the first start and its restart
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 

@@ -253,7 +253,8 @@ def _start(args, out: Path, context: distributed.Context) -> Trainer:
     if not args.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt")):
         raise ValueError(f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, "
                          "or choose another --out")  # fmt: skip
-    return Trainer(model_config, config, splits, device)  # what an earlier run left goes at the first evaluation
+    # what an earlier run left goes at the first evaluation
+    return Trainer(model_config, config, splits, device, context=context)
 
 
 def _rank_device(device: torch.device, context: distributed.Context) -> torch.device:

@@ -11,7 +11,10 @@ Read it before optimising: find where the time goes with a profile; do not guess
 
 --count prints, instead, what a GPU step would cost, counted on any device: the ATen operators of
 one eager step (each at least one kernel launch on a GPU) and the bytes they write and read per
-position, for the per-position tree and for the conv model, laid out exactly and in a bucket.
+position, for the per-position tree and for the conv model, laid out exactly and in a bucket. With
+--compile, also how the conv model's step compiles in either layout: the graphs torch.compile
+captures (a break between two is a return to Python, and on a GPU the end of a CUDA graph) and
+the kernels inductor generates for them (besides the matrix products it calls).
 """
 
 import argparse
@@ -56,6 +59,8 @@ def main() -> int:
     names = workloads.repeat(data.train, args.names)
     if args.count:
         count(data, names, args.n_layers, device, args.precision)
+        if args.compile:
+            count_compiled(data, names, args.n_layers, device, args.precision)
         return 0
     model = workloads.models(args.n_layers, data.vocab, device)["conv"]
     if args.compile:
@@ -88,6 +93,23 @@ def count(data, names: list[str], n_layers: int, device, precision: str) -> None
         moved = workloads.traffic(step)
         print(f"{label}: {moved.ops} ATen operators, {moved.written / positions:,.0f} bytes written and "
               f"{moved.read / positions:,.0f} read per position")  # fmt: skip
+
+
+def count_compiled(data, names: list[str], n_layers: int, device, precision: str) -> None:
+    """Graphs, graph breaks and generated kernels of the compiled conv step, per layout."""
+    from torch._dynamo.utils import counters
+    from torch._inductor import metrics
+
+    print(f"# the conv model's training step compiled as train --compile compiles it, {device.type}")
+    for label, fixed in [("conv", False), ("conv, in a bucket", True)]:
+        torch._dynamo.reset()
+        metrics.reset()
+        counters.clear()
+        model = compiled(workloads.models(n_layers, data.vocab, device)["conv"], device)
+        step, _ = workloads.training_step(model, "conv", names, data.vocab, device, precision, fixed)
+        step()  # compiles forward and backward
+        print(f"{label}: {counters['stats']['unique_graphs']} graph(s), {sum(counters['graph_break'].values())} "
+              f"breaks, {metrics.generated_kernel_count} generated kernels")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import torch
 from . import distributed, experiments
 from .checkpoint import CheckpointError, load_checkpoint, load_model, remove_partial_writes
 from .data import DataError, Vocab, parse_words, read_words
+from .ensemble import Ensemble
 from .models import KINDS, ModelConfig
 from .options import OptionError, default, flag, option_fields, option_name
 from .sampling import SampleConfig, default_max_len, stream
@@ -38,6 +39,7 @@ from .training import (
     resolve_device,
 )
 
+DEFAULT_CHECKPOINT = "out/model.pt"  # what sample, evaluate and score read when given no --checkpoint
 TRAINING_COMMANDS = ("train", "experiment")  # what a second Ctrl-C cuts short, and a smaller batch helps
 # how the command line spells each option's field, for errors the library raises about it
 FLAGS = {f.name: flag(f) for cls in (ModelConfig, TrainConfig, SampleConfig) for f in option_fields(cls)}
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     sample = commands.add_parser("sample", help="print new names from a checkpoint")
-    sample.add_argument("--checkpoint", default="out/model.pt", help="default out/model.pt")
+    _add_checkpoint(sample)
     _add_options(sample, SampleConfig)
     sample.set_defaults(run=cmd_sample)
 
@@ -141,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(run=cmd_sweep)
 
     ev = commands.add_parser("evaluate", help="print the mean loss of a checkpoint over a whole split")
-    ev.add_argument("--checkpoint", default="out/model.pt", help="default out/model.pt")
+    _add_checkpoint(ev)
     ev.add_argument("--data", help="default: the file the checkpoint was trained on")
     ev.add_argument("--split", choices=("train", "val", "test", "all"), default="val",
                     help="the lecture's split of the data (default val); all: every item, e.g. of a file "
@@ -152,10 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="print each item's loss per character: the highest are the least "
                                 "like the training data")  # fmt: skip
     score.add_argument("items", nargs="?", default="-", help="text file, one item per line (default -: standard input)")
-    score.add_argument("--checkpoint", default="out/model.pt", help="default out/model.pt")
+    _add_checkpoint(score)
     score.add_argument("--device", choices=DEVICES, default="auto")
     score.set_defaults(run=cmd_score)
     return parser
+
+
+def _add_checkpoint(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--checkpoint", action="append", metavar="FILE",
+                         help="default out/model.pt; given more than once, the models as one ensemble, their "
+                         "next-character distributions averaged")  # fmt: skip
 
 
 def _add_model_options(train: argparse.ArgumentParser) -> None:
@@ -383,8 +391,29 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _load(args, device: str | torch.device = "cpu"):
+    """The model of --checkpoint, or of several, as one Ensemble; its vocabulary and the (first)
+    checkpoint. The models of an ensemble must share their vocabulary and the data they trained on."""
+    paths = args.checkpoint or [DEFAULT_CHECKPOINT]
+    loaded = [load_model(path, device) for path in paths]
+    model, vocab, checkpoint = loaded[0]
+    if len(loaded) == 1:
+        return model, vocab, checkpoint
+    for path, (_, other_vocab, other) in zip(paths[1:], loaded[1:], strict=True):
+        if other_vocab != vocab:
+            raise ValueError(f"--checkpoint {path}: its characters differ from {paths[0]}'s; an ensemble needs one "
+                             "vocabulary")  # fmt: skip
+        if other.get("data_fingerprint") != checkpoint.get("data_fingerprint"):
+            raise ValueError(f"--checkpoint {path}: trained on other data than {paths[0]}; an ensemble's models "
+                             "must share their split, or one's training names are another's validation")  # fmt: skip
+    try:
+        return Ensemble([m for m, _, _ in loaded]), vocab, checkpoint
+    except ValueError as e:
+        raise ValueError(f"--checkpoint: {e}") from None
+
+
 def cmd_sample(args) -> int:
-    model, vocab, checkpoint = load_model(args.checkpoint)
+    model, vocab, checkpoint = _load(args)
     seen = checkpoint.get("train_words", "").split("\n")
     config = SampleConfig(**{"max_len": default_max_len(seen), **_given(args, SampleConfig)})
     vocab.encode(config.prefix)  # an unknown prefix character is an error before anything is printed
@@ -393,7 +422,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_score(args) -> int:
-    model, vocab, _ = load_model(args.checkpoint, resolve_device(args.device))
+    model, vocab, _ = _load(args, resolve_device(args.device))
     if args.items == "-":
         if sys.stdin.isatty():  # typed, not piped: say why nothing happens yet
             print("reading items from standard input, one per line; end with Ctrl-D", file=sys.stderr)
@@ -417,7 +446,7 @@ def _naming(source: str):
 
 def cmd_evaluate(args) -> int:
     device = resolve_device(args.device)
-    model, vocab, checkpoint = load_model(args.checkpoint, device)
+    model, vocab, checkpoint = _load(args, device)
     data = args.data or checkpoint["train_config"]["data"]
     words = read_words(data)
     with _naming(data):

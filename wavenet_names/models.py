@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .data import NameBatches, Vocab, WindowBatches
+from .ensemble import Ensemble
 from .mlp import FlatMLP, HierarchicalMLP
 from .options import OptionError, check_at_least, check_choices, option
 from .wavenet import NORMS, Blocks, ConvWaveNet
@@ -124,7 +125,9 @@ def build_model(config: ModelConfig) -> nn.Module:
 
 
 def kind_of(model: nn.Module) -> Kind:
-    """The registered kind of a model object."""
+    """The registered kind of a model object (of an Ensemble, its members')."""
+    if isinstance(model, Ensemble):
+        model = model.members[0]
     for kind in KINDS.values():
         if isinstance(model, kind.model):
             return kind

@@ -154,3 +154,29 @@ def test_bad_sweep_files(tmp_path, capsys, content, message):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_loss_against_time_draws_runs_and_refuses_what_is_not_one(tmp_path):
+    """experiments/loss_vs_time.py: a curve per run from its metrics.jsonl; anything else is one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "loss_vs_time.py"
+    fast, slow = tmp_path / "fast.jsonl", tmp_path / "slow"
+    fast.write_text("".join(json.dumps({"step": s, "seconds": s / 10, "val_loss": 3 - s / 100}) + "\n"
+                            for s in (10, 20, 30)))  # fmt: skip
+    slow.mkdir()
+    (slow / "metrics.jsonl").write_text(json.dumps({"step": 5, "seconds": 100.0, "val_loss": 2.5}) + "\n")
+    out = tmp_path / "curves.png"
+    done = subprocess.run([sys.executable, str(script), f"fast={fast}", f"slow={slow}", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "other.jsonl").write_text('{"step": 1}\n')
+    for bad, problem in [(f"fast{fast}", "give LABEL=RUN"), (f"x={tmp_path / 'none.jsonl'}", "No such file"),
+                         (f"x={tmp_path / 'other.jsonl'}", "no records with seconds and val_loss")]:  # fmt: skip
+        refused = subprocess.run([sys.executable, str(script), bad, "--out", str(tmp_path / "bad.png")],
+                                 capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert refused.returncode == 2 and problem in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.png").exists()

@@ -1,4 +1,5 @@
-"""The loss curve, drawn the lecture's way: training loss averaged over consecutive chunks of steps."""
+"""The loss curve, drawn the lecture's way: training loss averaged over consecutive chunks of steps;
+and val loss against training time, one curve per run, to compare what runs cost."""
 
 import os
 from pathlib import Path
@@ -22,6 +23,30 @@ def plot_losses(train_losses: list[float], history: list[dict], path: Path) -> N
     ax.set_ylabel("loss (nats per character)")
     ax.grid(alpha=0.3)
     ax.legend()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def plot_loss_against_time(runs: dict[str, list[dict]], path: Path) -> None:
+    """Val loss against training seconds: for each label, a run's evaluation records (metrics.jsonl's,
+    each with "seconds", the training time so far, and "val_loss"), as a curve. Time on a log axis:
+    the runs compared take from a minute to many."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, records in runs.items():
+        seconds, losses = [r["seconds"] for r in records], [r["val_loss"] for r in records]
+        ax.plot(seconds, losses, "o-", markersize=3, label=f"{label}: {min(losses):.4f} in {seconds[-1]:.0f} s")
+    ax.set_xscale("log")
+    ax.set_xlabel("training seconds (log scale)")
+    ax.set_ylabel("val loss (nats per character)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below the axes, clear of every curve
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -18,7 +18,7 @@ from wavenet_names import (
     read_words,
     windows,
 )
-from wavenet_names.data import NAMES_TXT, bucket
+from wavenet_names.data import NAMES_TXT, bucket, packed_rows
 from wavenet_names.models import batches_for
 from wavenet_names.precision import PRECISIONS as TRAIN_PRECISIONS
 from wavenet_names.precision import autocast, matmuls
@@ -57,7 +57,7 @@ def training_step(model, kind: str, words: list[str], vocab: Vocab, device, prec
         tokens, lengths = encode_names(words, vocab)
         inputs, targets = pad_batch(tokens, lengths, block_size)
         if fixed:
-            rows = {"rows": bucket(1 + int(lengths.sum()))}  # row 0, then every character
+            rows = {"rows": bucket(packed_rows(lengths))}
     else:
         inputs, targets = windows(words, vocab, block_size)
     inputs, targets = inputs.to(device), targets.to(device)

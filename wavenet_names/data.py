@@ -204,6 +204,12 @@ def bucket(n: int) -> int:
     return -(-n // granule) * granule
 
 
+def packed_rows(lengths: torch.Tensor) -> int:
+    """How many rows ConvWaveNet packs names of these lengths (B,) into: row 0, the node every name's
+    first position shares, then one per character. Counted on the CPU (lengths live there)."""
+    return 1 + int(lengths.sum())
+
+
 class NameBatches:
     """A split as whole names, for ConvWaveNet: a batch is a set of names, every position trained.
 
@@ -242,8 +248,8 @@ class NameBatches:
         positions = int(lengths.sum()) + len(mine)  # every character and each end token
         weight = world_size * positions / (int(self.lengths_cpu[ix].sum()) + len(ix))
         longest, rows = int(lengths.max()), None
-        if fixed_shapes:  # row 0, then every character: the first target of every name is row 0's
-            longest, rows = min(1 << (longest - 1).bit_length(), self.longest), bucket(1 + int(lengths.sum()))
+        if fixed_shapes:
+            longest, rows = min(1 << (longest - 1).bit_length(), self.longest), bucket(packed_rows(lengths))
         return Batch(*self._batch(to_device(mine, self.lengths.device), longest), positions, weight, rows)
 
     def chunks(self, size: int):

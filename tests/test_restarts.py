@@ -22,7 +22,8 @@ import torch
 
 from wavenet_names import cli
 from wavenet_names.checkpoint import load_checkpoint
-from wavenet_names.training import Trainer
+
+from kill_at_step import kill_before_step
 
 KILLER = str(Path(__file__).resolve().parent / "kill_at_step.py")  # kills one rank at a step (torchrun runs)
 TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--samples", "0", "--seed", "3", "--batch-size", "32"]
@@ -44,14 +45,7 @@ def _child(argv: list[str], kill_at_step: int | None, env: dict) -> None:
     os.environ.update(env)
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
     if kill_at_step is not None:
-        train_step = Trainer.train_step
-
-        def killed(trainer):
-            if trainer.step == kill_at_step:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return train_step(trainer)
-
-        Trainer.train_step = killed
+        kill_before_step(kill_at_step)
     os._exit(cli.main(argv))
 
 

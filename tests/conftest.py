@@ -28,3 +28,11 @@ def words(all_words) -> list[str]:
     """48 names of every length class: short, long, and the longest of the data set."""
     longest = max(all_words, key=len)
     return all_words[:: len(all_words) // 47][:47] + [longest]
+
+
+@pytest.fixture(scope="session")
+def small_data_file(tmp_path_factory, all_words) -> Path:
+    """The first 400 names as a data file: runs of a few steps, for tests that start real processes."""
+    path = tmp_path_factory.mktemp("data") / "names.txt"
+    path.write_text("\n".join(all_words[:400]) + "\n")
+    return path

@@ -20,16 +20,9 @@ def wavenet_names(*args, ranks=None):
     return result
 
 
-@pytest.fixture(scope="module")
-def data_file(tmp_path_factory, all_words):
-    path = tmp_path_factory.mktemp("data") / "names.txt"
-    path.write_text("\n".join(all_words[:400]) + "\n")
-    return path
-
-
 @pytest.mark.parametrize("model", ["conv", "hierarchical"])
-def test_two_ranks_train_the_single_process_model(tmp_path, data_file, model):
-    args = ["train", "--model", model, "--data", str(data_file), "--steps", "20", "--batch-size", "32", *TINY]
+def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, model):
+    args = ["train", "--model", model, "--data", str(small_data_file), "--steps", "20", "--batch-size", "32", *TINY]
     two = wavenet_names(*args, "--out", str(tmp_path / "two"), ranks=2)
     wavenet_names(*args, "--out", str(tmp_path / "one"))
     a, b = load_checkpoint(tmp_path / "two" / "last.pt"), load_checkpoint(tmp_path / "one" / "last.pt")

@@ -69,16 +69,9 @@ def warm():
 
 
 @pytest.fixture(scope="module")
-def data_file(tmp_path_factory, all_words):
-    path = tmp_path_factory.mktemp("data") / "names.txt"
-    path.write_text("\n".join(all_words[:400]) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def options(data_file):
+def options(small_data_file):
     """24 steps, evaluated at 10 and 20 (and 24), saved every 4 between."""
-    return ["--data", str(data_file), "--steps", "24", "--eval-every", "10", "--checkpoint-every", "4", *TINY]
+    return ["--data", str(small_data_file), "--steps", "24", "--eval-every", "10", "--checkpoint-every", "4", *TINY]
 
 
 def assert_same_run(a: Path, b: Path, tolerance: float = 1e-6):
@@ -159,12 +152,12 @@ def test_a_start_by_hand_never_takes_over_another_run(options, tmp_path, capsys)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_sigkill_at_random_moments_leaves_only_whole_files(data_file, tmp_path):
+def test_sigkill_at_random_moments_leaves_only_whole_files(small_data_file, tmp_path):
     """20 runs, each killed at a random moment while it saves every step (--checkpoint-every 1, an
     evaluation and model.pt every 3), each resuming the one before. Every checkpoint and metrics file
     left loads whole, every run resumes, and what killed writes left is hidden and removed by the next."""
     out = tmp_path / "run"
-    args = ["--data", str(data_file), "--steps", "100000", "--eval-every", "3", "--checkpoint-every", "1", *TINY,
+    args = ["--data", str(small_data_file), "--steps", "100000", "--eval-every", "3", "--checkpoint-every", "1", *TINY,
             "--out", str(out)]  # fmt: skip
     rng, partials = random.Random(0), 0
     for attempt in range(20):

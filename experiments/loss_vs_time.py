@@ -3,8 +3,9 @@
     python experiments/loss_vs_time.py LABEL=RUN ... [--out experiments/loss-vs-time.png]
 
 RUN is a `train` run's directory, or its metrics.jsonl: one record per evaluation, with the training
-seconds so far (evaluations not counted) and the val loss. Times are this machine's: compare curves
-drawn from runs on one machine.
+seconds so far (evaluations not counted) and the val loss. An ensemble's (`train --members N`) has
+one record per model: the val loss of the models so far as one ensemble, and their training seconds.
+Times are this machine's: compare curves drawn from runs on one machine.
 """
 
 import argparse
@@ -22,6 +23,12 @@ def read_run(spec: str) -> tuple[str, list[dict]]:
     label, sep, where = spec.partition("=")
     if not sep or not label or not where:
         raise ValueError(f"{spec!r}: give LABEL=RUN, e.g. default=out/metrics.jsonl")
+    return label, read_records(where)
+
+
+def read_records(where: str) -> list[dict]:
+    """The records of a run's metrics.jsonl (`where` is the file or its directory); ValueError naming
+    the problem."""
     path = Path(where) / "metrics.jsonl" if Path(where).is_dir() else Path(where)
     try:
         records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -31,7 +38,7 @@ def read_run(spec: str) -> tuple[str, list[dict]]:
         raise ValueError(f"{path}: not a metrics.jsonl ({e.msg}, line {e.lineno})") from None
     if not records or not all({"seconds", "val_loss"} <= set(r) for r in records):
         raise ValueError(f"{path}: not a metrics.jsonl: no records with seconds and val_loss")
-    return label, records
+    return records
 
 
 def main() -> int:

@@ -180,3 +180,31 @@ def test_loss_against_time_draws_runs_and_refuses_what_is_not_one(tmp_path):
                                  capture_output=True, text=True, timeout=120)  # fmt: skip
         assert refused.returncode == 2 and problem in refused.stderr, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.png").exists()
+
+
+def test_ensemble_size_tables_what_each_model_adds(tmp_path):
+    """experiments/ensemble_size.py: the mean over runs of the first k models' val loss, with its change
+    and spread; a run that is not an ensemble's is one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "ensemble_size.py"
+    runs = []
+    for i, losses in enumerate([(2.0, 1.9, 1.85), (2.2, 2.1)]):  # the second run has 2 models: 2 rows
+        run = tmp_path / f"run-{i}"
+        run.mkdir()
+        records = [{"members": k + 1, "seconds": 10.0 * (k + 1), "val_loss": v} for k, v in enumerate(losses)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        runs.append(str(run))
+    done = subprocess.run([sys.executable, str(script), *runs], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines()[2:]]
+    assert len(rows) == 2
+    assert rows[0][1:4] == ["2.1000", "-", "0.2000"] and rows[1][1:4] == ["2.0000", "-0.1000", "0.2000"]
+    assert rows[1][5].strip(" |") == "20"
+    (tmp_path / "single.jsonl").write_text(json.dumps({"step": 5, "seconds": 1.0, "val_loss": 2.0}) + "\n")
+    refused = subprocess.run([sys.executable, str(script), str(tmp_path / "single.jsonl")], capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert refused.returncode == 2 and "not an ensemble's metrics.jsonl" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

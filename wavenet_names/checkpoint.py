@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .data import Vocab
+from .ensemble import Ensemble
 from .models import ModelConfig, build_model
 
 FORMAT = "wavenet_names.checkpoint/1"
@@ -76,14 +77,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
+def ensemble_checkpoint(members: list[dict], train_config: dict) -> dict:
+    """One checkpoint of several runs' models (their model.pt, of one model config and one data file),
+    for load_model to rebuild as one Ensemble; train_config is the ensemble's own (its `members`)."""
+    first = members[0]
+    return {
+        "model_config": first["model_config"],
+        "train_config": train_config,
+        "vocab": first["vocab"],
+        "data_fingerprint": first["data_fingerprint"],
+        "train_words": first["train_words"],
+        "members": [member["model"] for member in members],  # one state dict per model
+    }
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Vocab, dict]:
-    """The trained model a checkpoint holds, rebuilt on `device` in eval mode, with its vocabulary
-    and the checkpoint itself (its configs, and the training words `sample` marks)."""
+    """The trained model a checkpoint holds, rebuilt on `device` in eval mode (an Ensemble for an
+    ensemble's checkpoint), with its vocabulary and the checkpoint itself (its configs, and the
+    training words `sample` marks)."""
     checkpoint = load_checkpoint(path, map_location=device)
     try:
-        model = build_model(ModelConfig(**checkpoint["model_config"])).to(device)
-        model.load_state_dict(checkpoint["model"])
+        config = ModelConfig(**checkpoint["model_config"])
+        states = checkpoint["members"] if "members" in checkpoint else [checkpoint["model"]]
+        models = [build_model(config).to(device) for _ in states]
+        for model, state in zip(models, states, strict=True):
+            model.load_state_dict(state)
+        model = Ensemble(models) if "members" in checkpoint else models[0]
         vocab = Vocab(tuple(checkpoint["vocab"]))
-    except (KeyError, TypeError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: incomplete or incompatible checkpoint ({type(e).__name__}: {e})") from None
     return model.eval(), vocab, checkpoint

@@ -6,6 +6,7 @@ training saves and exits 130; anywhere else it exits 130 too, with one line and 
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 import signal
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except TrainingInterrupted as e:
         if _is_main_process():
-            again = "the same command" if args.command == "experiment" else f"train --out {e.path.parent} --resume"
+            again = "the same command" if args.command == "experiment" else f"train --out {e.out} --resume"
             print(f"\n{e}; continue with: wavenet-names {again}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:  # Ctrl-C while sampling or evaluating, or a second one while training
@@ -234,6 +235,9 @@ def cmd_train(args) -> int:
         raise ValueError(f"--samples cannot be negative, got {args.samples}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: is a file; --out names a directory")
+    ensemble = _ensemble(args, out)
+    if ensemble is not None:
+        return _train_ensemble(args, out, *ensemble)
     context = distributed.setup(args.device or "auto")
     try:
         restarted = _restarted(out, context)
@@ -258,11 +262,15 @@ def _start(args, out: Path, context: distributed.Context) -> Trainer:
     splits = Splits.from_words(read_words(config.data))
     model_config = dataclasses.replace(model_config, vocab_size=len(splits.vocab))
     device = _rank_device(resolve_device(config.device), context)
-    if not args.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt")):
+    _refuse_over_earlier(args, out)  # what an earlier run left goes at the first evaluation
+    return Trainer(model_config, config, splits, device, context=context)
+
+
+def _refuse_over_earlier(args, out: Path) -> None:
+    """A new run does not replace what OUT holds (a run, finished or not, or an ensemble's) unless told to."""
+    if not args.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt", experiments.ENSEMBLE_FILE)):
         raise ValueError(f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, "
                          "or choose another --out")  # fmt: skip
-    # what an earlier run left goes at the first evaluation
-    return Trainer(model_config, config, splits, device, context=context)
 
 
 def _rank_device(device: torch.device, context: distributed.Context) -> torch.device:
@@ -295,6 +303,65 @@ def _continue(checkpoint: dict, context: distributed.Context, overrides: dict | 
     device = _rank_device(resolve_device(overrides.get("device", saved["device"])), context)
     # refuses what a resumed run cannot change
     return Trainer.from_checkpoint(checkpoint, splits, device, overrides, context)
+
+
+def _ensemble(args, out: Path) -> tuple[ModelConfig, TrainConfig] | None:
+    """The configs of the ensemble (--members above 1) that this command starts, or with --resume
+    continues (OUT/ensemble.json: its models' runs are in OUT/member-N); None for a single run."""
+    if not args.resume:
+        model_config, config = configs(_train_options(args))
+        return (model_config, config) if config.members > 1 else None
+    saved_file = out / experiments.ENSEMBLE_FILE
+    if (out / "last.pt").exists() or not saved_file.exists():
+        return None  # a single run's --resume
+    if args.preset:
+        raise ValueError("--resume continues the saved run; it takes no --preset")
+    try:
+        saved = json.loads(saved_file.read_text(encoding="utf-8"))
+        model_config, config = ModelConfig(**saved["model"]), TrainConfig(**saved["train_config"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{saved_file}: not an ensemble's settings (delete it, or choose another --out)") from None
+    fields = {**dataclasses.asdict(model_config), **dataclasses.asdict(config)}
+    given = as_fields(_given(args, ModelConfig, TrainConfig))
+    changed = [name for name, value in given.items() if fields[name] != value]
+    if changed:
+        raise OptionError(tuple(changed), "cannot change when an ensemble resumes: its models train alike")
+    return model_config, config
+
+
+def _train_ensemble(args, out: Path, model_config: ModelConfig, config: TrainConfig) -> int:
+    """Train an ensemble's models one after another, each a run of its own (experiments.run_ensemble)."""
+    if distributed.launched_ranks() > 1:  # under torchrun: every rank refuses alike
+        raise ValueError("--members trains its models one after another in one process; run it without torchrun")
+    splits = Splits.from_words(read_words(config.data))
+    model_config = dataclasses.replace(model_config, vocab_size=len(splits.vocab))
+    if not args.resume:
+        _refuse_over_earlier(args, out)
+    for directory in [out, *out.glob("member-*")]:
+        if directory.is_dir():
+            remove_partial_writes(directory)
+
+    def member_runner(trainer: Trainer, member_out: Path) -> None:
+        print(f"{member_out}: seed {trainer.config.seed}, from step {trainer.step}", flush=True)
+        _run_with_progress(trainer, member_out)
+
+    try:
+        metrics = experiments.run(model_config, config, splits, out, member_runner,
+                                  fresh=args.overwrite and not args.resume)  # fmt: skip
+    except TrainingInterrupted as e:  # the ensemble, not the member, is what --resume continues
+        raise TrainingInterrupted(e.step, e.path, out) from None
+    if "diverged" in metrics:
+        raise ValueError(metrics["diverged"])
+    alone = ", ".join(f"{m['val_loss']:.4f}" for m in metrics["members"])
+    print(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters in "
+          f"{config.members} models of {config.steps} steps, {metrics['seconds']:.0f} s in all; "
+          f"val of each alone {alone})")  # fmt: skip
+    _print_test(metrics)
+    print(f"wrote {out / 'model.pt'} (the ensemble) and {out / 'metrics.json'}; each model's run is in "
+          f"{out / 'member-N'}")  # fmt: skip
+    model, vocab, _ = load_model(out / "model.pt")
+    _print_samples(model, vocab, splits.train, args.samples)
+    return 0
 
 
 def _run_with_progress(trainer: Trainer, out: Path) -> None:
@@ -340,14 +407,23 @@ def _report(trainer: Trainer, out: Path, n_samples: int) -> int:
     print(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters, "
           f"{trainer.step} steps, {_epochs(trainer.epochs)}, {trainer.seconds:.0f} s; "
           f"best at step {metrics['best_step']})")  # fmt: skip
+    _print_test(metrics)
+    print(f"wrote {out / 'model.pt'}, {out / 'loss.png'}, {out / 'metrics.json'}")
+    _print_samples(model, trainer.splits.vocab, trainer.splits.train, n_samples)
+    return 0
+
+
+def _print_test(metrics: dict) -> None:
     if "test_loss" in metrics:
         print(f"test {metrics['test_loss']:.4f}  (the test split, evaluated once, at the end)")
-    print(f"wrote {out / 'model.pt'}, {out / 'loss.png'}, {out / 'metrics.json'}")
+
+
+def _print_samples(model, vocab: Vocab, train_words: list[str], n_samples: int) -> None:
+    """A few names at the end of training, those of the training split marked."""
     if n_samples:
         print("samples (* = in the training data):")
-        config = SampleConfig(n=n_samples, seed=0, max_len=default_max_len(trainer.splits.train))
-        _print_names(model, trainer.splits.vocab, set(trainer.splits.train), config)
-    return 0
+        config = SampleConfig(n=n_samples, seed=0, max_len=default_max_len(train_words))
+        _print_names(model, vocab, set(train_words), config)
 
 
 def _epochs(epochs: float) -> str:
@@ -406,8 +482,10 @@ def _load(args, device: str | torch.device = "cpu"):
         if other.get("data_fingerprint") != checkpoint.get("data_fingerprint"):
             raise ValueError(f"--checkpoint {path}: trained on other data than {paths[0]}; an ensemble's models "
                              "must share their split, or one's training names are another's validation")  # fmt: skip
+    # an ensemble's checkpoint among them adds its models, flat: every model weighs the same
+    models = [one for m, _, _ in loaded for one in (m.members if isinstance(m, Ensemble) else [m])]
     try:
-        return Ensemble([m for m, _, _ in loaded]), vocab, checkpoint
+        return Ensemble(models), vocab, checkpoint
     except ValueError as e:
         raise ValueError(f"--checkpoint: {e}") from None
 

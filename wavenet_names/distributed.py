@@ -33,10 +33,15 @@ class Context:
         return self.world_size > 1
 
 
+def launched_ranks() -> int:
+    """How many ranks the launcher started (WORLD_SIZE): 1 for a plain process."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device: str) -> Context:
     """Join the process group that torchrun describes in the environment (WORLD_SIZE, RANK, ...);
     a plain single process gets Context(). NCCL on CUDA, gloo on CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_ranks()
     run_id = os.environ.get("TORCHELASTIC_RUN_ID")
     run_id = None if run_id in (None, "", "none") else run_id  # "none": torchrun's default without --rdzv-id
     if world_size == 1:

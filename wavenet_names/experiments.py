@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .checkpoint import load_checkpoint
+from .checkpoint import ensemble_checkpoint, load_checkpoint, load_model, save_checkpoint
+from .ensemble import Ensemble
 from .models import ModelConfig, count_params
 from .training import (
     OPTIONS,
@@ -22,6 +23,7 @@ from .training import (
     Trainer,
     TrainingDiverged,
     configs,
+    evaluate,
     finish,
     resolve_device,
     write_json,
@@ -74,18 +76,41 @@ TRAIN_PRESETS = {
             report_test=True,
         ),
     ),
+    "max": Preset(
+        "max",
+        "6 ConvWaveNets like best's but narrower and with less dropout (n_hidden 256, dropout 0.1), each "
+        "4,000 AdamW steps of 256 names from its own seed, averaged as one ensemble (about 26 minutes on 2 CPU "
+        "cores); reports the test loss",
+        dict(
+            model="conv",
+            n_embd=32,
+            n_hidden=256,
+            n_layers=4,
+            dropout=0.1,
+            steps=4000,
+            batch_size=256,
+            eval_every=500,
+            report_test=True,
+            members=6,
+        ),
+    ),
 }
-PRESET_HELP = "best: " + TRAIN_PRESETS["best"].description
+PRESET_HELP = "; ".join(f"{name}: {preset.description}" for name, preset in TRAIN_PRESETS.items())
 
 
-def run(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, runner: Runner) -> dict:
-    """Train one configuration into `out`, or continue or read back what is there. Returns metrics."""
-    if (out / "metrics.json").exists():
+def run(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, runner: Runner,
+        fresh: bool = False) -> dict:  # fmt: skip
+    """Train one configuration into `out`, or continue or read back what is there (unless `fresh`:
+    start afresh over it). An ensemble (config.members > 1) is a run of runs: see run_ensemble.
+    Returns metrics."""
+    if config.members > 1:
+        return run_ensemble(model_config, config, splits, out, runner, fresh)
+    if not fresh and (out / "metrics.json").exists():
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         _check_same(metrics["model"], metrics["train_config"], model_config, config, out)
         return metrics
     device = resolve_device(config.device)
-    if (out / "last.pt").exists():
+    if not fresh and (out / "last.pt").exists():
         checkpoint = load_checkpoint(out / "last.pt", map_location=device)
         _check_same(checkpoint["model_config"], checkpoint["train_config"], model_config, config, out)
         trainer = Trainer.from_checkpoint(checkpoint, splits, device)
@@ -103,9 +128,13 @@ def run(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Pat
 
 
 def _check_same(saved_model: dict, saved_train: dict, model_config, config, out: Path) -> None:
-    """Compared as configs, so that a field added since the run was saved takes its default."""
-    if ModelConfig(**saved_model) != model_config or TrainConfig(**saved_train) != config:
+    if not _same(saved_model, saved_train, model_config, config):
         raise ValueError(f"{out} holds a run with other settings; choose another --out to keep both")
+
+
+def _same(saved_model: dict, saved_train: dict, model_config, config) -> bool:
+    """Compared as configs, so that a field added since the run was saved takes its default."""
+    return ModelConfig(**saved_model) == model_config and TrainConfig(**saved_train) == config
 
 
 def lecture_table(splits: Splits, data: str, out: Path, runner: Runner, scale: int = 1, seed: int = 42) -> list[dict]:
@@ -143,6 +172,86 @@ def _write_table(rows: list[dict], out: Path, scale: int) -> None:
         lines.append(f"| {r['preset']} | {r['description']} | {r['params']:,} | {losses} | {r['steps']:,} | "
                      f"{r['seconds']:.0f} |")  # fmt: skip
     write_text(out / "results.md", "\n".join(lines) + "\n")
+
+
+# --- ensembles --------------------------------------------------------------------------------------
+
+ENSEMBLE_FILE = "ensemble.json"  # an ensemble's settings, written before its first member trains
+
+
+def member_seed(seed: int, member: int) -> int:
+    """The seed of an ensemble's member 0, 1, 2, ...: seed, seed+1000, ... Member 0 is the run that the
+    same options train alone, and ensembles of seeds 42 and 43 share no member."""
+    return seed + 1000 * member
+
+
+def run_ensemble(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, runner: Runner,
+                 fresh: bool = False) -> dict:  # fmt: skip
+    """Train config.members models alike but for their seeds (member_seed), one after another, each a
+    run of its own in out/member-1, out/member-2, ... (resumable as any run), then save them as one
+    Ensemble in out/model.pt, with its figures in out/metrics.json. A member's directory that holds a
+    run of other settings is what an earlier ensemble, replaced with `fresh`, left: it trains afresh.
+    Returns metrics: the ensemble's losses, and each member's."""
+    if not fresh and (out / "metrics.json").exists():
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        _check_same(metrics["model"], metrics["train_config"], model_config, config, out)
+        return metrics
+    out.mkdir(parents=True, exist_ok=True)
+    write_json({"model": asdict(model_config), "train_config": asdict(config)}, out / ENSEMBLE_FILE)
+    if fresh:  # the figures of the ensemble this one replaces (its model.pt stays until this one's is saved)
+        (out / "metrics.json").unlink(missing_ok=True)
+    members = []
+    for i in range(config.members):
+        member_config = replace(config, members=1, seed=member_seed(config.seed, i), report_test=False)
+        member_out = out / f"member-{i + 1}"
+        stale = fresh or not _holds_run_of(member_out, model_config, member_config)
+        members.append(run(model_config, member_config, splits, member_out, runner, fresh=stale))
+        if "diverged" in members[-1]:
+            return {**members[-1], "diverged": f"member {i + 1}: {members[-1]['diverged']}"}
+    return finish_ensemble(model_config, config, splits, out, members)
+
+
+def _holds_run_of(out: Path, model_config: ModelConfig, config: TrainConfig) -> bool:
+    """Whether `out` holds nothing yet, or a run (finished or not) of these settings."""
+    if (out / "metrics.json").exists():
+        saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        return _same(saved["model"], saved["train_config"], model_config, config)
+    if (out / "last.pt").exists():
+        saved = load_checkpoint(out / "last.pt")
+        return _same(saved["model_config"], saved["train_config"], model_config, config)
+    return True
+
+
+def finish_ensemble(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path,
+                    members: list[dict]) -> dict:  # fmt: skip
+    """Save the members' best models (out/member-N/model.pt) as one ensemble, out/model.pt, and its
+    figures, out/metrics.json: its losses over the training and validation splits (and the test split
+    once, with report_test), the members' own, and the training time of them all; and
+    out/metrics.jsonl: the val loss of the first 1, 2, ... members as one ensemble, with their time."""
+    device = resolve_device(config.device)
+    paths = [out / f"member-{i + 1}" / "model.pt" for i in range(len(members))]
+    save_checkpoint(ensemble_checkpoint([load_checkpoint(p, device) for p in paths], asdict(config)), out / "model.pt")
+    model, _, _ = load_model(out / "model.pt", device)
+    # what each model added: the val loss of members 1..k as one ensemble, against their training time
+    val = splits.batches("val", model, device)
+    growth = [{"members": k, "seconds": round(sum(m["seconds"] for m in members[:k]), 2),
+               "val_loss": evaluate(Ensemble(model.members[:k]), val)} for k in range(1, len(members) + 1)]  # fmt: skip
+    write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in growth))
+    keep = ("seed", "val_loss", "train_loss", "best_step", "seconds")
+    metrics = {
+        "train_loss": evaluate(model, splits.batches("train", model, device)),
+        "val_loss": growth[-1]["val_loss"],
+        "steps": config.steps,  # each member's
+        "seconds": round(sum(m["seconds"] for m in members), 2),  # training, all members together
+        "params": count_params(model),
+        "members": [{k: m["train_config"]["seed"] if k == "seed" else m[k] for k in keep} for m in members],
+        "model": asdict(model_config),
+        "train_config": asdict(config),
+    }
+    if config.report_test:  # once, of the ensemble; its members' test losses are never computed
+        metrics["test_loss"] = evaluate(model, splits.batches("test", model, device))
+    write_json(metrics, out / "metrics.json")
+    return metrics
 
 
 # --- sweeps -----------------------------------------------------------------------------------------

@@ -50,6 +50,9 @@ class TrainConfig:
     eval_every: int = option(500, "evaluate on the validation split every N steps", resumable=True)
     report_test: bool = option(False, "evaluate the test split once, at the end (choose models by val, never "
                                "by test)")  # fmt: skip
+    members: int = option(1, "train this many models alike, one after another, from seeds seed, seed+1000, "
+                          "seed+2000, ..., each a run of its own in OUT/member-N, and save them as one ensemble "
+                          "in OUT/model.pt: their next-character distributions averaged")  # fmt: skip
     precision: str = option("auto", "a training step's arithmetic: fp32; tf32 (CUDA) matmuls; bf16 autocast; "
                             "auto: tf32 on a GPU, fp32 on a CPU. Evaluation is always float32", choices=PRECISIONS,
                             resumable=True)  # fmt: skip
@@ -62,7 +65,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_choices(self)
-        check_at_least(self, 1, "steps", "batch_size", "eval_every", "checkpoint_every")
+        check_at_least(self, 1, "steps", "batch_size", "eval_every", "checkpoint_every", "members")
         check_at_least(self, 0, "warmup")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise OptionError("lr", f"must be a positive number, got {self.lr}")
@@ -184,6 +187,9 @@ class Trainer:
     context: distributed.Context = field(default_factory=distributed.Context)
 
     def __post_init__(self):
+        if self.config.members != 1:  # each member is a run of its own: experiments.run trains them
+            raise OptionError("members", f"is {self.config.members}: a Trainer trains one model; "
+                              "experiments.run trains an ensemble's members")  # fmt: skip
         self.precision = resolve_precision(self.config.precision, self.device)  # before any work: it may refuse
         torch.manual_seed(self.config.seed)
         self.model = build_model(self.model_config).to(self.device)  # the raw module: what checkpoints hold
@@ -365,9 +371,12 @@ class TrainingDiverged(ValueError):
 
 
 class TrainingInterrupted(Exception):
-    def __init__(self, step: int, path: Path):
+    """Ctrl-C: `path` (a last.pt) saved at `step`; `out` is the directory that `train --resume` continues
+    (the run's own, or the ensemble's that the run is a member of)."""
+
+    def __init__(self, step: int, path: Path, out: Path | None = None):
         super().__init__(f"interrupted at step {step}; saved {path}")
-        self.step, self.path = step, path
+        self.step, self.path, self.out = step, path, out or path.parent
 
 
 def fit(

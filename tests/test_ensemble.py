@@ -4,6 +4,12 @@ every command that takes a model; cached generation must still give what recompu
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
 
 import pytest
 import torch
@@ -19,7 +25,7 @@ from wavenet_names import (
     pad_batch,
     windows,
 )
-from wavenet_names.checkpoint import load_model
+from wavenet_names.checkpoint import load_checkpoint, load_model
 from wavenet_names.cli import main
 from wavenet_names.data import read_words
 from wavenet_names.ensemble import Ensemble
@@ -244,7 +250,7 @@ def test_ensemble_mistakes_are_one_line_and_change_nothing(args, problem, small_
 def test_an_ensemble_is_refused_under_torchrun(small_data_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it for each of its ranks
     assert main(["train", "--data", str(small_data_file), "--out", str(tmp_path / "e"), *MEMBERS]) == 2
-    assert "one after another in one process; run it without torchrun" in capsys.readouterr().err
+    assert "in processes of its own; run it without torchrun" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
 
 
@@ -264,3 +270,51 @@ def test_preset_max_is_an_ensemble_that_reports_its_test_loss_once(small_data_fi
     assert len(test_lines) == 1 and test_lines[0].startswith(f"test {metrics['test_loss']:.4f}")
     assert metrics["model"]["dropout"] == experiments.TRAIN_PRESETS["max"].options["dropout"]
     assert len(metrics["members"]) == 2
+
+
+# --- several members at once: train --members N --members-at-once K ----------------------------------
+
+
+def test_members_at_once_train_the_models_one_at_a_time_trains(trained, small_data_file, tmp_path):
+    out = tmp_path / "at-once"
+    args = ["train", "--data", str(small_data_file), "--out", str(out), *MEMBERS, "--report-test"]
+    assert main([*args, "--members-at-once", "2"]) == 0
+    at_once, one_by_one = load_model(out / "model.pt")[0], load_model(trained / "ensemble" / "model.pt")[0]
+    for name, value in one_by_one.state_dict().items():  # each process has one CPU thread: the sums may
+        assert torch.allclose(at_once.state_dict()[name], value, atol=1e-5), name  # round otherwise
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [m["seed"] for m in metrics["members"]] == [42, 1042] and metrics["train_config"]["members_at_once"] == 2
+
+
+@pytest.mark.parametrize("whole_group", [True, False])
+def test_ctrl_c_stops_members_at_once_and_resume_finishes_them(whole_group, small_data_file, tmp_path):
+    """Ctrl-C on a terminal signals every process of the command (whole_group); `kill -INT` signals
+    the command alone, which passes it on. Either way each member saves and stops, and --resume,
+    which may train them at another pace, finishes the ensemble."""
+    out = tmp_path / "ensemble"
+    args = ["train", "--data", str(small_data_file), "--out", str(out), "--members", "2", "--members-at-once", "2",
+            "--steps", "2000", "--eval-every", "10", *TINY]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "wavenet_names", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 90
+    while not all((out / f"member-{i}" / "last.pt").exists() for i in (1, 2)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if whole_group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    assert f"continue with: wavenet-names train --out {out} --resume" in err and "Traceback" not in err, err
+    steps = [load_checkpoint(out / f"member-{i}" / "last.pt")["step"] for i in (1, 2)]
+    assert all(10 <= s < 2000 for s in steps), steps
+    assert main(["train", "--out", str(out), "--resume", "--members-at-once", "1"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2000
+
+
+def test_a_member_whose_process_died_is_an_error_not_a_wait():
+    import queue
+
+    dead = types.SimpleNamespace(exitcode=-9)  # killed: no result will ever come
+    index, error = experiments._next_result(queue.Queue(), {3: dead})
+    assert index == 3 and isinstance(error, ChildProcessError) and "member 4" in str(error)

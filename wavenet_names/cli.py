@@ -6,6 +6,7 @@ training saves and exits 130; anywhere else it exits 130 too, with one line and 
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -323,16 +324,17 @@ def _ensemble(args, out: Path) -> tuple[ModelConfig, TrainConfig] | None:
         raise ValueError(f"{saved_file}: not an ensemble's settings (delete it, or choose another --out)") from None
     fields = {**dataclasses.asdict(model_config), **dataclasses.asdict(config)}
     given = as_fields(_given(args, ModelConfig, TrainConfig))
+    at_once = given.pop("members_at_once", config.members_at_once)  # how they train, not what they learn
     changed = [name for name, value in given.items() if fields[name] != value]
     if changed:
         raise OptionError(tuple(changed), "cannot change when an ensemble resumes: its models train alike")
-    return model_config, config
+    return model_config, dataclasses.replace(config, members_at_once=at_once)
 
 
 def _train_ensemble(args, out: Path, model_config: ModelConfig, config: TrainConfig) -> int:
-    """Train an ensemble's models one after another, each a run of its own (experiments.run_ensemble)."""
+    """Train an ensemble's models, each a run of its own (experiments.run_ensemble)."""
     if distributed.launched_ranks() > 1:  # under torchrun: every rank refuses alike
-        raise ValueError("--members trains its models one after another in one process; run it without torchrun")
+        raise ValueError("--members trains its models in processes of its own; run it without torchrun")
     splits = Splits.from_words(read_words(config.data))
     model_config = dataclasses.replace(model_config, vocab_size=len(splits.vocab))
     if not args.resume:
@@ -341,12 +343,10 @@ def _train_ensemble(args, out: Path, model_config: ModelConfig, config: TrainCon
         if directory.is_dir():
             remove_partial_writes(directory)
 
-    def member_runner(trainer: Trainer, member_out: Path) -> None:
-        print(f"{member_out}: seed {trainer.config.seed}, from step {trainer.step}", flush=True)
-        _run_with_progress(trainer, member_out)
-
+    # a bar for one member at a time; several at once print their evaluations, each line labelled
+    runner = functools.partial(_run_member, draw_bar=config.members_at_once == 1)  # a function a process can take
     try:
-        metrics = experiments.run(model_config, config, splits, out, member_runner,
+        metrics = experiments.run(model_config, config, splits, out, runner,
                                   fresh=args.overwrite and not args.resume)  # fmt: skip
     except TrainingInterrupted as e:  # the ensemble, not the member, is what --resume continues
         raise TrainingInterrupted(e.step, e.path, out) from None
@@ -354,7 +354,7 @@ def _train_ensemble(args, out: Path, model_config: ModelConfig, config: TrainCon
         raise ValueError(metrics["diverged"])
     alone = ", ".join(f"{m['val_loss']:.4f}" for m in metrics["members"])
     print(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters in "
-          f"{config.members} models of {config.steps} steps, {metrics['seconds']:.0f} s in all; "
+          f"{config.members} models of {config.steps} steps, {metrics['seconds']:.0f} s of training in all; "
           f"val of each alone {alone})")  # fmt: skip
     _print_test(metrics)
     print(f"wrote {out / 'model.pt'} (the ensemble) and {out / 'metrics.json'}; each model's run is in "
@@ -364,7 +364,13 @@ def _train_ensemble(args, out: Path, model_config: ModelConfig, config: TrainCon
     return 0
 
 
-def _run_with_progress(trainer: Trainer, out: Path) -> None:
+def _run_member(trainer: Trainer, out: Path, draw_bar: bool) -> None:
+    """An ensemble's member: its run, its evaluation lines labelled with its directory."""
+    print(f"{out}: seed {trainer.config.seed}, from step {trainer.step}", flush=True)
+    _run_with_progress(trainer, out, label=f"{out.name}  ", draw_bar=draw_bar)
+
+
+def _run_with_progress(trainer: Trainer, out: Path, label: str = "", draw_bar: bool = True) -> None:
     from tqdm import tqdm
 
     stop = {"requested": False}
@@ -376,7 +382,7 @@ def _run_with_progress(trainer: Trainer, out: Path) -> None:
 
     # a bar on a terminal; in a log file, a pipe or CI, only the evaluation lines (a bar's carriage-return
     # updates would be thousands of lines there)
-    drawn = trainer.context.is_main and sys.stderr.isatty()
+    drawn = draw_bar and trainer.context.is_main and sys.stderr.isatty()
     bar = tqdm(total=trainer.config.steps, initial=trainer.step, unit="step", dynamic_ncols=True, file=sys.stderr,
                disable=not drawn)  # fmt: skip
 
@@ -386,7 +392,7 @@ def _run_with_progress(trainer: Trainer, out: Path) -> None:
             bar.set_postfix(loss=f"{float(loss):.4f}", pos_per_s=f"{positions_per_second:,.0f}", refresh=False)
 
     def on_eval(record):
-        bar.write(f"step {record['step']:>7}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}  "
+        bar.write(f"{label}step {record['step']:>7}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}  "
                   f"lr {record['lr']:.2e}  {record['positions_per_second']:,.0f} positions/s")  # fmt: skip
         sys.stdout.flush()  # a log file gets each line when it is made
 

@@ -8,10 +8,18 @@ finished by running the same command again.
 import itertools
 import json
 import math
+import multiprocessing
+import os
+import pickle
+import queue
 import random
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+import torch
 
 from .checkpoint import ensemble_checkpoint, load_checkpoint, load_model, save_checkpoint
 from .ensemble import Ensemble
@@ -22,6 +30,7 @@ from .training import (
     TrainConfig,
     Trainer,
     TrainingDiverged,
+    TrainingInterrupted,
     configs,
     evaluate,
     finish,
@@ -133,8 +142,10 @@ def _check_same(saved_model: dict, saved_train: dict, model_config, config, out:
 
 
 def _same(saved_model: dict, saved_train: dict, model_config, config) -> bool:
-    """Compared as configs, so that a field added since the run was saved takes its default."""
-    return ModelConfig(**saved_model) == model_config and TrainConfig(**saved_train) == config
+    """Compared as configs, so that a field added since the run was saved takes its default. How many
+    members trained at once changes nothing they learnt."""
+    saved = replace(TrainConfig(**saved_train), members_at_once=config.members_at_once)
+    return ModelConfig(**saved_model) == model_config and saved == config
 
 
 def lecture_table(splits: Splits, data: str, out: Path, runner: Runner, scale: int = 1, seed: int = 42) -> list[dict]:
@@ -200,15 +211,101 @@ def run_ensemble(model_config: ModelConfig, config: TrainConfig, splits: Splits,
     write_json({"model": asdict(model_config), "train_config": asdict(config)}, out / ENSEMBLE_FILE)
     if fresh:  # the figures of the ensemble this one replaces (its model.pt stays until this one's is saved)
         (out / "metrics.json").unlink(missing_ok=True)
-    members = []
+    jobs = []  # run()'s arguments, one member each
     for i in range(config.members):
-        member_config = replace(config, members=1, seed=member_seed(config.seed, i), report_test=False)
+        member_config = replace(config, members=1, members_at_once=1, seed=member_seed(config.seed, i),
+                                report_test=False)  # fmt: skip
         member_out = out / f"member-{i + 1}"
         stale = fresh or not _holds_run_of(member_out, model_config, member_config)
-        members.append(run(model_config, member_config, splits, member_out, runner, fresh=stale))
-        if "diverged" in members[-1]:
-            return {**members[-1], "diverged": f"member {i + 1}: {members[-1]['diverged']}"}
+        jobs.append((model_config, member_config, splits, member_out, runner, stale))
+    if config.members_at_once > 1:
+        members = run_at_once(jobs, config.members_at_once)
+    else:  # one after another: a diverging member stops the rest
+        members = []
+        for job in jobs:
+            members.append(run(*job))
+            if "diverged" in members[-1]:
+                break
+    for i, member in enumerate(members):
+        if "diverged" in member:
+            return {**member, "diverged": f"member {i + 1}: {member['diverged']}"}
     return finish_ensemble(model_config, config, splits, out, members)
+
+
+def run_at_once(jobs: list[tuple], processes: int) -> list[dict]:
+    """run(*job) for every job, `processes` of them at a time, each in a process of its own (spawned:
+    a fresh interpreter, with none of this one's thread pools) with its share of this process's CPU
+    threads; their results in order. A job's exception is raised here. Ctrl-C here is passed on to the
+    running jobs, which save and stop (as run's runner does); none starts, and their
+    TrainingInterrupted is raised here."""
+    spawn = multiprocessing.get_context("spawn")
+    threads = max(1, torch.get_num_threads() // processes)
+    results = spawn.Queue()  # (job index, run's metrics or the exception it raised)
+    running, done, waiting = {}, {}, list(enumerate(jobs))
+    try:
+        while waiting or running:
+            while waiting and len(running) < processes:
+                index, job = waiting.pop(0)
+                running[index] = spawn.Process(target=_run_job, args=(index, job, threads, results))
+                running[index].start()
+            index, result = _next_result(results, running)
+            running.pop(index).join()
+            done[index] = result
+            if isinstance(result, BaseException):
+                break  # no new job; the running ones end as their own runs do
+    except KeyboardInterrupt:  # Ctrl-C: each running job saves and stops (see _run_job)
+        for process in running.values():
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGINT)
+    waiting.clear()
+    while running:  # the running jobs finish or save and stop
+        index, result = _next_result(results, running)
+        running.pop(index).join()
+        done[index] = result
+    failures = [r for r in done.values() if isinstance(r, BaseException)]
+    interrupted = [r for r in failures if isinstance(r, TrainingInterrupted)]
+    if interrupted or failures:
+        raise (interrupted or failures)[0]
+    return [done[i] for i in range(len(jobs))]
+
+
+def _stop_when_orphaned() -> None:
+    """Should the parent die (SIGKILL), stop this job as Ctrl-C does, saving its run, rather than train
+    on unwatched."""
+    multiprocessing.parent_process().join()
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def _next_result(results, running: dict) -> tuple[int, object]:
+    """The next (job index, result) from run_at_once's processes; an error as the result of one that
+    died without one (killed, or out of memory), so that the others are not waited for in vain."""
+    while True:
+        try:
+            return results.get(timeout=1.0)
+        except queue.Empty:
+            for index, process in running.items():
+                if process.exitcode not in (None, 0):
+                    return index, ChildProcessError(f"the process training member {index + 1} died "
+                                                    f"(exit code {process.exitcode})")  # fmt: skip
+
+
+def _run_job(index: int, job: tuple, threads: int, results) -> None:
+    """In a process of run_at_once's: run(*job), its result (or exception) into `results`."""
+    # Signals come from the parent alone, once: in a process group of its own, a terminal's Ctrl-C
+    # (which the parent passes on) does not reach this process a second time, which would stop it unsaved
+    if hasattr(os, "setpgid"):  # POSIX
+        os.setpgid(0, 0)
+    threading.Thread(target=_stop_when_orphaned, daemon=True).start()
+    torch.set_num_threads(threads)
+    try:
+        result = run(*job)
+    except BaseException as e:  # Ctrl-C, a bad option, ...: raised again in the parent
+        try:
+            pickle.dumps(e)
+            result = e
+        except Exception:  # not every exception survives the trip: its type and message do
+            result = RuntimeError(f"{type(e).__name__}: {e}")
+    results.put((index, result))
 
 
 def _holds_run_of(out: Path, model_config: ModelConfig, config: TrainConfig) -> bool:

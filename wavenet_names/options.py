@@ -53,6 +53,9 @@ class OptionError(ValueError):
         self.problem = problem
         super().__init__(self.shown({}))
 
+    def __reduce__(self):  # raised in another process: the same error here
+        return OptionError, (self.names, self.problem)
+
     def shown(self, flags: dict[str, str]) -> str:
         shown = [flags.get(name, name) for name in self.names]
         listed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"

@@ -184,7 +184,7 @@ def ensemble_configs(small_data_file, **options):
 def stopping_at(seed: int, step: int):
     """A runner that stops (as Ctrl-C does) the member of `seed` at `step`, and trains the others."""
 
-    def runner(trainer, out):
+    def runner(trainer, out, **cli_options):
         fit(trainer, out, should_stop=lambda: trainer.config.seed == seed and trainer.step >= step)
 
     return runner
@@ -207,7 +207,7 @@ def test_an_interrupted_ensemble_resumes_to_the_same_models(trained, small_data_
 def test_ctrl_c_in_an_ensemble_says_to_resume_the_ensemble(small_data_file, tmp_path, monkeypatch, capsys):
     import wavenet_names.cli as cli
 
-    monkeypatch.setattr(cli, "_run_with_progress", stopping_at(1042, 3))  # as if Ctrl-C came in member 2
+    monkeypatch.setattr(cli, "_run_member", stopping_at(1042, 3))  # as if Ctrl-C came in member 2
     out = tmp_path / "ensemble"
     assert main(["train", "--data", str(small_data_file), "--out", str(out), *MEMBERS]) == 130
     err = capsys.readouterr().err

@@ -23,6 +23,7 @@ from wavenet_names import (
     experiments,
     generate,
     pad_batch,
+    runs,
     windows,
 )
 from wavenet_names.checkpoint import load_checkpoint, load_model
@@ -75,7 +76,7 @@ def test_cached_generation_is_the_ensembles_own(words, vocab):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, all_words):
+def runs_dir(tmp_path_factory, all_words):
     """Two conv runs from different seeds, and a hierarchical one, on the same small file."""
     root = tmp_path_factory.mktemp("runs")
     data = root / "names.txt"
@@ -86,26 +87,26 @@ def runs(tmp_path_factory, all_words):
     return root
 
 
-def test_evaluate_score_and_sample_take_several_checkpoints(runs, capsys):
-    a, b = str(runs / "a" / "model.pt"), str(runs / "b" / "model.pt")
+def test_evaluate_score_and_sample_take_several_checkpoints(runs_dir, capsys):
+    a, b = str(runs_dir / "a" / "model.pt"), str(runs_dir / "b" / "model.pt")
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", a, "--checkpoint", b]) == 0
     split, loss = capsys.readouterr().out.split()
     members = [load_model(path)[0] for path in (a, b)]
     vocab = load_model(a)[1]
-    val = Splits.from_words((runs / "names.txt").read_text().split(), vocab).batches("val", members[0], "cpu")
+    val = Splits.from_words((runs_dir / "names.txt").read_text().split(), vocab).batches("val", members[0], "cpu")
     inputs, targets = next(val.chunks(10_000))  # every val name in one chunk
     assert split == "val" and float(loss) == pytest.approx(mixture_loss(members, inputs, targets), abs=1e-4)
     assert float(loss) == pytest.approx(evaluate(Ensemble(members), val), abs=1e-4)
-    assert main(["score", str(runs / "names.txt"), "--checkpoint", a, "--checkpoint", b]) == 0
+    assert main(["score", str(runs_dir / "names.txt"), "--checkpoint", a, "--checkpoint", b]) == 0
     scores = [float(line.split("\t")[0]) for line in capsys.readouterr().out.splitlines()]
     assert len(scores) == 300 and all(math.isfinite(s) for s in scores)
     assert main(["sample", "--checkpoint", a, "--checkpoint", b, "-n", "5", "--seed", "0"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 5
 
 
-def test_an_ensemble_of_different_models_is_one_line(runs, capsys, tmp_path):
-    a, tree = str(runs / "a" / "model.pt"), str(runs / "tree" / "model.pt")
+def test_an_ensemble_of_different_models_is_one_line(runs_dir, capsys, tmp_path):
+    a, tree = str(runs_dir / "a" / "model.pt"), str(runs_dir / "tree" / "model.pt")
     other = tmp_path / "other.txt"
     other.write_text("abc\nxyz\nabz\ncab\nzyx\nbca\nacb\nbaz\n")  # other characters
     assert main(["train", "--data", str(other), "--out", str(tmp_path / "o"), "--steps", "2", "--eval-every", "2",
@@ -194,7 +195,7 @@ def test_an_interrupted_ensemble_resumes_to_the_same_models(trained, small_data_
     out = tmp_path / "ensemble"
     model_config, config, splits = ensemble_configs(small_data_file)
     with pytest.raises(TrainingInterrupted):
-        experiments.run(model_config, config, splits, out, stopping_at(1042, 5))
+        runs.run(model_config, config, splits, out, stopping_at(1042, 5))
     assert (out / "member-1" / "metrics.json").exists() and not (out / "model.pt").exists()
     capsys.readouterr()
     assert main(["train", "--out", str(out), "--resume", "--samples", "0"]) == 0  # no options: ensemble.json's
@@ -219,11 +220,11 @@ def test_a_replaced_ensemble_retrains_what_the_earlier_one_left(small_data_file,
     directory still holds the earlier ensemble's run, which is not read back but trained afresh."""
     out = tmp_path / "ensemble"
     model_config, config, splits = ensemble_configs(small_data_file)
-    experiments.run(model_config, config, splits, out, fit)
+    runs.run(model_config, config, splits, out, fit)
     _, other, _ = ensemble_configs(small_data_file, steps=6, eval_every=3)
     with pytest.raises(TrainingInterrupted):
-        experiments.run(model_config, other, splits, out, stopping_at(42, 2), fresh=True)
-    metrics = experiments.run(model_config, other, splits, out, fit)
+        runs.run(model_config, other, splits, out, stopping_at(42, 2), fresh=True)
+    metrics = runs.run(model_config, other, splits, out, fit)
     assert metrics["steps"] == 6 and all(m["best_step"] <= 6 for m in metrics["members"])
     assert json.loads((out / "member-2" / "metrics.json").read_text())["steps"] == 6
 
@@ -238,7 +239,7 @@ def test_ensemble_mistakes_are_one_line_and_change_nothing(args, problem, small_
     out = tmp_path / "ensemble"
     model_config, config, splits = ensemble_configs(small_data_file)
     with pytest.raises(TrainingInterrupted):
-        experiments.run(model_config, config, splits, out, stopping_at(1042, 5))
+        runs.run(model_config, config, splits, out, stopping_at(1042, 5))
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     capsys.readouterr()
     assert main(["train", "--data", str(small_data_file), "--out", str(out), *args]) == 2
@@ -284,6 +285,13 @@ def test_members_at_once_train_the_models_one_at_a_time_trains(trained, small_da
         assert torch.allclose(at_once.state_dict()[name], value, atol=1e-5), name  # round otherwise
     metrics = json.loads((out / "metrics.json").read_text())
     assert [m["seed"] for m in metrics["members"]] == [42, 1042] and metrics["train_config"]["members_at_once"] == 2
+    assert metrics["seconds"] == max(m["seconds"] for m in metrics["members"])  # side by side: the longer one
+
+
+def test_the_time_of_members_at_once_is_their_schedule():
+    """Four models of 3, 5, 4 and 1 s, two at a time: each starts when a place is free."""
+    assert runs._finish_times([3.0, 5.0, 4.0, 1.0], 2) == [3.0, 5.0, 7.0, 6.0]
+    assert runs._finish_times([3.0, 5.0, 4.0, 1.0], 1) == [3.0, 8.0, 12.0, 13.0]
 
 
 @pytest.mark.parametrize("whole_group", [True, False])
@@ -316,5 +324,5 @@ def test_a_member_whose_process_died_is_an_error_not_a_wait():
     import queue
 
     dead = types.SimpleNamespace(exitcode=-9)  # killed: no result will ever come
-    index, error = experiments._next_result(queue.Queue(), {3: dead})
+    index, error = runs._next_result(queue.Queue(), {3: dead})
     assert index == 3 and isinstance(error, ChildProcessError) and "member 4" in str(error)

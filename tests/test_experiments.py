@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from wavenet_names import experiments
+from wavenet_names import experiments, runs
 from wavenet_names.cli import main
 from wavenet_names.experiments import SweepConfig
 from wavenet_names.models import ModelConfig
@@ -50,12 +50,12 @@ def test_an_interrupted_run_continues(tmp_path, splits):
         fit(trainer, out, should_stop=lambda: trainer.step == 8)
 
     with pytest.raises(TrainingInterrupted):
-        experiments.run(model, config, splits, tmp_path, interrupted)
-    metrics = experiments.run(model, config, splits, tmp_path, plain)
+        runs.run(model, config, splits, tmp_path, interrupted)
+    metrics = runs.run(model, config, splits, tmp_path, plain)
     assert metrics["steps"] == 20
     other_model, other = small(splits, steps=30)
     with pytest.raises(ValueError, match="other settings"):
-        experiments.run(other_model, other, splits, tmp_path, plain)
+        runs.run(other_model, other, splits, tmp_path, plain)
 
 
 def test_sweep_grid_and_random(tmp_path, splits):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from . import distributed, experiments
+from . import distributed, experiments, runs
 from .checkpoint import CheckpointError, load_checkpoint, load_model, remove_partial_writes
 from .data import DataError, Vocab, parse_words, read_words
 from .ensemble import Ensemble
@@ -269,7 +269,7 @@ def _start(args, out: Path, context: distributed.Context) -> Trainer:
 
 def _refuse_over_earlier(args, out: Path) -> None:
     """A new run does not replace what OUT holds (a run, finished or not, or an ensemble's) unless told to."""
-    if not args.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt", experiments.ENSEMBLE_FILE)):
+    if not args.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt", runs.ENSEMBLE_FILE)):
         raise ValueError(f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, "
                          "or choose another --out")  # fmt: skip
 
@@ -312,7 +312,7 @@ def _ensemble(args, out: Path) -> tuple[ModelConfig, TrainConfig] | None:
     if not args.resume:
         model_config, config = configs(_train_options(args))
         return (model_config, config) if config.members > 1 else None
-    saved_file = out / experiments.ENSEMBLE_FILE
+    saved_file = out / runs.ENSEMBLE_FILE
     if (out / "last.pt").exists() or not saved_file.exists():
         return None  # a single run's --resume
     if args.preset:
@@ -332,7 +332,7 @@ def _ensemble(args, out: Path) -> tuple[ModelConfig, TrainConfig] | None:
 
 
 def _train_ensemble(args, out: Path, model_config: ModelConfig, config: TrainConfig) -> int:
-    """Train an ensemble's models, each a run of its own (experiments.run_ensemble)."""
+    """Train an ensemble's models, each a run of its own (runs.run_ensemble)."""
     if distributed.launched_ranks() > 1:  # under torchrun: every rank refuses alike
         raise ValueError("--members trains its models in processes of its own; run it without torchrun")
     splits = Splits.from_words(read_words(config.data))
@@ -346,7 +346,7 @@ def _train_ensemble(args, out: Path, model_config: ModelConfig, config: TrainCon
     # a bar for one member at a time; several at once print their evaluations, each line labelled
     runner = functools.partial(_run_member, draw_bar=config.members_at_once == 1)  # a function a process can take
     try:
-        metrics = experiments.run(model_config, config, splits, out, runner,
+        metrics = runs.run(model_config, config, splits, out, runner,
                                   fresh=args.overwrite and not args.resume)  # fmt: skip
     except TrainingInterrupted as e:  # the ensemble, not the member, is what --resume continues
         raise TrainingInterrupted(e.step, e.path, out) from None
@@ -354,7 +354,8 @@ def _train_ensemble(args, out: Path, model_config: ModelConfig, config: TrainCon
         raise ValueError(metrics["diverged"])
     alone = ", ".join(f"{m['val_loss']:.4f}" for m in metrics["members"])
     print(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters in "
-          f"{config.members} models of {config.steps} steps, {metrics['seconds']:.0f} s of training in all; "
+          f"{config.members} models of {config.steps} steps, {config.members_at_once} at a time, "
+          f"{metrics['seconds']:.0f} s of training; "
           f"val of each alone {alone})")  # fmt: skip
     _print_test(metrics)
     print(f"wrote {out / 'model.pt'} (the ensemble) and {out / 'metrics.json'}; each model's run is in "

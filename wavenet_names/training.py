@@ -190,9 +190,9 @@ class Trainer:
     context: distributed.Context = field(default_factory=distributed.Context)
 
     def __post_init__(self):
-        if self.config.members != 1:  # each member is a run of its own: experiments.run trains them
+        if self.config.members != 1:  # each member is a run of its own: runs.run trains them
             raise OptionError("members", f"is {self.config.members}: a Trainer trains one model; "
-                              "experiments.run trains an ensemble's members")  # fmt: skip
+                              "runs.run trains an ensemble's members")  # fmt: skip
         self.precision = resolve_precision(self.config.precision, self.device)  # before any work: it may refuse
         torch.manual_seed(self.config.seed)
         self.model = build_model(self.model_config).to(self.device)  # the raw module: what checkpoints hold
@@ -381,7 +381,7 @@ class TrainingInterrupted(Exception):
         super().__init__(f"interrupted at step {step}; saved {path}")
         self.step, self.path, self.out = step, path, out or path.parent
 
-    def __reduce__(self):  # from a process that trained an ensemble's member (experiments.run_ensemble)
+    def __reduce__(self):  # from a process that trained an ensemble's member (runs.run_ensemble)
         return TrainingInterrupted, (self.step, self.path, self.out)
 
 

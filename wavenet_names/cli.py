@@ -346,8 +346,7 @@ def _train_ensemble(args, out: Path, model_config: ModelConfig, config: TrainCon
     # a bar for one member at a time; several at once print their evaluations, each line labelled
     runner = functools.partial(_run_member, draw_bar=config.members_at_once == 1)  # a function a process can take
     try:
-        metrics = runs.run(model_config, config, splits, out, runner,
-                                  fresh=args.overwrite and not args.resume)  # fmt: skip
+        metrics = runs.run(model_config, config, splits, out, runner, fresh=args.overwrite and not args.resume)
     except TrainingInterrupted as e:  # the ensemble, not the member, is what --resume continues
         raise TrainingInterrupted(e.step, e.path, out) from None
     if "diverged" in metrics:

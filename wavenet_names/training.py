@@ -50,9 +50,9 @@ class TrainConfig:
     eval_every: int = option(500, "evaluate on the validation split every N steps", resumable=True)
     report_test: bool = option(False, "evaluate the test split once, at the end (choose models by val, never "
                                "by test)")  # fmt: skip
-    members: int = option(1, "train this many models alike, one after another, from seeds seed, seed+1000, "
-                          "seed+2000, ..., each a run of its own in OUT/member-N, and save them as one ensemble "
-                          "in OUT/model.pt: their next-character distributions averaged")  # fmt: skip
+    members: int = option(1, "train this many models alike, from seeds seed, seed+1000, seed+2000, ..., each a "
+                          "run of its own in OUT/member-N, and save them as one ensemble in OUT/model.pt: their "
+                          "next-character distributions averaged")  # fmt: skip
     members_at_once: int = option(1, "with --members: train this many at once, each in a process of its own with "
                                   "an equal share of the CPU threads (on 2 CPU cores, 2 at once train about 1.3x "
                                   "the positions/s of 1)", resumable=True)  # fmt: skip

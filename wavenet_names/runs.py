@@ -46,10 +46,9 @@ def run(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Pat
     Returns metrics."""
     if config.members > 1:
         return run_ensemble(model_config, config, splits, out, runner, fresh)
-    if not fresh and (out / "metrics.json").exists():
-        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-        _check_same(metrics["model"], metrics["train_config"], model_config, config, out)
-        return metrics
+    finished = None if fresh else _read_back(out, model_config, config)
+    if finished is not None:
+        return finished
     device = resolve_device(config.device)
     if not fresh and (out / "last.pt").exists():
         checkpoint = load_checkpoint(out / "last.pt", map_location=device)
@@ -66,6 +65,16 @@ def run(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Pat
         write_json(metrics, out / "metrics.json")  # done: a resumed sweep reads it back, as any finished run
         return metrics
     return finish(trainer, out)[0]
+
+
+def _read_back(out: Path, model_config: ModelConfig, config: TrainConfig) -> dict | None:
+    """The metrics of the finished run (or ensemble) in `out`, if there is one; one of other settings
+    is refused."""
+    if not (out / "metrics.json").exists():
+        return None
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    _check_same(metrics["model"], metrics["train_config"], model_config, config, out)
+    return metrics
 
 
 def _check_same(saved_model: dict, saved_train: dict, model_config, config, out: Path) -> None:
@@ -96,10 +105,9 @@ def run_ensemble(model_config: ModelConfig, config: TrainConfig, splits: Splits,
     them as one Ensemble in out/model.pt, with its figures in out/metrics.json. A member's directory
     that holds a run of other settings is what an earlier ensemble, replaced with `fresh`, left: it
     trains afresh. Returns metrics: the ensemble's losses, and each member's."""
-    if not fresh and (out / "metrics.json").exists():
-        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-        _check_same(metrics["model"], metrics["train_config"], model_config, config, out)
-        return metrics
+    finished = None if fresh else _read_back(out, model_config, config)
+    if finished is not None:
+        return finished
     out.mkdir(parents=True, exist_ok=True)
     write_json({"model": asdict(model_config), "train_config": asdict(config)}, out / ENSEMBLE_FILE)
     if fresh:  # the figures of the ensemble this one replaces (its model.pt stays until this one's is saved)

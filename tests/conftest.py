@@ -6,6 +6,7 @@ import torch
 from wavenet_names import Vocab, read_words
 
 NAMES_TXT = Path(__file__).resolve().parents[1] / "data" / "names.txt"  # the repository's own copy
+NAMES_BY_DECADE = NAMES_TXT.with_name("names-by-decade.tsv")
 
 
 @pytest.fixture(autouse=True)
@@ -35,4 +36,13 @@ def small_data_file(tmp_path_factory, all_words) -> Path:
     """The first 400 names as a data file: runs of a few steps, for tests that start real processes."""
     path = tmp_path_factory.mktemp("data") / "names.txt"
     path.write_text("\n".join(all_words[:400]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_table_file(tmp_path_factory) -> Path:
+    """400 rows of data/names-by-decade.tsv, of every decade and both sexes: a conditional model's data."""
+    lines = NAMES_BY_DECADE.read_text().splitlines()
+    path = tmp_path_factory.mktemp("data") / "names.tsv"
+    path.write_text("\n".join([lines[0], *lines[1 :: len(lines) // 400][:400]]) + "\n")
     return path

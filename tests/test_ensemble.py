@@ -95,7 +95,7 @@ def test_evaluate_score_and_sample_take_several_checkpoints(runs_dir, capsys):
     members = [load_model(path)[0] for path in (a, b)]
     vocab = load_model(a)[1]
     val = Splits.from_words((runs_dir / "names.txt").read_text().split(), vocab).batches("val", members[0], "cpu")
-    inputs, targets = next(val.chunks(10_000))  # every val name in one chunk
+    inputs, targets, _ = next(val.chunks(10_000))  # every val name in one chunk
     assert split == "val" and float(loss) == pytest.approx(mixture_loss(members, inputs, targets), abs=1e-4)
     assert float(loss) == pytest.approx(evaluate(Ensemble(members), val), abs=1e-4)
     assert main(["score", str(runs_dir / "names.txt"), "--checkpoint", a, "--checkpoint", b]) == 0
@@ -152,7 +152,7 @@ def test_train_members_saves_its_models_as_one_ensemble(trained, small_data_file
     assert metrics["seconds"] == pytest.approx(sum(m["seconds"] for m in metrics["members"]), abs=0.02)
     # its losses are the mixture's, of the members' probabilities; the test split once, of the ensemble only
     val = Splits.from_words(small_data_file.read_text().split(), vocab).batches("val", model.members[0], "cpu")
-    inputs, targets = next(val.chunks(10_000))
+    inputs, targets, _ = next(val.chunks(10_000))
     assert metrics["val_loss"] == pytest.approx(mixture_loss(model.members, inputs, targets), abs=1e-5)
     assert metrics["val_loss"] < sum(m["val_loss"] for m in metrics["members"]) / 2
     # metrics.jsonl: the first k members as one ensemble, k = 1, 2, against their training time

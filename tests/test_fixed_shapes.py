@@ -5,6 +5,8 @@ rows the bucket adds; every shape inside it must depend on the bucket alone; and
 wait for the device.
 """
 
+import copy
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -24,16 +26,25 @@ BLOCKS = {
 }
 
 
-def exact_rows(targets: torch.Tensor) -> int:
-    """Row 0, then one row per target after each name's first."""
-    return 1 + int((targets[:, 1:] != -1).sum())
+LABEL_SIZES = (3, 5)
+LABELLED = pytest.mark.parametrize("labelled", [False, True], ids=["unlabelled", "labelled"])
 
 
-def training_step(model, idx, targets, **rows):
+def exact_rows(targets: torch.Tensor, labelled: bool = False) -> int:
+    """The start rows (row 0, or a row per name with labels), then one row per target after each
+    name's first."""
+    return (len(targets) if labelled else 1) + int((targets[:, 1:] != -1).sum())
+
+
+def name_labels(n: int, labelled: bool) -> torch.Tensor | None:
+    return torch.stack([torch.arange(n) % size for size in LABEL_SIZES], 1) if labelled else None
+
+
+def training_step(model, idx, targets, labels=None, **rows):
     """Loss, gradients and running statistics of one training-mode step on a copy of `model`."""
-    model = ConvWaveNet(27, 8, 16, 3, model.blocks).double().train()
+    model = copy.deepcopy(model).train()
     model.load_state_dict(state)
-    _, loss = model(idx, targets, **rows)
+    _, loss = model(idx, targets, labels=labels, **rows)
     loss.backward()
     return loss.detach(), {n: p.grad for n, p in model.named_parameters()}, dict(model.named_buffers())
 
@@ -41,14 +52,17 @@ def training_step(model, idx, targets, **rows):
 state = None  # the weights every copy starts from (set by the test)
 
 
+@LABELLED
 @pytest.mark.parametrize("extra_rows", [0, 1, 37])
 @pytest.mark.parametrize("wider", [0, 5], ids=["as-wide-as-the-longest", "wider"])
 @pytest.mark.parametrize("blocks", BLOCKS.values(), ids=BLOCKS.keys())
-def test_a_bucket_gives_the_loss_gradients_and_statistics_of_the_exact_layout(blocks, wider, extra_rows, words, vocab):
+def test_a_bucket_gives_the_loss_gradients_and_statistics_of_the_exact_layout(blocks, wider, extra_rows, labelled,
+                                                                              words, vocab):  # fmt: skip
     """In float64. The extra rows (and columns) hold nothing: they enter neither the loss nor the
     BatchNorm statistics, and no real row reads them (a left input always lies earlier)."""
     global state
-    model = ConvWaveNet(len(vocab), 8, 16, 3, blocks).double()
+    sizes = dict(label_sizes=LABEL_SIZES) if labelled else {}
+    model = ConvWaveNet(len(vocab), 8, 16, 3, blocks, **sizes).double()
     with torch.no_grad():  # BatchNorm's and LayerNorm's affine parameters away from 1 and 0
         for name, p in model.named_parameters():
             if "norm" in name:
@@ -57,9 +71,10 @@ def test_a_bucket_gives_the_loss_gradients_and_statistics_of_the_exact_layout(bl
     tokens, lengths = encode_names(words, vocab)
     idx, targets = pad_batch(tokens, lengths, model.block_size)
     wide_idx, wide_targets = pad_batch(tokens, lengths, model.block_size, int(lengths.max()) + wider)
-    loss, grads, buffers = training_step(model, idx, targets)
-    rows = exact_rows(targets) + extra_rows
-    fixed_loss, fixed_grads, fixed_buffers = training_step(model, wide_idx, wide_targets, rows=rows)
+    labels = name_labels(len(words), labelled)
+    loss, grads, buffers = training_step(model, idx, targets, labels)
+    rows = exact_rows(targets, labelled) + extra_rows
+    fixed_loss, fixed_grads, fixed_buffers = training_step(model, wide_idx, wide_targets, labels, rows=rows)
     torch.testing.assert_close(fixed_loss, loss, rtol=1e-12, atol=0)
     for name in grads:
         torch.testing.assert_close(fixed_grads[name], grads[name], rtol=1e-9, atol=1e-12, msg=name)
@@ -120,14 +135,16 @@ def test_every_shape_in_a_fixed_step_depends_on_its_bucket_alone(blocks, all_wor
     assert recorded_step(model, a) != recorded_step(model, b)
 
 
+@LABELLED
 @pytest.mark.parametrize("blocks", BLOCKS.values(), ids=BLOCKS.keys())
-def test_a_fixed_step_never_reads_the_device(blocks, words, vocab):
+def test_a_fixed_step_never_reads_the_device(blocks, labelled, words, vocab):
     """Not even once: the layout's facts came with the batch, counted on the CPU."""
-    model = ConvWaveNet(len(vocab), 8, 16, 3, blocks).train()
+    sizes = dict(label_sizes=LABEL_SIZES, label_dropout=0.1) if labelled else {}
+    model = ConvWaveNet(len(vocab), 8, 16, 3, blocks, **sizes).train()
     idx, targets = pad_batch(*encode_names(words, vocab), model.block_size)
-    rows = bucket(exact_rows(targets))  # what NameBatches.sample counts on the CPU
+    rows = bucket(exact_rows(targets, labelled))  # what NameBatches.sample counts on the CPU
     with HostReads() as counter:
-        _, loss = model(idx, targets, rows=rows)
+        _, loss = model(idx, targets, rows=rows, labels=name_labels(len(words), labelled))
         loss.backward()
     assert counter.reads == []
 

@@ -9,15 +9,15 @@ import sys
 import zipfile
 from pathlib import Path
 
-from conftest import NAMES_TXT
+from conftest import NAMES_BY_DECADE, NAMES_TXT
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "wavenet_names"
 
 
 def test_an_installed_wheel_carries_names_txt_and_trains_on_it_from_any_directory(tmp_path):
-    """`pip install .` or `pip install git+...` (not editable): the wheel ships data/names.txt, and
-    `wavenet-names train` with no --data finds it, wherever it is run from."""
+    """`pip install .` or `pip install git+...` (not editable): the wheel ships data/names.txt (and
+    names-by-decade.tsv), and `wavenet-names train` with no --data finds it, wherever it is run from."""
     source = tmp_path / "source"  # a clean copy: no build/ left by an earlier build can slip files in
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "out", "__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -26,6 +26,7 @@ def test_an_installed_wheel_carries_names_txt_and_trains_on_it_from_any_director
     (wheel,) = (tmp_path / "dist").glob("wavenet_names-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("wavenet_names/datasets/names.txt") == NAMES_TXT.read_bytes()
+        assert archive.read("wavenet_names/datasets/names-by-decade.tsv") == NAMES_BY_DECADE.read_bytes()
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)
 

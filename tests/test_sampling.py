@@ -1,40 +1,56 @@
 import pytest
+import torch
 
 from wavenet_names import ConvWaveNet, HierarchicalMLP, encode_names, pad_batch, tree_from_conv
 from wavenet_names.sampling import SampleConfig, generate, stream
 
 from helpers import both_views, sgd_steps
 
+LABEL_SIZES = (3, 15)  # a conditional model's two label columns, like sex and decade
+LABELLED = pytest.mark.parametrize("labelled", [False, True], ids=["unlabelled", "labelled"])
 
-def trained(model_cls, words, vocab, n_layers):
+
+def trained(model_cls, words, vocab, n_layers, labelled=False):
     _, _, idx, targets = both_views(words, vocab, 2**n_layers)
-    model = ConvWaveNet(len(vocab), 10, 32, n_layers)
-    sgd_steps(model, idx, targets)
+    sizes = dict(label_sizes=LABEL_SIZES) if labelled else {}
+    model = ConvWaveNet(len(vocab), 10, 32, n_layers, **sizes)
+    sgd_steps(model, idx, targets, labels=name_labels(len(words)) if labelled else None)
     return model.eval() if model_cls is ConvWaveNet else tree_from_conv(model).eval()
 
 
+def name_labels(n: int) -> torch.Tensor:
+    """(n, 2): every value of each column in turn, unknown (0) included."""
+    return torch.stack([torch.arange(n) % size for size in LABEL_SIZES], 1)
+
+
+@LABELLED
 @pytest.mark.parametrize("n_layers", [1, 2, 3, 5, 8])
-def test_cached_generation_gives_the_full_forward_logits(n_layers, words, vocab):
-    model = trained(ConvWaveNet, words, vocab, n_layers)
+def test_cached_generation_gives_the_full_forward_logits(n_layers, labelled, words, vocab):
+    model = trained(ConvWaveNet, words, vocab, n_layers, labelled)
     batch = words[:8]
+    labels = name_labels(len(batch)) if labelled else None
     idx, targets = pad_batch(*encode_names(batch, vocab), model.block_size)
-    full, _ = model(idx)  # (B, T, vocab): every position at once
-    cache = model.init_cache(len(batch))
+    full, _ = model(idx, labels=labels)  # (B, T, vocab): every position at once
+    cache = model.init_cache(len(batch), labels)
     for j in range(targets.shape[1]):  # feed '.', then each character: output j sees idx[:, j + block - 1]
         logits = model.step(cache, idx[:, j + model.block_size - 1])
         assert (logits - full[:, j]).abs().max() <= 1e-5
     assert cache.t == targets.shape[1]
 
 
+@LABELLED
 @pytest.mark.parametrize("n_layers", [1, 3, 6])
-def test_cached_and_recomputed_generation_give_the_same_names(n_layers, words, vocab):
-    model = trained(ConvWaveNet, words, vocab, n_layers)
+def test_cached_and_recomputed_generation_give_the_same_names(n_layers, labelled, words, vocab):
+    model = trained(ConvWaveNet, words, vocab, n_layers, labelled)
     config = SampleConfig(n=30, seed=7)
-    cached = generate(model, vocab, config, use_cache=True)
-    assert cached == generate(model, vocab, config, use_cache=False)
-    assert cached == generate(model, vocab, config)  # the same seed, the same names
-    assert cached != generate(model, vocab, SampleConfig(n=30, seed=8))
-    assert generate(tree_from_conv(model), vocab, config) == cached  # the tree samples alike
+    labels = torch.tensor([2, 9]) if labelled else None  # (K,): the same labels for every name
+    cached = generate(model, vocab, config, use_cache=True, labels=labels)
+    assert cached == generate(model, vocab, config, use_cache=False, labels=labels)
+    assert cached == generate(model, vocab, config, labels=labels)  # the same seed, the same names
+    assert cached != generate(model, vocab, SampleConfig(n=30, seed=8), labels=labels)
+    assert generate(tree_from_conv(model), vocab, config, labels=labels) == cached  # the tree samples alike
+    if labelled:  # other labels, other names
+        assert cached != generate(model, vocab, config, labels=torch.tensor([1, 3]))
 
 
 def test_prefix_top_k_and_temperature(words, vocab):

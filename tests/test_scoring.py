@@ -80,7 +80,9 @@ def test_scores_stream_a_chunk_at_a_time_and_leave_grad_mode_alone(words, vocab,
     chunks, losses = [], scoring._losses
     monkeypatch.setattr(scoring, "CHUNK_ITEMS", 5)
     monkeypatch.setattr(
-        scoring, "_losses", lambda model, vocab, chunk: chunks.append(chunk) or losses(model, vocab, chunk)
+        scoring,
+        "_losses",
+        lambda model, vocab, chunk, labels: chunks.append(chunk) or losses(model, vocab, chunk, labels),
     )
     stream = scoring.stream_scores(model, vocab, words)
     assert next(stream) == pytest.approx(expected[0])

@@ -337,7 +337,7 @@ OTHER_VALUES = {
     "gated": True, "residual": True, "skip": True, "cycles": 2, "dropout": 0.1, "norm": "layer", "data": "other.txt",
     "steps": 50, "batch_size": 8, "optimizer": "sgd", "lr": 0.01, "schedule": "step", "warmup": 3,
     "weight_decay": 0.2, "seed": 7, "device": "cpu", "eval_every": 3, "report_test": True, "precision": "bf16",
-    "compile": True, "checkpoint_every": 2, "members": 2, "members_at_once": 2,
+    "compile": True, "checkpoint_every": 2, "members": 2, "members_at_once": 2, "labels": False, "label_dropout": 0.3,
 }  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from .data import Vocab
 from .ensemble import Ensemble
+from .labels import LabelColumns
 from .models import ModelConfig, build_model
 
 FORMAT = "wavenet_names.checkpoint/1"
@@ -87,6 +88,7 @@ def ensemble_checkpoint(members: list[dict], train_config: dict) -> dict:
         "vocab": first["vocab"],
         "data_fingerprint": first["data_fingerprint"],
         "train_words": first["train_words"],
+        "labels": first.get("labels"),
         "members": [member["model"] for member in members],  # one state dict per model
     }
 
@@ -107,3 +109,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: incomplete or incompatible checkpoint ({type(e).__name__}: {e})") from None
     return model.eval(), vocab, checkpoint
+
+
+def label_columns(checkpoint: dict) -> LabelColumns | None:
+    """The label columns of a conditional model's checkpoint; None for a model without labels (and
+    for a checkpoint of a version before labels)."""
+    saved = checkpoint.get("labels")
+    return LabelColumns.from_saved(saved) if saved else None

@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 from . import distributed, experiments, runs
-from .checkpoint import CheckpointError, load_checkpoint, load_model, remove_partial_writes
-from .data import DataError, Vocab, parse_words, read_words
+from .checkpoint import CheckpointError, label_columns, load_checkpoint, load_model, remove_partial_writes
+from .data import DataError, Vocab, parse_words
 from .ensemble import Ensemble
+from .labels import LabelColumns, Table, no_labels_error, read_items
 from .models import KINDS, ModelConfig
 from .options import OptionError, default, flag, option_fields, option_name
 from .sampling import SampleConfig, default_max_len, stream
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="print new names from a checkpoint")
     _add_checkpoint(sample)
+    sample.add_argument("--label", action="append", default=[], metavar="COLUMN=VALUE",
+                        help="a conditional model's label for every name, e.g. --label sex=F --label decade=1920; "
+                        "a label not given is unknown")  # fmt: skip
     _add_options(sample, SampleConfig)
     sample.set_defaults(run=cmd_sample)
 
@@ -155,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="print each item's loss per character: the highest are the least "
                                 "like the training data")  # fmt: skip
-    score.add_argument("items", nargs="?", default="-", help="text file, one item per line (default -: standard input)")
+    score.add_argument("items", nargs="?", default="-", help="text file, one item per line, or a .tsv table, whose "
+                       "labels a conditional model reads (default -: standard input, one item per line)")  # fmt: skip
     _add_checkpoint(score)
     score.add_argument("--device", choices=DEVICES, default="auto")
     score.set_defaults(run=cmd_score)
@@ -260,11 +265,16 @@ def cmd_train(args) -> int:
 
 def _start(args, out: Path, context: distributed.Context) -> Trainer:
     model_config, config = configs(_train_options(args))  # the options checked before the data is read
-    splits = Splits.from_words(read_words(config.data))
-    model_config = dataclasses.replace(model_config, vocab_size=len(splits.vocab))
+    splits = Splits.read(config.data, use_labels=config.labels)
+    model_config = _sized_for(model_config, splits)
     device = _rank_device(resolve_device(config.device), context)
     _refuse_over_earlier(args, out)  # what an earlier run left goes at the first evaluation
     return Trainer(model_config, config, splits, device, context=context)
+
+
+def _sized_for(model_config: ModelConfig, splits: Splits) -> ModelConfig:
+    """The model config with the data's vocabulary and label columns (it refuses labels it cannot take)."""
+    return dataclasses.replace(model_config, vocab_size=len(splits.vocab), label_sizes=splits.label_sizes)
 
 
 def _refuse_over_earlier(args, out: Path) -> None:
@@ -300,7 +310,8 @@ def _continue(checkpoint: dict, context: distributed.Context, overrides: dict | 
     overrides = overrides or {}
     saved = checkpoint["train_config"]
     vocab = Vocab(tuple(checkpoint["vocab"]))
-    splits = Splits.from_words(read_words(saved["data"]), vocab)
+    columns = label_columns(checkpoint)
+    splits = Splits.read(saved["data"], vocab, columns, use_labels=columns is not None)
     device = _rank_device(resolve_device(overrides.get("device", saved["device"])), context)
     # refuses what a resumed run cannot change
     return Trainer.from_checkpoint(checkpoint, splits, device, overrides, context)
@@ -335,8 +346,8 @@ def _train_ensemble(args, out: Path, model_config: ModelConfig, config: TrainCon
     """Train an ensemble's models, each a run of its own (runs.run_ensemble)."""
     if distributed.launched_ranks() > 1:  # under torchrun: every rank refuses alike
         raise ValueError("--members trains its models in processes of its own; run it without torchrun")
-    splits = Splits.from_words(read_words(config.data))
-    model_config = dataclasses.replace(model_config, vocab_size=len(splits.vocab))
+    splits = Splits.read(config.data, use_labels=config.labels)
+    model_config = _sized_for(model_config, splits)
     if not args.resume:
         _refuse_over_earlier(args, out)
     for directory in [out, *out.glob("member-*")]:
@@ -437,14 +448,14 @@ def _epochs(epochs: float) -> str:
     return f"{epochs:.0f} epochs" if epochs >= 10 else f"{epochs:.2g} epochs"
 
 
-def _print_names(model, vocab: Vocab, seen: set[str], config: SampleConfig) -> None:
-    for name in stream(model, vocab, config):  # printed a batch at a time, while the rest are made
+def _print_names(model, vocab: Vocab, seen: set[str], config: SampleConfig, labels=None) -> None:
+    for name in stream(model, vocab, config, labels=labels):  # printed a batch at a time, while the rest are made
         print(f"{name or '(empty)'}{' *' if name in seen else ''}")
 
 
 def _experiment_data(args) -> tuple[Splits, str]:
     data = args.data or TrainConfig.data
-    return Splits.from_words(read_words(data)), data
+    return Splits.read(data), data
 
 
 def _print_run(name: str, metrics: dict) -> None:
@@ -501,22 +512,37 @@ def cmd_sample(args) -> int:
     seen = checkpoint.get("train_words", "").split("\n")
     config = SampleConfig(**{"max_len": default_max_len(seen), **_given(args, SampleConfig)})
     vocab.encode(config.prefix)  # an unknown prefix character is an error before anything is printed
-    _print_names(model, vocab, set(seen), config)
+    columns = label_columns(checkpoint)
+    if args.label and columns is None:
+        raise no_labels_error("--label")
+    labels = columns.parse(args.label) if columns is not None else None  # (K,), unknown where not given
+    _print_names(model, vocab, set(seen), config, labels)
     return 0
 
 
 def cmd_score(args) -> int:
-    model, vocab, _ = _load(args, resolve_device(args.device))
+    model, vocab, checkpoint = _load(args, resolve_device(args.device))
     if args.items == "-":
         if sys.stdin.isatty():  # typed, not piped: say why nothing happens yet
             print("reading items from standard input, one per line; end with Ctrl-D", file=sys.stderr)
-        source, words = "standard input", parse_words(sys.stdin.buffer.read(), "standard input")
+        source, data = "standard input", parse_words(sys.stdin.buffer.read(), "standard input")
     else:
-        source, words = args.items, read_words(args.items)
+        source, data = args.items, read_items(args.items)
+    words, labels, shown = _items_and_labels(data, label_columns(checkpoint), source)
     with _naming(source):  # stream_scores checks every character before its first score
-        for word, loss in zip(words, stream_scores(model, vocab, words), strict=True):  # printed as they come
-            print(f"{loss:.4f}\t{word}")
+        scores = stream_scores(model, vocab, words, labels)
+        for word, fields, loss in zip(words, shown, scores, strict=True):  # printed as they come
+            print(f"{loss:.4f}\t{word}{fields}")
     return 0
+
+
+def _items_and_labels(data: list[str] | Table, columns: LabelColumns | None, source: str):
+    """The items of a list or a table; their labels (N, K) for a conditional model (unknown for a list's
+    items, None for a model without labels); and each row's label fields as printed after its item."""
+    if not isinstance(data, Table):
+        return data, None, [""] * len(data)
+    labels = columns.encode(data, source) if columns is not None else None
+    return data.items, labels, ["".join(f"\t{field}" for field in row) for row in data.fields]
 
 
 @contextmanager
@@ -532,9 +558,8 @@ def cmd_evaluate(args) -> int:
     device = resolve_device(args.device)
     model, vocab, checkpoint = _load(args, device)
     data = args.data or checkpoint["train_config"]["data"]
-    words = read_words(data)
-    with _naming(data):
-        splits = Splits.from_words(words, vocab)  # every character must be one the model knows
+    columns = label_columns(checkpoint)  # a table's labels are read for a conditional model
+    splits = Splits.read(data, vocab, columns, use_labels=columns is not None)  # every character must be known
     batches = splits.batches(args.split, model, device)
     print(f"{args.split} {evaluate(model, batches):.4f}")
     return 0

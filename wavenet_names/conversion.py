@@ -1,5 +1,6 @@
 """The lecture's tree and the dilated convolution are one function: each model converted into the
-other, with the same weights and BatchNorm buffers. tests/test_equivalence.py proves that the pair
+other, with the same weights and BatchNorm buffers (and, for a conditional model, the same label
+embeddings and projections V). tests/test_equivalence.py proves that the pair
 agrees at every position of every name.
 
 A tree level's Linear weight (n_hidden, 2 * n_in) is [left child | right child]; the convolution's
@@ -24,6 +25,8 @@ def conv_from_tree(tree: HierarchicalMLP) -> ConvWaveNet:
         for layer, node in zip(conv.layers, tree.tree, strict=True):
             layer.conv.weight.copy_(rearrange(node[1].weight, "h (k c) -> h c k", k=2))
             layer.norm.load_state_dict(node[2].state_dict())
+        for layer, condition in zip(conv.layers, tree.conditions or [], strict=False):
+            layer.condition.weight.copy_(condition.weight)  # V, for every node of the level
     return conv
 
 
@@ -37,14 +40,22 @@ def tree_from_conv(conv: ConvWaveNet) -> HierarchicalMLP:
         for node, layer in zip(tree.tree, conv.layers, strict=True):
             node[1].weight.copy_(rearrange(layer.conv.weight, "h c k -> h (k c)"))
             node[2].load_state_dict(layer.norm.state_dict())
+        for condition, layer in zip(tree.conditions or [], conv.layers, strict=False):
+            condition.weight.copy_(layer.condition.weight)
     return tree
 
 
 def _sized_like(cls, src: nn.Module, n_layers: int) -> nn.Module:
-    """A `cls` of src's sizes, dtype, device and mode, with src's embedding and head weights."""
+    """A `cls` of src's sizes, dtype, device and mode, with src's embedding, label embedding and head
+    weights."""
     vocab_size, n_embd = src.wte.weight.shape
-    model = cls(vocab_size, n_embd, src.lm_head.in_features, n_layers).to(src.wte.weight)
+    labels = {}
+    if src.labels is not None:
+        labels = dict(label_sizes=tuple(e.num_embeddings for e in src.labels.columns), label_dropout=src.labels.dropout)
+    model = cls(vocab_size, n_embd, src.lm_head.in_features, n_layers, **labels).to(src.wte.weight)
     with torch.no_grad():
         model.wte.weight.copy_(src.wte.weight)
         model.lm_head.load_state_dict(src.lm_head.state_dict())
+        if src.labels is not None:
+            model.labels.load_state_dict(src.labels.state_dict())
     return model.train(src.training)

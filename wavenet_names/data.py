@@ -28,6 +28,7 @@ def shipped(name: str) -> Path:
 
 
 NAMES_TXT = shipped("names.txt")  # the default data: 32,469 US baby names of 2017 (data/build_names.py)
+NAMES_BY_DECADE = shipped("names-by-decade.tsv")  # names with their sex and decade, 1880 to 2017 (labels.py)
 PAD = "."  # index 0: the start padding and the end token, as in the lecture
 LINE_BREAK = "\n"  # index 0 instead, for data with '.' in it (web addresses, "J.P."): no item holds one
 
@@ -38,24 +39,30 @@ class DataError(ValueError):
 
 def read_words(path: str | Path) -> list[str]:
     """One item per line, whitespace stripped, blank lines skipped."""
+    return parse_words(read_text(path), str(path))
+
+
+def read_text(path: str | Path) -> bytes:
+    """A data file's bytes, or one line that says why there are none."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a text file")
-    return parse_words(path.read_bytes(), str(path))
+    return path.read_bytes()
 
 
-def parse_words(raw: bytes, source: str) -> list[str]:
-    """read_words() for bytes from anywhere (standard input); `source` names them in errors."""
+def parse_words(raw: bytes, source: str, strip: bool = True) -> list[str]:
+    """read_words() for bytes from anywhere (standard input); `source` names them in errors. strip=False
+    keeps each line's own whitespace (a table's tabs), and still skips blank lines."""
     if b"\x00" in raw:
         raise DataError(f"{source}: looks like a binary file (it contains NUL bytes), expected UTF-8 text")
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors, spreadsheet exports) is not a character
     except UnicodeDecodeError as e:
         raise DataError(f"{source}: not UTF-8 text (bad byte at offset {e.start})") from None
-    words = [line.strip() for line in text.splitlines()]
-    words = [w for w in words if w]
+    words = [line.strip() if strip else line for line in text.splitlines()]
+    words = [w for w in words if w.strip()]
     if not words:
         raise DataError(f"{source}: empty, expected one item per line")
     return words
@@ -192,6 +199,15 @@ class Batch(NamedTuple):
     positions: int  # the targets the loss averages over (this rank's share)
     weight: float  # world_size * positions / (the whole batch's positions): the share's part in the mean
     rows: int | None = None  # ConvWaveNet's packed rows in a fixed-shape batch (see NameBatches.sample)
+    labels: torch.Tensor | None = None  # (B, K) each input's labels (see labels.py), for a conditional model
+
+
+class Chunk(NamedTuple):
+    """A part of a split for evaluation: inputs, targets and, for a conditional model, labels (B, K)."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    labels: torch.Tensor | None = None
 
 
 def bucket(n: int) -> int:
@@ -204,10 +220,11 @@ def bucket(n: int) -> int:
     return -(-n // granule) * granule
 
 
-def packed_rows(lengths: torch.Tensor) -> int:
-    """How many rows ConvWaveNet packs names of these lengths (B,) into: row 0, the node every name's
-    first position shares, then one per character. Counted on the CPU (lengths live there)."""
-    return 1 + int(lengths.sum())
+def packed_rows(lengths: torch.Tensor, labelled: bool = False) -> int:
+    """How many rows ConvWaveNet packs names of these lengths (B,) into: the start rows, the nodes over
+    the padding that every name's first position reads (one shared row, or one per name for a model
+    with labels: the label changes them), then one per character. Counted on the CPU (lengths live there)."""
+    return (len(lengths) if labelled else 1) + int(lengths.sum())
 
 
 class NameBatches:
@@ -222,8 +239,11 @@ class NameBatches:
     # this many would, so that a long item makes a chunk of fewer names, not a chunk too big to fit
     CHUNK_POSITIONS_PER_NAME = 32
 
-    def __init__(self, words: list[str], vocab: Vocab, block_size: int, device: str | torch.device = "cpu"):
+    def __init__(self, words: list[str], vocab: Vocab, block_size: int, device: str | torch.device = "cpu",
+                 labels: torch.Tensor | None = None):  # fmt: skip
+        """labels (N, K): each name's labels, for a conditional model (None: none)."""
         self.block_size = block_size
+        self.labels = None if labels is None else labels.to(device)
         chars, starts, self.lengths_cpu = pack_names(words, vocab)
         self.chars, self.starts, self.lengths = (t.to(device) for t in (chars, starts, self.lengths_cpu))
         self.n_examples = int(self.lengths_cpu.sum()) + len(words)  # every character and each end token
@@ -249,8 +269,10 @@ class NameBatches:
         weight = world_size * positions / (int(self.lengths_cpu[ix].sum()) + len(ix))
         longest, rows = int(lengths.max()), None
         if fixed_shapes:
-            longest, rows = min(1 << (longest - 1).bit_length(), self.longest), bucket(packed_rows(lengths))
-        return Batch(*self._batch(to_device(mine, self.lengths.device), longest), positions, weight, rows)
+            longest = min(1 << (longest - 1).bit_length(), self.longest)
+            rows = bucket(packed_rows(lengths, labelled=self.labels is not None))
+        ix = to_device(mine, self.lengths.device)
+        return Batch(*self._batch(ix, longest), positions, weight, rows, self._labels(ix))
 
     def chunks(self, size: int):
         """Every name once, in batches for evaluation: shortest first, so that a batch is padded
@@ -258,14 +280,18 @@ class NameBatches:
         order = torch.argsort(self.lengths_cpu, stable=True)
         lengths = self.lengths_cpu[order].tolist()
         for i, j in chunk_bounds(lengths, size, size * self.CHUNK_POSITIONS_PER_NAME):
-            yield self._batch(to_device(order[i:j], self.lengths.device), lengths[j - 1])  # the longest: the last
+            ix = to_device(order[i:j], self.lengths.device)
+            yield Chunk(*self._batch(ix, lengths[j - 1]), self._labels(ix))  # the longest: the last
 
     @staticmethod
-    def batch_of(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`words` as one batch, on the CPU: idx (B, T), targets (B, n) (see pad_batch), and which
-        word each target belongs to, (B, n)."""
+    def batch_of(words: list[str], vocab: Vocab, block_size: int, labels: torch.Tensor | None = None):
+        """`words` as one batch, on the CPU: idx (B, T), targets (B, n) (see pad_batch), which word each
+        target belongs to, (B, n), and the inputs' labels, (B, K) (None: none; labels are the words')."""
         idx, targets = pad_batch(*encode_names(words, vocab), block_size)
-        return idx, targets, torch.arange(len(words))[:, None].expand_as(targets)
+        return idx, targets, torch.arange(len(words))[:, None].expand_as(targets), labels
+
+    def _labels(self, ix: torch.Tensor) -> torch.Tensor | None:
+        return None if self.labels is None else self.labels[ix]
 
     def _batch(self, ix: torch.Tensor, longest: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The names ix (B,), on the device, in the conv model's layout (see pad_batch)."""
@@ -290,8 +316,12 @@ def chunk_bounds(lengths: list[int], max_items: int, max_positions: int) -> Iter
 class WindowBatches:
     """A split as the lecture's windows, for the per-position models: a batch is a set of windows."""
 
-    def __init__(self, words: list[str], vocab: Vocab, block_size: int, device: str | torch.device = "cpu"):
+    def __init__(self, words: list[str], vocab: Vocab, block_size: int, device: str | torch.device = "cpu",
+                 labels: torch.Tensor | None = None):  # fmt: skip
+        """labels (N, K): each word's labels, which every window of the word takes (None: none)."""
         self.X, self.Y = (t.to(device) for t in windows(words, vocab, block_size))
+        # a word's labels (K,) for each of its windows
+        self.labels = None if labels is None else labels.repeat_interleave(_windows_per_word(words), 0).to(device)
         self.n_examples = len(self.Y)
 
     def __len__(self) -> int:
@@ -304,19 +334,26 @@ class WindowBatches:
         NameBatches). Its shapes are always fixed: (B, block_size) and (B,)."""
         ix = torch.randint(0, len(self.Y), (batch_size,), generator=generator)
         mine = to_device(ix.tensor_split(world_size)[rank], self.Y.device)
-        return Batch(self.X[mine], self.Y[mine], len(mine), world_size * len(mine) / batch_size)
+        labels = None if self.labels is None else self.labels[mine]
+        return Batch(self.X[mine], self.Y[mine], len(mine), world_size * len(mine) / batch_size, labels=labels)
 
     def chunks(self, size: int):
         for i in range(0, len(self.Y), size):
-            yield self.X[i : i + size], self.Y[i : i + size]
+            labels = None if self.labels is None else self.labels[i : i + size]
+            yield Chunk(self.X[i : i + size], self.Y[i : i + size], labels)
 
     @staticmethod
-    def batch_of(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch_of(words: list[str], vocab: Vocab, block_size: int, labels: torch.Tensor | None = None):
         """`words` as one batch, on the CPU: every window X (N, block_size), Y (N,), the words' one
-        after the other, and which word each window belongs to, (N,)."""
+        after the other, which word each window belongs to, (N,), and each window's labels, (N, K),
+        from the words' labels (B, K) (None: none)."""
         X, Y = windows(words, vocab, block_size)
-        lengths = torch.tensor([len(w) + 1 for w in words])  # a window per character and the end token
-        return X, Y, torch.repeat_interleave(torch.arange(len(words)), lengths)
+        owner = torch.repeat_interleave(torch.arange(len(words)), _windows_per_word(words))
+        return X, Y, owner, None if labels is None else labels[owner]
+
+
+def _windows_per_word(words: list[str]) -> torch.Tensor:
+    return torch.tensor([len(w) + 1 for w in words])  # a window per character and the end token
 
 
 def to_device(indices: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -33,15 +33,15 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.block_size = members[0].block_size
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, labels: torch.Tensor | None = None):
         # each member's logits over the same positions (its loss is not needed), as log-probabilities
-        logits = self._mixture([m(idx, targets)[0] for m in self.members])  # (..., vocab)
+        logits = self._mixture([m(idx, targets, labels=labels)[0] for m in self.members])  # (..., vocab)
         return logits, language_model_loss(logits, targets)
 
     @torch.no_grad()
-    def init_cache(self, batch_size: int) -> list:
+    def init_cache(self, batch_size: int, labels: torch.Tensor | None = None) -> list:
         """One generation cache per member (see ConvWaveNet.init_cache)."""
-        return [m.init_cache(batch_size) for m in self.members]
+        return [m.init_cache(batch_size, labels) for m in self.members]
 
     @torch.no_grad()
     def step(self, caches: list, token: torch.Tensor) -> torch.Tensor:

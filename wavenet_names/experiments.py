@@ -66,7 +66,9 @@ def lecture_table(splits: Splits, data: str, out: Path, runner: Runner, scale: i
     results.json and results.md into `out`."""
     rows = []
     for preset in LECTURE_PRESETS:
-        model_config, config = configs({**preset.options, "data": data, "seed": seed}, len(splits.vocab))
+        model_config, config = configs(
+            {**preset.options, "data": data, "seed": seed}, len(splits.vocab), splits.label_sizes
+        )
         if scale > 1:
             steps = max(1, config.steps // scale)
             eval_every = max(config.eval_every // scale, steps // 5, 1)  # at most 5 evaluations
@@ -199,7 +201,7 @@ def sweep(sweep_config: SweepConfig, splits: Splits, data: str, out: Path, runne
     for point in sweep_config.points():
         name = run_name(point)
         options = {k: v for k, v in {**sweep_config.base, **point}.items() if k != "name"}  # a run's name is no option
-        model_config, config = configs({"data": data, **options}, len(splits.vocab))
+        model_config, config = configs({"data": data, **options}, len(splits.vocab), splits.label_sizes)
         metrics = run(model_config, config, splits, out / "runs" / name, runner)
         rows.append({"run": name, **point, **{k: metrics[k] for k in RESULT_KEYS}})
         write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

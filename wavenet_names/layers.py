@@ -144,3 +144,40 @@ def init_lecture(model: nn.Module) -> None:
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         model.lm_head.weight *= 0.1
+
+
+class LabelEmbedding(nn.Module):
+    """WaveNet's global conditioning input (arXiv:1609.03499, section 2.5): an embedding per label
+    column, concatenated into the label vector h (B, columns * dim). Each layer of a conditional model
+    adds its own projection V h to its pre-activation, so the label shapes every position.
+
+    In training, each label is replaced by its column's unknown value (0) with probability `dropout`,
+    so that the model also learns to predict with a label left out, as `sample` may leave it."""
+
+    def __init__(self, sizes: tuple[int, ...], dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.columns = nn.ModuleList(nn.Embedding(n, dim) for n in sizes)  # n: a column's values and unknown
+        self.dropout = dropout
+        self.dim = len(sizes) * dim
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        """labels (..., columns) long, 0 for unknown -> h (..., columns * dim)."""
+        if labels.shape[-1] != len(self.columns):
+            raise ValueError(f"labels must have {len(self.columns)} columns, got {labels.shape[-1]}")
+        if self.training and self.dropout > 0:
+            dropped = torch.rand(labels.shape, device=labels.device) < self.dropout
+            labels = labels.masked_fill(dropped, 0)
+        return torch.cat([embedding(labels[..., k]) for k, embedding in enumerate(self.columns)], dim=-1)
+
+
+def label_vectors(embedding: LabelEmbedding | None, labels: torch.Tensor | None, batch_size: int,
+                  device: torch.device) -> torch.Tensor | None:  # fmt: skip
+    """A model's label vectors h (batch_size, embedding.dim) for labels (batch_size, columns), all
+    unknown when labels is None; None for a model without labels, which refuses any."""
+    if embedding is None:
+        if labels is not None:
+            raise ValueError("this model was trained without labels: it takes none")
+        return None
+    if labels is None:
+        labels = torch.zeros(batch_size, len(embedding.columns), dtype=torch.long, device=device)
+    return embedding(labels)

@@ -3,15 +3,15 @@
 - FlatMLP: the lecture's baseline (Bengio et al. 2003): all block_size embeddings in one Linear.
 - HierarchicalMLP: the lecture's "WaveNet" tree: pairs, pairs of pairs, ...
 
-Both follow the package's contract, forward(idx, targets=None) -> (logits, loss), with -1 targets
-ignored by the loss.
+Both follow the package's contract, forward(idx, targets=None, labels=None) -> (logits, loss), with
+-1 targets ignored by the loss; HierarchicalMLP can be conditioned on labels, as ConvWaveNet.
 """
 
 import torch
 from einops import rearrange
 from torch import nn
 
-from .layers import BatchDimOnlyBatchNorm, BatchNorm, FlattenConsecutive, init_lecture
+from .layers import BatchDimOnlyBatchNorm, BatchNorm, FlattenConsecutive, LabelEmbedding, init_lecture, label_vectors
 from .losses import language_model_loss
 
 
@@ -28,7 +28,8 @@ class FlatMLP(nn.Module):
         self.lm_head = nn.Linear(n_hidden, vocab_size)
         init_lecture(self)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, labels: torch.Tensor | None = None):
+        label_vectors(None, labels, len(idx), idx.device)  # it takes no labels: refuses any
         x = rearrange(self.wte(idx), "b t c -> b (t c)")  # (B, block_size * n_embd)
         logits = self.lm_head(self.hidden(x))  # (B, vocab)
         return logits, language_model_loss(logits, targets)
@@ -37,12 +38,22 @@ class FlatMLP(nn.Module):
 class HierarchicalMLP(nn.Module):
     """The lecture's tree, evaluated for each window on its own: block_size = 2**n_layers characters
     are fused in pairs, then pairs of pairs, ..., by n_layers [FlattenConsecutive(2), Linear, BatchNorm,
-    Tanh] layers. A window costs 2**n_layers - 1 node evaluations; see ConvWaveNet for the shared way."""
+    Tanh] layers. A window costs 2**n_layers - 1 node evaluations; see ConvWaveNet for the shared way.
 
-    def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int, batchnorm_bug: bool = False):
+    label_sizes: global conditioning, as ConvWaveNet's: the window's labels (B, K) embedded as one
+    vector h, and V_i h added to every node of level i before its BatchNorm."""
+
+    def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int, batchnorm_bug: bool = False,
+                 label_sizes: tuple[int, ...] = (), label_dropout: float = 0.0):  # fmt: skip
         super().__init__()
         self.block_size = 2**n_layers
         self.wte = nn.Embedding(vocab_size, n_embd)
+        self.labels = LabelEmbedding(label_sizes, n_embd, label_dropout) if label_sizes else None
+        self.conditions = (  # WaveNet's V, one per level
+            nn.ModuleList(nn.Linear(self.labels.dim, n_hidden, bias=False) for _ in range(n_layers))
+            if self.labels is not None
+            else None
+        )
         self.tree = nn.ModuleList(
             nn.Sequential(
                 FlattenConsecutive(2),
@@ -57,9 +68,15 @@ class HierarchicalMLP(nn.Module):
         self.lm_head = nn.Linear(n_hidden, vocab_size)
         init_lecture(self)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, labels: torch.Tensor | None = None):
+        """idx (B, block_size) windows, targets (B,) or None, labels (B, K) or None (all unknown)."""
+        h_labels = label_vectors(self.labels, labels, len(idx), idx.device)  # (B, n_label), or None
         x = self.wte(idx)  # (B, block_size, n_embd)
-        for layer in self.tree:
-            x = layer(x)  # (B, T/2, n_hidden), and (B, n_hidden) at the top
+        for i, (flatten, linear, norm, tanh) in enumerate(self.tree):
+            x = linear(flatten(x))  # (B, T/2, n_hidden), and (B, n_hidden) at the top
+            if h_labels is not None:
+                condition = self.conditions[i](h_labels)  # (B, n_hidden)
+                x = x + (condition[:, None] if x.ndim == 3 else condition)
+            x = tanh(norm(x))
         logits = self.lm_head(x)  # (B, vocab)
         return logits, language_model_loss(logits, targets)

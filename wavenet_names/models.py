@@ -6,7 +6,8 @@ default sizes, its training recipe, and whether it generates from a cache. Train
 scoring, sampling, the command line and the experiments ask the registry, KINDS, and never test
 for a kind themselves. Adding a kind: write its class, with the package's contract
 
-    forward(idx, targets=None) -> (logits, loss), targets of -1 ignored, and a block_size attribute,
+    forward(idx, targets=None, labels=None) -> (logits, loss), targets of -1 ignored, labels (B, K)
+    refused unless the kind is conditional, and a block_size attribute,
 
 then add its Kind to KINDS below, and its own options, if any, to ModelConfig.
 """
@@ -42,6 +43,7 @@ class Kind:
     sizes: dict = field(default_factory=dict)  # its ModelConfig defaults, where they differ from the fields'
     recipe: dict = field(default_factory=dict)  # its TrainConfig defaults, where they differ from the fields'
     incremental: bool = False  # generates with a cache (init_cache, step): one node per layer and character
+    conditional: bool = False  # takes labels (label_sizes, label_dropout): a table's label columns
 
 
 KINDS = {
@@ -51,19 +53,25 @@ KINDS = {
             name="conv",
             summary="the lecture's tree as dilated convolutions over whole names (the default)",
             model=ConvWaveNet,
-            build=lambda c: ConvWaveNet(c.vocab_size, c.n_embd, c.n_hidden, c.n_layers, c.blocks()),
+            build=lambda c: ConvWaveNet(
+                c.vocab_size, c.n_embd, c.n_hidden, c.n_layers, c.blocks(), c.label_sizes, c.label_dropout
+            ),
             layout=NameBatches,
             options=("gated", "residual", "skip", "cycles", "dropout", "norm"),
             incremental=True,
+            conditional=True,
         ),
         Kind(
             name="hierarchical",
             summary="the lecture's tree, run once per position, trained with the lecture's recipe",
             model=HierarchicalMLP,
-            build=lambda c: HierarchicalMLP(c.vocab_size, c.n_embd, c.n_hidden, c.n_layers, c.batchnorm_bug),
+            build=lambda c: HierarchicalMLP(
+                c.vocab_size, c.n_embd, c.n_hidden, c.n_layers, c.batchnorm_bug, c.label_sizes, c.label_dropout
+            ),
             layout=WindowBatches,
             options=("batchnorm_bug",),
             recipe=LECTURE_RECIPE,
+            conditional=True,
         ),
         Kind(
             name="flat",
@@ -87,6 +95,7 @@ class ModelConfig:
     kind: str = option("conv", "; ".join(f"{k.name}: {k.summary}" for k in KINDS.values()), name="model",
                        choices=tuple(KINDS))  # fmt: skip
     vocab_size: int = 27  # not an option: the data's
+    label_sizes: tuple[int, ...] = ()  # not an option: each label column's values and unknown (labels.py)
     n_embd: int = option(24, "embedding size")
     n_hidden: int = option(128, "hidden units per layer")
     n_layers: int = option(3, "tree levels: a context of 2**n-layers characters")
@@ -99,9 +108,18 @@ class ModelConfig:
     cycles: int = option(Blocks.cycles, "repeat the dilations 1, 2, ... this many times")
     dropout: float = option(Blocks.dropout, "dropout on each layer's activation")
     norm: str = option(Blocks.norm, "normalisation", choices=NORMS)
+    label_dropout: float = option(0.1, "with labels: the chance that training hides each label (as unknown), so "
+                                  "that a model also predicts, and samples, with any label left out")  # fmt: skip
 
     def __post_init__(self):
+        self.label_sizes = tuple(self.label_sizes)  # (a list, from JSON)
         check_choices(self)
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise OptionError("label_dropout", f"must be in [0, 1), got {self.label_dropout}")
+        if self.label_sizes and not KINDS[self.kind].conditional:
+            takers = " and ".join(k.name for k in KINDS.values() if k.conditional)
+            raise OptionError("kind", f"{self.kind} takes no labels ({takers} do): train it with --no-labels, on "
+                              "the items alone")  # fmt: skip
         check_at_least(self, 1, "vocab_size", "n_embd", "n_hidden", "n_layers", "block_size")
         defaults = ModelConfig.__dataclass_fields__
         for other in KINDS.values():
@@ -134,9 +152,11 @@ def kind_of(model: nn.Module) -> Kind:
     raise TypeError(f"{type(model).__name__} is not a registered kind of model ({', '.join(KINDS)})")
 
 
-def batches_for(model: nn.Module, words: list[str], vocab: Vocab, device: str | torch.device = "cpu"):
-    """`words` as the batches that `model` trains and is evaluated on (NameBatches or WindowBatches)."""
-    return kind_of(model).layout(words, vocab, model.block_size, device)
+def batches_for(model: nn.Module, words: list[str], vocab: Vocab, device: str | torch.device = "cpu",
+                labels: torch.Tensor | None = None):  # fmt: skip
+    """`words` as the batches that `model` trains and is evaluated on (NameBatches or WindowBatches);
+    labels (N, K): the words' labels, for a conditional model."""
+    return kind_of(model).layout(words, vocab, model.block_size, device, labels)
 
 
 def count_params(model: nn.Module) -> int:

@@ -34,16 +34,19 @@ def default_max_len(train_words) -> int:
     return max([SampleConfig.max_len, *map(len, train_words)])
 
 
-def generate(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True) -> list[str]:
+def generate(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True,
+             labels: torch.Tensor | None = None) -> list[str]:  # fmt: skip
     """config.n names, each config.prefix followed by sampled characters up to the end token.
 
     With use_cache and a model that has one (ConvWaveNet), each character costs one node per layer;
     otherwise the whole window is recomputed for every character. The same seed gives the same names.
+    labels (K,): a conditional model's labels for every name, 0 for one left unknown (LabelColumns.parse).
     """
-    return list(stream(model, vocab, config, use_cache))
+    return list(stream(model, vocab, config, use_cache, labels))
 
 
-def stream(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True) -> Iterator[str]:
+def stream(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True,
+           labels: torch.Tensor | None = None) -> Iterator[str]:  # fmt: skip
     """generate()'s names, config.batch_size at a time: a caller can print the first ones while the
     rest are made, and a million names need no more memory than a batch of them (a cache holds
     every layer's last `dilation` inputs for each name)."""
@@ -54,16 +57,20 @@ def stream(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True) ->
     try:  # and afterwards the mode it was in: a training loop may sample to see how it is going
         for start in range(0, config.n, config.batch_size):
             n = min(config.batch_size, config.n - start)
-            yield from _batch(model, vocab, config, prefix, n, generator, use_cache)
+            batch_labels = None if labels is None else labels.expand(n, -1)  # (n, K)
+            yield from _batch(model, vocab, config, prefix, n, generator, use_cache, batch_labels)
     finally:
         model.train(was_training)
 
 
 @torch.no_grad()
-def _batch(model, vocab: Vocab, config: SampleConfig, prefix: list[int], n: int, generator, use_cache: bool):
+def _batch(model, vocab: Vocab, config: SampleConfig, prefix: list[int], n: int, generator, use_cache: bool,
+           labels: torch.Tensor | None):  # fmt: skip
     """n names at once, one character of each per step, until every one has ended (or max_len)."""
     incremental = use_cache and kind_of(model).incremental
-    next_logits = _incremental(model, n) if incremental else _windows(model, n)
+    device = next(model.parameters()).device
+    labels = None if labels is None else labels.to(device)  # (n, K)
+    next_logits = _incremental(model, n, labels) if incremental else _windows(model, n, labels)
     for ix in [0] + prefix:  # the '.' before the name, then the prefix
         logits = next_logits(torch.full((n,), ix, dtype=torch.long))
     names = [[] for _ in range(n)]
@@ -87,13 +94,13 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generat
     return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
 
 
-def _incremental(model, n: int):
+def _incremental(model, n: int, labels: torch.Tensor | None):
     device = next(model.parameters()).device
-    cache = model.init_cache(n)
+    cache = model.init_cache(n, labels)
     return lambda token: model.step(cache, token.to(device))
 
 
-def _windows(model, n: int):
+def _windows(model, n: int, labels: torch.Tensor | None):
     """Recompute the model on the last block_size characters, for every new character."""
     device = next(model.parameters()).device
     context = torch.zeros(n, model.block_size - 1, dtype=torch.long, device=device)
@@ -102,7 +109,7 @@ def _windows(model, n: int):
         nonlocal context
         window = torch.cat([context, token.to(device)[:, None]], dim=1)  # (n, block_size)
         context = window[:, 1:]
-        logits, _ = model(window)
+        logits, _ = model(window, labels=labels)
         return logits.reshape(n, -1, logits.shape[-1])[:, -1]  # the window's last position: (n, vocab)
 
     return next_logits

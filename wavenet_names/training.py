@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import NAMES_TXT, DataError, NameBatches, Vocab, WindowBatches, split_words
+from .labels import LabelColumns, Table, read_items
 from .layers import sync_batchnorm
 from .models import KINDS, ModelConfig, batches_for, build_model, count_params, kind_config
 from .options import OptionError, check_at_least, check_choices, default, option, option_fields, option_name
@@ -35,8 +36,12 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainConfig:
     """How a run trains. The defaults are ConvWaveNet's; a model kind may have its own (Kind.recipe)."""
 
-    data: str = option(str(NAMES_TXT), "text file, one item per line (default: data/names.txt, 32,469 US "
-                       "baby names of 2017, shipped with the package)", show_default=False)  # fmt: skip
+    data: str = option(str(NAMES_TXT), "text file, one item per line, or a .tsv table with a header row: the "
+                       "items, then label columns (default: data/names.txt, 32,469 US baby names of 2017, shipped "
+                       "with the package; data/names-by-decade.tsv labels names with sex and decade)",
+                       show_default=False)  # fmt: skip
+    labels: bool = option(True, "train on a table's label columns too: a conditional model, which `sample "
+                          "--label` steers; --no-labels: on its items alone", negatable=True)  # fmt: skip
     steps: int = option(4000, "optimizer steps", resumable=True)
     batch_size: int = option(128, "names per step (conv), or windows (the per-position models)")
     optimizer: str = option("adamw", "AdamW decays weight matrices only; SGD decays nothing", choices=OPTIMIZERS)
@@ -89,14 +94,18 @@ def as_fields(options: dict) -> dict:
     return {OPTIONS[name].name: value for name, value in options.items()}
 
 
-def configs(options: dict, vocab_size: int | None = None) -> tuple[ModelConfig, TrainConfig]:
+def configs(
+    options: dict, vocab_size: int | None = None, label_sizes: tuple[int, ...] = ()
+) -> tuple[ModelConfig, TrainConfig]:
     """A run's configs from options by name, as `train`'s flags, presets and sweep files name them
-    ({"model": "flat", "lr": 0.01, ...}): the model kind's own defaults and recipe, then the options."""
+    ({"model": "flat", "lr": 0.01, ...}): the model kind's own defaults and recipe, then the options.
+    vocab_size and label_sizes: the data's (see Splits), where it is known."""
     by_field = as_fields(options)
     model = {k: v for k, v in by_field.items() if k in ModelConfig.__dataclass_fields__}
     train = {k: v for k, v in by_field.items() if k in TrainConfig.__dataclass_fields__}
     kind = model.pop("kind", default(OPTIONS["model"]))
-    model_config = kind_config(kind, **model, **({} if vocab_size is None else {"vocab_size": vocab_size}))
+    data = {"label_sizes": label_sizes} | ({} if vocab_size is None else {"vocab_size": vocab_size})
+    model_config = kind_config(kind, **model, **data)
     return model_config, TrainConfig(**{**KINDS[kind].recipe, **train})
 
 
@@ -120,27 +129,71 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr / 10 + (config.lr - config.lr / 10) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def fingerprint(words: list[str]) -> str:
+def fingerprint(words: list[str], labels: torch.Tensor | None = None) -> str:
+    if labels is not None:  # a conditional model's data is its items and their labels
+        words = [f"{w}\t{' '.join(map(str, row))}" for w, row in zip(words, labels.tolist(), strict=True)]
     return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()[:16]
+
+
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class Splits:
-    """The words of a data file, split the lecture's way, and the vocabulary built from all of them."""
+    """The words of a data file, split the lecture's way, and the vocabulary built from all of them;
+    for a conditional model, the label columns and each split's labels, (N, K) long."""
 
     train: list[str]
     val: list[str]
     test: list[str]
     vocab: Vocab
     fingerprint: str
+    label_columns: LabelColumns | None = None
+    split_labels: dict[str, torch.Tensor] = field(default_factory=dict)  # by split name
 
     @classmethod
-    def from_words(cls, words: list[str], vocab: Vocab | None = None) -> "Splits":
+    def from_words(cls, words: list[str], vocab: Vocab | None = None, labels: torch.Tensor | None = None,
+                   label_columns: LabelColumns | None = None) -> "Splits":  # fmt: skip
+        """labels (N, K): each word's, numbered by label_columns (None: a list without labels)."""
         if vocab is None:
             vocab = Vocab.from_words(words)
         else:
             vocab.check(words)  # every character must be known
-        return cls(*split_words(words), vocab=vocab, fingerprint=fingerprint(words))
+        if labels is None:
+            return cls(*split_words(words), vocab=vocab, fingerprint=fingerprint(words))
+        parts = split_words(list(range(len(words))))  # the same shuffle, of the rows: items and labels alike
+        split_labels = {name: labels[part] for name, part in zip(SPLITS, parts, strict=True)}
+        return cls(*([words[i] for i in part] for part in parts), vocab, fingerprint(words, labels), label_columns,
+                   split_labels)  # fmt: skip
+
+    @classmethod
+    def read(cls, path: str | Path, vocab: Vocab | None = None, label_columns: LabelColumns | None = None,
+             use_labels: bool = True) -> "Splits":  # fmt: skip
+        """A data file's splits: a list, or a table (.tsv) with its labels when use_labels. label_columns:
+        a trained model's, whose numbering the table's labels take (None: the table's own)."""
+        data = read_items(path)
+        if vocab is not None:  # a trained model's: every character must be one it knows
+            try:
+                vocab.check(data.items if isinstance(data, Table) else data)
+            except DataError as e:
+                raise DataError(f"{path}: {e}") from None
+        if not isinstance(data, Table):
+            return cls.from_words(data, vocab)
+        if not use_labels or not data.columns:
+            return cls.from_words(data.items, vocab)
+        columns = label_columns or LabelColumns.of(data)
+        return cls.from_words(data.items, vocab, columns.encode(data, str(path)), columns)
+
+    @property
+    def label_sizes(self) -> tuple[int, ...]:
+        """What ModelConfig.label_sizes a model of these splits has: () without labels."""
+        return self.label_columns.sizes if self.label_columns is not None else ()
+
+    def labels(self, split: str) -> torch.Tensor | None:
+        """The labels (N, K) of one split, or of "all" three, in words()' order; None without labels."""
+        if not self.split_labels:
+            return None
+        return torch.cat([self.split_labels[s] for s in SPLITS]) if split == "all" else self.split_labels[split]
 
     def words(self, split: str) -> list[str]:
         """The items of one split, "train", "val" or "test", or of "all" three; an empty one is an error
@@ -155,7 +208,7 @@ class Splits:
 
     def batches(self, split: str, model: torch.nn.Module, device) -> NameBatches | WindowBatches:
         """One split ("train", "val", "test" or "all") as what `model` trains and is evaluated on."""
-        return batches_for(model, self.words(split), self.vocab, device)
+        return batches_for(model, self.words(split), self.vocab, device, self.labels(split))
 
 
 @torch.no_grad()
@@ -166,8 +219,8 @@ def evaluate(model, batches, chunk_size: int = 2048) -> float:
     model.eval()
     try:  # however it ends (Ctrl-C in a notebook), the model goes back to the mode it was in
         total = 0.0
-        for inputs, targets in batches.chunks(chunk_size):
-            _, loss = model(inputs, targets)  # the mean over the chunk's examples
+        for inputs, targets, labels in batches.chunks(chunk_size):
+            _, loss = model(inputs, targets, labels=labels)  # the mean over the chunk's examples
             total = total + loss.double() * (targets != -1).sum()
     finally:
         model.train(was_training)
@@ -243,7 +296,8 @@ class Trainer:
         try:
             with matmuls(self.precision):  # TF32 or not, forward and backward alike
                 with autocast(self.precision, self.device):
-                    _, loss = self.forward(batch.inputs, batch.targets, **fixed)  # this rank's mean, in float32
+                    # this rank's mean, in float32
+                    _, loss = self.forward(batch.inputs, batch.targets, labels=batch.labels, **fixed)
                 self.optimizer.zero_grad(set_to_none=True)
                 (loss * batch.weight).backward()  # averaged over ranks: the mean over the whole batch's positions
         except RuntimeError as e:  # e.g. no C++ compiler for a CPU: say which option to drop
@@ -280,6 +334,7 @@ class Trainer:
             "vocab": "".join(self.splits.vocab.chars),
             "data_fingerprint": self.splits.fingerprint,
             "train_words": "\n".join(self.splits.train),  # so `sample` can mark names it has seen
+            "labels": self.splits.label_columns.saved() if self.splits.label_columns else None,  # their names
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,

@@ -1,7 +1,8 @@
 """ConvWaveNet: the lecture's tree as dilated causal convolutions slid over whole names (WaveNet,
 arXiv:1609.03499), computing every tree node once per position instead of once per window; and, as
 options, the rest of a WaveNet block: gated units, residual and skip connections, repeated dilation
-cycles, dropout and a choice of normalisation.
+cycles, dropout and a choice of normalisation; and global conditioning on labels (a name's sex and
+decade), added to every layer's pre-activation.
 """
 
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .layers import BatchNorm, init_lecture
+from .layers import BatchNorm, LabelEmbedding, init_lecture, label_vectors
 from .losses import cross_entropy_sum, language_model_loss, widened
 from .options import OptionError
 
@@ -59,7 +60,8 @@ class DilatedLayer(nn.Module):
     then calls finish().
     """
 
-    def __init__(self, n_in: int, n_out: int, dilation: int, blocks: Blocks = Blocks(), residual: bool = False):
+    def __init__(self, n_in: int, n_out: int, dilation: int, blocks: Blocks = Blocks(), residual: bool = False,
+                 n_label: int = 0):  # fmt: skip
         super().__init__()
         self.dilation = dilation
         n_conv = 2 * n_out if blocks.gated else n_out  # a gated unit has filter and gate channels
@@ -70,16 +72,21 @@ class DilatedLayer(nn.Module):
         self.dropout = nn.Dropout(blocks.dropout) if blocks.dropout > 0 else None
         self.residual = nn.Linear(n_out, n_out) if residual else None
         self.skip = nn.Linear(n_out, n_out) if blocks.skip else None
+        # WaveNet's V: the label vector's part in the pre-activation, filter and gate (n_label: its size)
+        self.condition = nn.Linear(n_label, n_conv, bias=False) if n_label else None
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor):
+    def forward(self, left: torch.Tensor, right: torch.Tensor, condition: torch.Tensor | None = None):
         """left: the inputs `dilation` steps back (or one row that broadcasts), right: the current
-        inputs, both (..., n_in). Returns (out, skip) as finish() does."""
+        inputs, both (..., n_in); condition: V h (..., n_conv), broadcast to them, or None. Returns
+        (out, skip) as finish() does."""
         w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
-        return self.finish(F.linear(right, w1, self.conv.bias) + F.linear(left, w0), right)
+        pre = F.linear(right, w1, self.conv.bias) + F.linear(left, w0)
+        return self.finish(pre if condition is None else pre + condition, right)
 
-    def forward_packed(self, h: torch.Tensor, far: torch.Tensor | None, counted: torch.Tensor | None = None):
-        """h (N, n_in): row 0 the all-'.' node, then the packed characters of a batch of names (then,
-        in a fixed-shape step, rows that hold nothing).
+    def forward_packed(self, h: torch.Tensor, far: torch.Tensor | None, counted: torch.Tensor | None = None,
+                       start_of: torch.Tensor | None = None, labels: torch.Tensor | None = None):  # fmt: skip
+        """h (N, n_in): row 0 the all-'.' node (a conditional model's start rows: see below), then the
+        packed characters of a batch of names (then, in a fixed-shape step, rows that hold nothing).
 
         far: the rows more than `dilation` columns into their name, whose left input is the row
         `dilation` back in h; None when no name of the batch is that long. Every other row reaches
@@ -91,24 +98,40 @@ class DilatedLayer(nn.Module):
           selected, all elementwise and of fixed size (what a compiled or captured step needs, and a
           GPU prefers: no gather, no scatter).
         counted (N,) bool: the rows that hold a node (None: all), the only ones BatchNorm's statistics see.
+
+        A conditional model's label changes the node over the padding, so each name has a start row of
+        its own, rows 0 to S - 1: labels (S, n_label) their label vectors h, start_of (N,) each row's
+        name's start row; a row whose left input is in the padding reads its own name's.
         """
         w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
-        # every row as if its left input were the padding: that half of the kernel, computed once, is the
-        # bias of the current inputs' matmul, so adding it costs no pass of its own over the N rows
-        padding = F.linear(h[:1], w0).squeeze(0)  # (n_conv,)
-        bias = padding if self.conv.bias is None else padding + self.conv.bias
+        # every row as if its left input were the padding: that half of the kernel, computed once (per
+        # start row), is the bias of the current inputs' matmul, so adding it costs no pass of its own
+        if labels is None:
+            padding = F.linear(h[:1], w0).squeeze(0)  # (n_conv,)
+            bias = padding
+        else:
+            per_start = F.linear(h[: len(labels)], w0)  # (S, n_conv)
+            padding = per_start.index_select(0, start_of)  # (N, n_conv)
+            bias = (per_start + self.condition(labels)).index_select(0, start_of)  # (N, n_conv): and V h
+        bias = bias if self.conv.bias is None else bias + self.conv.bias
+        shared = labels is None  # row 0 is a node every name shares (and every rank computes)
         if far is not None and far.dtype == torch.bool:
             left, right = F.linear(h, torch.cat([w0, w1])).chunk(2, dim=-1)  # (N, n_conv) each
             shifted = F.pad(left, (0, 0, self.dilation, 0))[: len(left)]  # row t: W0 h[t - dilation]
             pre = right + torch.where(far[:, None], shifted - padding, 0.0) + bias  # (N, n_conv)
-            return self.finish(pre, h, shared_first_row=True, counted=counted)
+            return self.finish(pre, h, shared_first_row=shared, counted=counted)
         pre = F.linear(h, w1, bias)  # (N, n_conv)
         if far is not None:
-            # the far rows corrected, by linearity: W0 h[t - dilation] - W0 h[0], the subtraction again a bias.
-            # index_select, not h[idx]: its backward is an index_add, where h[idx]'s is a sort-based
-            # index_put (on a GPU, see _packed_loss)
-            pre.index_add_(0, far, F.linear(h.index_select(0, far - self.dilation), w0, -padding))  # (N, n_conv)
-        return self.finish(pre, h, shared_first_row=True, counted=counted)
+            # the far rows corrected, by linearity: W0 h[t - dilation] - W0 h[start], the subtraction again a
+            # bias when the start row is shared. index_select, not h[idx]: its backward is an index_add,
+            # where h[idx]'s is a sort-based index_put (on a GPU, see _packed_loss)
+            left = h.index_select(0, far - self.dilation)
+            if shared:
+                correction = F.linear(left, w0, -padding)
+            else:
+                correction = F.linear(left, w0) - padding.index_select(0, far)
+            pre.index_add_(0, far, correction)  # (N, n_conv)
+        return self.finish(pre, h, shared_first_row=shared, counted=counted)
 
     def finish(self, pre: torch.Tensor, x: torch.Tensor, shared_first_row: bool = False, counted=None):
         """pre (..., n_conv): the convolution's output; x (..., n_in): the layer's current input;
@@ -157,31 +180,40 @@ class ConvWaveNet(nn.Module):
     once, the all-'.' nodes included, while HierarchicalMLP recomputes a node for every window that
     contains it and counts it that many times. So the two models compute the same function in eval
     mode, where both use the running estimates, and not in training mode.
+
+    Global conditioning (label_sizes: each label column's number of values, unknown included): the
+    labels (B, K) of each name are embedded as one vector h (LabelEmbedding, n_embd per column), and
+    every layer adds V h to its pre-activation. The nodes over the padding then depend on the label, so
+    each name gets a start row of its own in place of the shared row 0.
     """
 
-    def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int, blocks: Blocks = Blocks()):
+    def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int, blocks: Blocks = Blocks(),
+                 label_sizes: tuple[int, ...] = (), label_dropout: float = 0.0):  # fmt: skip
         super().__init__()
         self.blocks = blocks
         self.block_size = receptive_field(n_layers, blocks.cycles)
         self.wte = nn.Embedding(vocab_size, n_embd)
+        self.labels = LabelEmbedding(label_sizes, n_embd, label_dropout) if label_sizes else None
+        n_label = self.labels.dim if self.labels is not None else 0
         depth = n_layers * blocks.cycles
         self.layers = nn.ModuleList(
             DilatedLayer(n_embd if i == 0 else n_hidden, n_hidden, 2 ** (i % n_layers), blocks,
                          # a residual needs equal sizes; with skips, the last layer's output feeds nothing
-                         residual=blocks.residual and i > 0 and not (blocks.skip and i == depth - 1))
+                         residual=blocks.residual and i > 0 and not (blocks.skip and i == depth - 1), n_label=n_label)
             for i in range(depth)
         )  # fmt: skip
         self.lm_head = nn.Linear(n_hidden, vocab_size)
         init_lecture(self)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, rows: int | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, rows: int | None = None,
+                labels: torch.Tensor | None = None):  # fmt: skip
         """idx (B, T), targets (B, T - block_size + 1) or None; returns (logits, loss) as the class
-        docstring says.
+        docstring says. labels (B, K): each name's, for a conditional model (None: all unknown).
 
-        rows: how many packed rows to lay the batch out in, at least 1 + the number of targets after
-        each name's first (the data knows it, see NameBatches.sample), for a training step whose every
-        shape is fixed in advance: with B, T and rows given, no shape inside depends on the data, and
-        the host never waits for the device. Rows past the names hold nothing, and count in neither
+        rows: how many packed rows to lay the batch out in, at least the start rows (1, or B with labels)
+        and the number of targets after each name's first (the data knows it, see NameBatches.sample),
+        for a training step whose every shape is fixed in advance: with B, T and rows given, no shape
+        inside depends on the data, and the host never waits for the device. Rows past the names hold nothing, and count in neither
         the BatchNorm statistics nor the loss. Such a step needs only the loss, so logits is None.
         """
         B, T = idx.shape
@@ -190,6 +222,8 @@ class ConvWaveNet(nn.Module):
             raise ValueError(f"idx needs at least block_size={self.block_size} columns, got {T}")
         if targets is not None and targets.shape != (B, n_out):
             raise ValueError(f"targets must be (B, T - block_size + 1) = {(B, n_out)}, got {tuple(targets.shape)}")
+        h_labels = label_vectors(self.labels, labels, B, idx.device)  # (B, n_label), or None
+        starts = 1 if h_labels is None else B  # the start rows: one shared, or one per name (its label's)
         # per dilation that reaches some name (one below its last output column, n_out - 1: a shape), how
         # many rows have their left input inside their own name, not in the padding
         dilations = sorted({layer.dilation for layer in self.layers if layer.dilation < n_out - 1})
@@ -197,9 +231,9 @@ class ConvWaveNet(nn.Module):
         if not fixed:
             padded, valid, n_real, n_far = self._layout(idx, targets, n_out, dilations)  # valid: (B, n_out) bool
             if not padded:
-                logits = self._forward_full(idx)
+                logits = self._forward_full(idx, h_labels)
                 return logits, language_model_loss(logits, targets)
-            rows = 1 + n_real
+            rows = starts + n_real
         elif targets is None:
             raise ValueError("rows needs targets: they say which positions hold a name")
         else:
@@ -210,44 +244,56 @@ class ConvWaveNet(nn.Module):
         # layout (or the call), so no index below makes the host wait for the device, and what follows
         # is one sequence of operations (one graph for torch.compile) whatever the depth. Rows past the
         # names get name = j = -1.
-        name, j = _true_indices(real, rows - 1).unbind(1)  # (rows - 1,) each
-        tokens = F.pad(idx[:, self.block_size :][name, j], (1, 0))  # (rows,): '.', then every character
-        col = F.pad(j + 1, (1, 0))  # (rows,): each row's output column in its name (0: row 0, and empty rows)
+        name, j = _true_indices(real, rows - starts).unbind(1)  # (rows - starts,) each
+        tokens = F.pad(idx[:, self.block_size :][name, j], (starts, 0))  # (rows,): '.', then every character
+        col = F.pad(j + 1, (starts, 0))  # (rows,): each row's output column in its name (0: start and empty rows)
+        # (rows,): each row's name's start row, for a conditional model
+        start_of = None if h_labels is None else torch.cat([torch.arange(B, device=idx.device), name.clamp(min=0)])
         # per dilation, the rows whose left input is in the same name (None: no name reaches that far): a
         # fixed-shape step marks them in a mask, any other lists them, to compute no more than needed
         if fixed:
             far = {d: col > d for d in dilations}  # (rows,) bool each
         else:
             far = {d: _true_indices(col > d, n).squeeze(1) for d, n in zip(dilations, n_far, strict=True)}
-        counted = F.pad(name >= 0, (1, 0), value=True) if fixed else None  # (rows,): the rows that hold a node
+        counted = F.pad(name >= 0, (starts, 0), value=True) if fixed else None  # (rows,): the rows that hold a node
         h, skips = self.wte(tokens), []  # (rows, n_embd)
         for layer in self.layers:
-            h, skip = layer.forward_packed(h, far.get(layer.dilation), counted)
+            h, skip = layer.forward_packed(h, far.get(layer.dilation), counted, start_of, h_labels)
             skips.append(skip)  # h: (rows, n_hidden)
-        packed = self._head(h, skips)  # (rows, vocab): row 0 for every name's first position
+        packed = self._head(h, skips)  # (rows, vocab): the start rows for every name's first position
         if fixed:  # the empty rows predict nothing
-            return None, self._packed_loss(packed, targets[:, 0], targets[:, 1:][name, j].masked_fill(name < 0, -1))
-        # (B, n_out): each position's packed row, the real positions counted in that same order; column 0 is row 0
-        at = F.pad(real.flatten().cumsum(0).view_as(real) * real, (1, 0))
+            rest = targets[:, 1:][name, j].masked_fill(name < 0, -1)
+            return None, self._packed_loss(packed, targets[:, 0], rest, starts)
+        # (B, n_out): each position's packed row, the real positions counted in that same order; column 0
+        # is the name's start row
+        at = real.flatten().cumsum(0).view_as(real) * real  # (B, n_out - 1): 1, 2, ... at real positions
+        if starts == 1:
+            at = F.pad(at, (1, 0))
+        else:
+            at = torch.cat([torch.arange(B, device=idx.device)[:, None], (at + starts - 1) * real], dim=1)
         logits = packed.index_select(0, at.flatten()).view(B, n_out, -1)  # (B, n_out, vocab)
         if targets is None:
             return logits, None
-        loss = self._packed_loss(packed, targets[:, 0], targets[:, 1:][name, j])
+        loss = self._packed_loss(packed, targets[:, 0], targets[:, 1:][name, j], starts)
         return logits.masked_fill(~valid[..., None], 0.0), loss
 
     @staticmethod
-    def _packed_loss(packed: torch.Tensor, first: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
-        """The mean cross-entropy over the valid positions, from the packed rows (1 + R, vocab):
-        first (B,) every name's first target, all predicted by row 0 (-1 for a row with no name);
-        rest (R,) the targets of rows 1..R (-1 for a row that holds nothing). Row 0's B predictions
-        are one distribution, so they cost one log_softmax weighted by how many names start with each
-        character. The loss does not go through the (B, n_out) logits, whose backward would sum B
-        gradients into row 0 through one index (a sort-based kernel that serialises on it, most of a
-        large batch's step on a GPU)."""
+    def _packed_loss(packed: torch.Tensor, first: torch.Tensor, rest: torch.Tensor, starts: int = 1) -> torch.Tensor:
+        """The mean cross-entropy over the valid positions, from the packed rows (starts + R, vocab):
+        first (B,) every name's first target (-1 for a row with no name), predicted by the start rows;
+        rest (R,) the targets of the rows after them (-1 for a row that holds nothing).
+
+        With one start row (no labels), row 0's B predictions are one distribution, so they cost one
+        log_softmax weighted by how many names start with each character. The loss does not go through
+        the (B, n_out) logits, whose backward would sum B gradients into row 0 through one index (a
+        sort-based kernel that serialises on it, most of a large batch's step on a GPU)."""
+        if starts > 1:  # a start row per name: name b's first target is row b's
+            total = cross_entropy_sum(packed[:starts], first) + cross_entropy_sum(packed[starts:], rest)
+            return total / ((first >= 0).sum() + (rest >= 0).sum())
         vocab = packed.shape[1]
-        starts = (first[:, None] == torch.arange(vocab, device=first.device)).sum(0)  # (vocab,); -1 counts nowhere
-        first_total = -(starts * widened(packed[0]).log_softmax(-1)).sum()
-        return (cross_entropy_sum(packed[1:], rest) + first_total) / ((rest >= 0).sum() + starts.sum())
+        firsts = (first[:, None] == torch.arange(vocab, device=first.device)).sum(0)  # (vocab,); -1 counts nowhere
+        first_total = -(firsts * widened(packed[0]).log_softmax(-1)).sum()
+        return (cross_entropy_sum(packed[1:], rest) + first_total) / ((rest >= 0).sum() + firsts.sum())
 
     def _head(self, h: torch.Tensor, skips: list) -> torch.Tensor:
         """The logits from the last layer's output, or from the sum of the skip connections."""
@@ -268,42 +314,51 @@ class ConvWaveNet(nn.Module):
             raise ValueError("targets must be -1 only after each name (right padding)")
         return padded, valid, n_real, n_far
 
-    def _forward_full(self, idx: torch.Tensor) -> torch.Tensor:
-        """A plain valid dilated convolution over every column: each layer shortens T by its dilation."""
+    def _forward_full(self, idx: torch.Tensor, h_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """A plain valid dilated convolution over every column: each layer shortens T by its dilation.
+        h_labels (B, n_label): the names' label vectors, for a conditional model."""
         h, skips = self.wte(idx), []  # (B, T, n_embd)
         for layer in self.layers:
-            h, skip = layer(h[:, : -layer.dilation], h[:, layer.dilation :])  # (B, T - dilation, n_hidden)
+            condition = None if h_labels is None else layer.condition(h_labels)[:, None]  # (B, 1, n_conv)
+            h, skip = layer(h[:, : -layer.dilation], h[:, layer.dilation :], condition)  # (B, T - dilation, n_hidden)
             skips.append(skip)
         n_out = h.shape[1]  # T - block_size + 1: earlier layers' skips are longer, keep their last columns
         return self._head(h, [s[:, -n_out:] for s in skips] if self.blocks.skip else skips)
 
     @torch.no_grad()
-    def init_cache(self, batch_size: int) -> "GenerationCache":
+    def init_cache(self, batch_size: int, labels: torch.Tensor | None = None) -> "GenerationCache":
         """Fast WaveNet generation (arXiv:1611.09482): each layer keeps the last `dilation` inputs it
         has seen, so one new character costs one node per layer instead of a whole tree.
 
         Every queue starts filled with the value its layer's input has on the all-'.' padding. The
         cache also holds each layer's kernel as one contiguous (2 * n_in, n_conv) matrix, so a step
         does not re-lay the Conv1d weight out: generate with the weights the cache was made with.
+        labels (B, K): each name's, for a conditional model (None: all unknown); the cache keeps each
+        layer's V h.
         """
         h = self.wte.weight[0].expand(batch_size, -1)  # (B, n_embd): the '.' token
-        queues, kernels = [], []
+        h_labels = label_vectors(self.labels, labels, batch_size, h.device)  # (B, n_label), or None
+        queues, kernels, conditions = [], [], []
         for layer in self.layers:
             queues.append(h[:, None].expand(-1, layer.dilation, -1).clone())  # (B, dilation, n_in)
             kernels.append(rearrange(layer.conv.weight, "h c k -> (k c) h").contiguous())  # [W0 | W1]^T
-            h, _ = layer(h, h)  # the node over all-'.' input, one level up
-        return GenerationCache(queues, kernels)
+            conditions.append(None if h_labels is None else layer.condition(h_labels))  # (B, n_conv)
+            h, _ = layer(h, h, conditions[-1])  # the node over all-'.' input, one level up
+        return GenerationCache(queues, kernels, conditions)
 
     @torch.no_grad()
     def step(self, cache: "GenerationCache", token: torch.Tensor) -> torch.Tensor:
         """Feed one character per row, token (B,); returns the logits (B, vocab) for the next one.
         Updates `cache` in place. Needs eval mode: BatchNorm's running statistics, not a batch's."""
         h, skips = self.wte(token), []  # (B, n_embd)
-        for layer, queue, kernel in zip(self.layers, cache.queues, cache.kernels, strict=True):
+        for layer, queue, kernel, condition in zip(self.layers, cache.queues, cache.kernels, cache.conditions,
+                                                   strict=True):  # fmt: skip
             slot = cache.t % layer.dilation  # a ring buffer: this slot holds the input `dilation` steps back
             pair = torch.cat([queue[:, slot], h], dim=1)  # (B, 2 * n_in): [x[t - dilation], x[t]]
             queue[:, slot] = h
             pre = pair @ kernel if layer.conv.bias is None else torch.addmm(layer.conv.bias, pair, kernel)
+            if condition is not None:
+                pre = pre + condition
             h, skip = layer.finish(pre, h)  # (B, n_hidden)
             skips.append(skip)
         cache.t += 1
@@ -324,4 +379,5 @@ class GenerationCache:
 
     queues: list[torch.Tensor]  # per layer (B, dilation, n_in)
     kernels: list[torch.Tensor]  # per layer (2 * n_in, n_conv)
+    conditions: list  # per layer V h (B, n_conv) of a conditional model, else None
     t: int = 0  # characters fed so far

@@ -1,0 +1,146 @@
+"""Labels: the columns of a table of items that a model can be conditioned on, such as a name's sex
+and decade (WaveNet's global conditioning, arXiv:1609.03499 section 2.5).
+
+A table is a tab-separated file (.tsv) with a header row: the first column holds the items, every
+other column a label. Each column's values are numbered from 1, in sorted order; 0 is the column's
+"unknown". An empty field reads as unknown, training puts unknown in place of a label at random
+(the models' label dropout), and `sample` uses it for every label it is not given.
+
+    name    sex    decade
+    mary    F      1880
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data import DataError, parse_words, read_text
+
+UNKNOWN = 0  # every column's value for "not given"
+TABLE_SUFFIX = ".tsv"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table's items and their labels, as written: fields[i] holds items[i]'s label fields, one per
+    column of `columns`."""
+
+    items: list[str]
+    columns: tuple[str, ...]
+    fields: list[tuple[str, ...]]
+
+
+def is_table(path: str | Path) -> bool:
+    return str(path).lower().endswith(TABLE_SUFFIX)
+
+
+def read_items(path: str | Path) -> list[str] | Table:
+    """A data file: a Table for a .tsv file, one item per line for any other."""
+    if not is_table(path):
+        return parse_words(read_text(path), str(path))
+    return parse_table(read_text(path), str(path))
+
+
+def parse_table(raw: bytes, source: str) -> Table:
+    """A .tsv file's bytes as a Table; `source` names them in errors. Blank lines are skipped."""
+    lines = parse_words(raw, source, strip=False)
+    header = tuple(name.strip() for name in lines[0].split("\t"))
+    if not all(header) or len(set(header)) != len(header):
+        raise DataError(f"{source}: the header row must name every column once, got {' | '.join(header)}")
+    items, fields = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        row = [field.strip() for field in line.split("\t")]
+        if len(row) != len(header):
+            raise DataError(f"{source} line {number}: {len(row)} fields, expected {len(header)} "
+                            f"({', '.join(header)})")  # fmt: skip
+        if not row[0]:
+            raise DataError(f"{source} line {number}: the {header[0]} field is empty")
+        items.append(row[0])
+        fields.append(tuple(row[1:]))
+    if not items:
+        raise DataError(f"{source}: a header row and no items, expected one item per row after it")
+    return Table(items, header[1:], fields)
+
+
+@dataclass(frozen=True)
+class LabelColumns:
+    """The label columns a model was trained with, and the values each takes (numbered from 1)."""
+
+    names: tuple[str, ...]
+    values: tuple[tuple[str, ...], ...]  # per column, its values, sorted
+
+    @classmethod
+    def of(cls, table: Table) -> "LabelColumns":
+        values = [sorted({row[k] for row in table.fields} - {""}) for k in range(len(table.columns))]
+        return cls(table.columns, tuple(map(tuple, values)))
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "LabelColumns":
+        return cls(tuple(saved["names"]), tuple(map(tuple, saved["values"])))
+
+    def saved(self) -> dict:
+        """What a checkpoint holds: plain lists."""
+        return {"names": list(self.names), "values": [list(v) for v in self.values]}
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """How many values each column's embedding has: its values, and unknown."""
+        return tuple(len(v) + 1 for v in self.values)
+
+    def encode(self, table: Table, source: str) -> torch.Tensor:
+        """The table's labels as numbers, (N, len(names)) long. The table's columns are matched by name:
+        a column the model has and the table lacks is unknown; one the table has and the model lacks,
+        or a value the model never saw, is an error."""
+        at = {name: k for k, name in enumerate(self.names)}
+        for name in table.columns:
+            if name not in at:
+                raise DataError(f"{source}: column {name!r} is not a label of this model ({self._listed()})")
+        numbers = [{value: i for i, value in enumerate(values, start=1)} for values in self.values]
+        labels = torch.zeros(len(table.items), len(self.names), dtype=torch.long)
+        for j, name in enumerate(table.columns):
+            k, known = at[name], numbers[at[name]]
+            for i, row in enumerate(table.fields):
+                value = row[j]
+                if value and value not in known:
+                    raise DataError(f"{source} line {i + 2}: {name} {value!r} is not a value this model knows "
+                                    f"({self.choices(k)})")  # fmt: skip
+                labels[i, k] = known.get(value, UNKNOWN)
+        return labels
+
+    def parse(self, given: list[str]) -> torch.Tensor:
+        """`sample --label` values, ["sex=F", "decade=1920"], as numbers (len(names),): unknown where
+        not given."""
+        labels = torch.zeros(len(self.names), dtype=torch.long)
+        seen = set()
+        for pair in given:
+            name, equals, value = pair.partition("=")
+            if not equals:
+                raise DataError(f"--label {pair!r}: expected COLUMN=VALUE, e.g. {self._example()}")
+            if name not in self.names:
+                raise DataError(f"--label {pair}: {name!r} is not a label of this model ({self._listed()})")
+            if name in seen:
+                raise DataError(f"--label {name} is given twice")
+            seen.add(name)
+            k = self.names.index(name)
+            if value and value not in self.values[k]:
+                raise DataError(f"--label {pair}: {value!r} is not a value of {name} ({self.choices(k)})")
+            labels[k] = self.values[k].index(value) + 1 if value else UNKNOWN
+        return labels
+
+    def choices(self, k: int) -> str:
+        """Column k's values, for an error message: all of a few, the first and last of many."""
+        values = self.values[k]
+        shown = ", ".join(values) if len(values) <= 20 else f"{', '.join(values[:10])}, ..., {values[-1]}"
+        return f"{self.names[k]} takes {shown}"
+
+    def _listed(self) -> str:
+        return f"its labels are {', '.join(self.names)}" if self.names else "it has no labels"
+
+    def _example(self) -> str:
+        return f"--label {self.names[0]}={self.values[0][0]}" if self.names and self.values[0] else "--label sex=F"
+
+
+def no_labels_error(what: str) -> DataError:
+    """The one line for labels given to a model trained without them."""
+    return DataError(f"{what}: this model was trained without labels (on a list of items, or with --no-labels)")

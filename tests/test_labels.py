@@ -14,6 +14,7 @@ from wavenet_names.cli import main
 from wavenet_names.data import DataError, split_words
 from wavenet_names.labels import LabelColumns, parse_table, read_items
 from wavenet_names.layers import LabelEmbedding
+from wavenet_names.options import OptionError
 from wavenet_names.sampling import SampleConfig, generate
 from wavenet_names.training import Splits, Trainer, configs, evaluate
 
@@ -58,8 +59,10 @@ def test_a_file_is_a_table_by_its_tsv_suffix(tmp_path):
         (b"name\tsex\n\tF\n", "t.tsv line 2: the name field is empty"),
         (b"name\tsex\tsex\nmary\tF\tF\n", "the header row must name every column once"),
         (b"name\tsex\n", "a header row and no items"),
+        (b"name\tsex\n\nann\tF\n\n\nbo\n", "t.tsv line 6: 1 fields"),  # lines counted as the file has them
+        (b"\n \n", "t.tsv: empty"),
     ],
-    ids=["too-many-fields", "too-few-fields", "empty-item", "repeated-column", "no-rows"],
+    ids=["too-many-fields", "too-few-fields", "empty-item", "repeated-column", "no-rows", "blank-lines", "empty"],
 )
 def test_a_bad_table_is_one_error_naming_the_line(raw, message):
     with pytest.raises(DataError, match="^t.tsv") as e:
@@ -73,8 +76,8 @@ def test_a_trained_models_columns_encode_another_table_by_column_name():
     assert columns.encode(reordered, "u.tsv").tolist() == [[0, 2]]
     with pytest.raises(DataError, match="u.tsv: column 'year' is not a label of this model .its labels are sex, dec"):
         columns.encode(parse_table(b"name\tyear\nann\t1990\n", "u.tsv"), "u.tsv")
-    with pytest.raises(DataError, match="u.tsv line 2: decade '1900' is not a value .* .decade takes 1880, 1990."):
-        columns.encode(parse_table(b"name\tdecade\nann\t1900\n", "u.tsv"), "u.tsv")
+    with pytest.raises(DataError, match="u.tsv line 4: decade '1900' is not a value .* .decade takes 1880, 1990."):
+        columns.encode(parse_table(b"name\tdecade\nann\t1990\n\nann\t1900\n", "u.tsv"), "u.tsv")
 
 
 @pytest.mark.parametrize(
@@ -282,3 +285,11 @@ def test_an_ensemble_of_conditional_models_samples_and_evaluates_by_label(table_
     assert capsys.readouterr().out != girls
     with_a_member = ["--checkpoint", str(out / "model.pt"), "--checkpoint", str(out / "member-1" / "model.pt")]
     assert main(["evaluate", *with_a_member]) == 0  # an ensemble and a model of its own, as one
+
+
+def test_a_trainer_refuses_labels_its_model_or_options_do_not_take(table_file):
+    splits = Splits.read(table_file)
+    with pytest.raises(OptionError, match="labels is off, but the data was read with its labels"):
+        Trainer(*configs({"labels": False}, len(splits.vocab), splits.label_sizes), splits)
+    with pytest.raises(ValueError, match=r"the model's label sizes \(\) are not the data's \(3, 15\)"):
+        Trainer(*configs({}, len(splits.vocab)), splits)

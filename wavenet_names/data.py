@@ -52,20 +52,23 @@ def read_text(path: str | Path) -> bytes:
     return path.read_bytes()
 
 
-def parse_words(raw: bytes, source: str, strip: bool = True) -> list[str]:
-    """read_words() for bytes from anywhere (standard input); `source` names them in errors. strip=False
-    keeps each line's own whitespace (a table's tabs), and still skips blank lines."""
-    if b"\x00" in raw:
-        raise DataError(f"{source}: looks like a binary file (it contains NUL bytes), expected UTF-8 text")
-    try:
-        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors, spreadsheet exports) is not a character
-    except UnicodeDecodeError as e:
-        raise DataError(f"{source}: not UTF-8 text (bad byte at offset {e.start})") from None
-    words = [line.strip() if strip else line for line in text.splitlines()]
-    words = [w for w in words if w.strip()]
+def parse_words(raw: bytes, source: str) -> list[str]:
+    """read_words() for bytes from anywhere (standard input); `source` names them in errors."""
+    words = [line.strip() for line in decode_text(raw, source).splitlines()]
+    words = [w for w in words if w]
     if not words:
         raise DataError(f"{source}: empty, expected one item per line")
     return words
+
+
+def decode_text(raw: bytes, source: str) -> str:
+    """A data file's bytes as text, or one line that says why they are not UTF-8 text."""
+    if b"\x00" in raw:
+        raise DataError(f"{source}: looks like a binary file (it contains NUL bytes), expected UTF-8 text")
+    try:
+        return raw.decode("utf-8-sig")  # a byte-order mark (Windows editors, spreadsheet exports) is not a character
+    except UnicodeDecodeError as e:
+        raise DataError(f"{source}: not UTF-8 text (bad byte at offset {e.start})") from None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .data import DataError, parse_words, read_text
+from .data import DataError, decode_text, parse_words, read_text
 
 UNKNOWN = 0  # every column's value for "not given"
 TABLE_SUFFIX = ".tsv"
@@ -24,11 +24,12 @@ TABLE_SUFFIX = ".tsv"
 @dataclass(frozen=True)
 class Table:
     """A table's items and their labels, as written: fields[i] holds items[i]'s label fields, one per
-    column of `columns`."""
+    column of `columns`, from line lines[i] of its file (for errors)."""
 
     items: list[str]
     columns: tuple[str, ...]
     fields: list[tuple[str, ...]]
+    lines: list[int]
 
 
 def is_table(path: str | Path) -> bool:
@@ -44,12 +45,14 @@ def read_items(path: str | Path) -> list[str] | Table:
 
 def parse_table(raw: bytes, source: str) -> Table:
     """A .tsv file's bytes as a Table; `source` names them in errors. Blank lines are skipped."""
-    lines = parse_words(raw, source, strip=False)
-    header = tuple(name.strip() for name in lines[0].split("\t"))
+    lines = [(number, line) for number, line in enumerate(decode_text(raw, source).splitlines(), 1) if line.strip()]
+    if not lines:
+        raise DataError(f"{source}: empty, expected a header row, then one item per row")
+    header = tuple(name.strip() for name in lines[0][1].split("\t"))
     if not all(header) or len(set(header)) != len(header):
         raise DataError(f"{source}: the header row must name every column once, got {' | '.join(header)}")
-    items, fields = [], []
-    for number, line in enumerate(lines[1:], start=2):
+    items, fields, numbers = [], [], []
+    for number, line in lines[1:]:
         row = [field.strip() for field in line.split("\t")]
         if len(row) != len(header):
             raise DataError(f"{source} line {number}: {len(row)} fields, expected {len(header)} "
@@ -58,9 +61,10 @@ def parse_table(raw: bytes, source: str) -> Table:
             raise DataError(f"{source} line {number}: the {header[0]} field is empty")
         items.append(row[0])
         fields.append(tuple(row[1:]))
+        numbers.append(number)
     if not items:
         raise DataError(f"{source}: a header row and no items, expected one item per row after it")
-    return Table(items, header[1:], fields)
+    return Table(items, header[1:], fields, numbers)
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class LabelColumns:
             for i, row in enumerate(table.fields):
                 value = row[j]
                 if value and value not in known:
-                    raise DataError(f"{source} line {i + 2}: {name} {value!r} is not a value this model knows "
+                    raise DataError(f"{source} line {table.lines[i]}: {name} {value!r} is not a value this model knows "
                                     f"({self.choices(k)})")  # fmt: skip
                 labels[i, k] = known.get(value, UNKNOWN)
         return labels

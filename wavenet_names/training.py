@@ -246,6 +246,12 @@ class Trainer:
         if self.config.members != 1:  # each member is a run of its own: runs.run trains them
             raise OptionError("members", f"is {self.config.members}: a Trainer trains one model; "
                               "runs.run trains an ensemble's members")  # fmt: skip
+        if not self.config.labels and self.splits.label_columns is not None:  # (a sweep reads its data once)
+            raise OptionError("labels", "is off, but the data was read with its labels: read it with "
+                              "Splits.read(path, use_labels=False)")  # fmt: skip
+        if self.model_config.label_sizes != self.splits.label_sizes:
+            raise ValueError(f"the model's label sizes {self.model_config.label_sizes} are not the data's "
+                             f"{self.splits.label_sizes}")  # fmt: skip
         self.precision = resolve_precision(self.config.precision, self.device)  # before any work: it may refuse
         torch.manual_seed(self.config.seed)
         self.model = build_model(self.model_config).to(self.device)  # the raw module: what checkpoints hold

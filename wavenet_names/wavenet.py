@@ -213,8 +213,9 @@ class ConvWaveNet(nn.Module):
         rows: how many packed rows to lay the batch out in, at least the start rows (1, or B with labels)
         and the number of targets after each name's first (the data knows it, see NameBatches.sample),
         for a training step whose every shape is fixed in advance: with B, T and rows given, no shape
-        inside depends on the data, and the host never waits for the device. Rows past the names hold nothing, and count in neither
-        the BatchNorm statistics nor the loss. Such a step needs only the loss, so logits is None.
+        inside depends on the data, and the host never waits for the device. Rows past the names hold
+        nothing, and count in neither the BatchNorm statistics nor the loss. Such a step needs only the
+        loss, so logits is None.
         """
         B, T = idx.shape
         n_out = T - self.block_size + 1

@@ -208,3 +208,35 @@ def test_ensemble_size_tables_what_each_model_adds(tmp_path):
                              text=True, timeout=120)  # fmt: skip
     assert refused.returncode == 2 and "not an ensemble's metrics.jsonl" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_conditioning_reports_loss_and_how_samples_follow_their_labels(tmp_path, small_table_file):
+    """experiments/conditioning.py on a conditional run and its labels-hidden twin: their losses, the
+    shares of samples that follow sex and decade (each a percentage, and the sex shares of the names
+    found in the data), and sample lines; given two runs without labels, one line."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from wavenet_names.cli import main
+
+    tiny = ["--data", str(small_table_file), "--steps", "20", "--eval-every", "10", "--n-embd", "8", "--n-hidden",
+            "16", "--n-layers", "2", "--samples", "0"]  # fmt: skip
+    assert main(["train", *tiny, "--out", str(tmp_path / "labels")]) == 0
+    assert main(["train", *tiny, "--no-labels", "--out", str(tmp_path / "hidden")]) == 0
+    script = Path(__file__).resolve().parents[1] / "experiments" / "conditioning.py"
+    report = subprocess.run([sys.executable, str(script), str(tmp_path / "labels"), str(tmp_path / "hidden")],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    metrics = json.loads((tmp_path / "labels" / "metrics.json").read_text())
+    assert f"| with labels | {metrics['train_loss']:.4f} | {metrics['val_loss']:.4f} |" in report.stdout
+    sex = re.findall(r"^\| sex=([FM]) \| [\d.]+% \| \*\*([\d.]+%|-)\*\* \|", report.stdout, re.MULTILINE)
+    assert [s for s, _ in sex] == ["F", "M"]  # "-": none of a tiny model's samples is a name of the data
+    assert len(re.findall(r"^\| (1900|1950|2000) \| \*\*[\d.]+%\*\* \| [\d.]+% \| [\d.]+% \|$", report.stdout,
+                          re.MULTILINE)) == 3  # fmt: skip
+    assert "| sex=F decade=1920 | " in report.stdout and "| no label | " in report.stdout
+    refused = subprocess.run([sys.executable, str(script), str(tmp_path / "hidden"), str(tmp_path / "hidden")],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert refused.returncode == 2 and "not a model labelled with sex and decade" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

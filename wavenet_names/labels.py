@@ -11,6 +11,7 @@ other column a label. Each column's values are numbered from 1, in sorted order;
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -96,21 +97,20 @@ class LabelColumns:
         """The table's labels as numbers, (N, len(names)) long. The table's columns are matched by name:
         a column the model has and the table lacks is unknown; one the table has and the model lacks,
         or a value the model never saw, is an error."""
-        at = {name: k for k, name in enumerate(self.names)}
         for name in table.columns:
-            if name not in at:
+            if name not in self.names:
                 raise DataError(f"{source}: column {name!r} is not a label of this model ({self._listed()})")
-        numbers = [{value: i for i, value in enumerate(values, start=1)} for values in self.values]
-        labels = torch.zeros(len(table.items), len(self.names), dtype=torch.long)
-        for j, name in enumerate(table.columns):
-            k, known = at[name], numbers[at[name]]
-            for i, row in enumerate(table.fields):
-                value = row[j]
-                if value and value not in known:
-                    raise DataError(f"{source} line {table.lines[i]}: {name} {value!r} is not a value this model knows "
-                                    f"({self.choices(k)})")  # fmt: skip
-                labels[i, k] = known.get(value, UNKNOWN)
-        return labels
+        # per model column, the table's column that holds it (None: unknown throughout)
+        at = [table.columns.index(name) if name in table.columns else None for name in self.names]
+        rows = []  # built as lists, then one tensor: a tensor written entry by entry takes seconds
+        for fields, line in zip(table.fields, table.lines, strict=True):
+            row = [UNKNOWN if j is None else self._number(k, fields[j]) for k, j in enumerate(at)]
+            if None in row:
+                k = row.index(None)
+                raise DataError(f"{source} line {line}: {self.names[k]} {fields[at[k]]!r} is not a value this "
+                                f"model knows ({self.choices(k)})")  # fmt: skip
+            rows.append(row)
+        return torch.tensor(rows, dtype=torch.long).view(len(rows), len(self.names))
 
     def parse(self, given: list[str]) -> torch.Tensor:
         """`sample --label` values, ["sex=F", "decade=1920"], as numbers (len(names),): unknown where
@@ -127,10 +127,20 @@ class LabelColumns:
                 raise DataError(f"--label {name} is given twice")
             seen.add(name)
             k = self.names.index(name)
-            if value and value not in self.values[k]:
+            number = self._number(k, value)
+            if number is None:
                 raise DataError(f"--label {pair}: {value!r} is not a value of {name} ({self.choices(k)})")
-            labels[k] = self.values[k].index(value) + 1 if value else UNKNOWN
+            labels[k] = number
         return labels
+
+    @cached_property  # encode() looks up every field of a table: build the tables once
+    def _numbering(self) -> list[dict[str, int]]:
+        """Per column, each value's number: 1, 2, ... in sorted order (0 is unknown)."""
+        return [{value: i for i, value in enumerate(values, start=1)} for values in self.values]
+
+    def _number(self, k: int, value: str) -> int | None:
+        """Column k's number for `value` ("" is unknown); None for a value the model never saw."""
+        return self._numbering[k].get(value) if value else UNKNOWN
 
     def choices(self, k: int) -> str:
         """Column k's values, for an error message: all of a few, the first and last of many."""

@@ -13,14 +13,13 @@ import re
 import signal
 import sys
 import typing
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from . import distributed, experiments, runs
 from .checkpoint import CheckpointError, label_columns, load_checkpoint, load_model, remove_partial_writes
-from .data import DataError, Vocab, parse_words
+from .data import DataError, Vocab, naming, parse_words
 from .ensemble import Ensemble
 from .labels import LabelColumns, Table, no_labels_error, read_items
 from .models import KINDS, ModelConfig
@@ -529,7 +528,7 @@ def cmd_score(args) -> int:
     else:
         source, data = args.items, read_items(args.items)
     words, labels, shown = _items_and_labels(data, label_columns(checkpoint), source)
-    with _naming(source):  # stream_scores checks every character before its first score
+    with naming(source):  # stream_scores checks every character before its first score
         scores = stream_scores(model, vocab, words, labels)
         for word, fields, loss in zip(words, shown, scores, strict=True):  # printed as they come
             print(f"{loss:.4f}\t{word}{fields}")
@@ -543,15 +542,6 @@ def _items_and_labels(data: list[str] | Table, columns: LabelColumns | None, sou
         return data, None, [""] * len(data)
     labels = columns.encode(data, source) if columns is not None else None
     return data.items, labels, ["".join(f"\t{field}" for field in row) for row in data.fields]
-
-
-@contextmanager
-def _naming(source: str):
-    """A DataError from inside (a character the model does not know) names the file of its item."""
-    try:
-        yield
-    except DataError as e:
-        raise DataError(f"{source}: {e}") from None
 
 
 def cmd_evaluate(args) -> int:

@@ -12,6 +12,7 @@ right-pads the batch, with -1 targets at padding, so one forward pass trains eve
 
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -59,6 +60,15 @@ def parse_words(raw: bytes, source: str) -> list[str]:
     if not words:
         raise DataError(f"{source}: empty, expected one item per line")
     return words
+
+
+@contextmanager
+def naming(source: str):
+    """A DataError from inside (a character the model does not know) names the file of its item."""
+    try:
+        yield
+    except DataError as e:
+        raise DataError(f"{source}: {e}") from None
 
 
 def decode_text(raw: bytes, source: str) -> str:

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import NAMES_TXT, DataError, NameBatches, Vocab, WindowBatches, split_words
+from .data import NAMES_TXT, DataError, NameBatches, Vocab, WindowBatches, naming, split_words
 from .labels import LabelColumns, Table, read_items
 from .layers import sync_batchnorm
 from .models import KINDS, ModelConfig, batches_for, build_model, count_params, kind_config
@@ -173,10 +173,8 @@ class Splits:
         a trained model's, whose numbering the table's labels take (None: the table's own)."""
         data = read_items(path)
         if vocab is not None:  # a trained model's: every character must be one it knows
-            try:
+            with naming(str(path)):
                 vocab.check(data.items if isinstance(data, Table) else data)
-            except DataError as e:
-                raise DataError(f"{path}: {e}") from None
         if not isinstance(data, Table):
             return cls.from_words(data, vocab)
         if not use_labels or not data.columns:

@@ -35,6 +35,19 @@ def summed_loss(logits, targets):
     return F.cross_entropy(logits[valid], targets[valid], reduction="sum")
 
 
+LABEL_SIZES = (3, 5)  # a conditional model's two label columns, of 2 and 4 values and unknown
+
+
+def random_labels(n: int, sizes: tuple[int, ...] = LABEL_SIZES) -> torch.Tensor:
+    """n rows of random labels (n, len(sizes)), unknown (0) among them."""
+    return torch.stack([torch.randint(0, size, (n,)) for size in sizes], 1)
+
+
+def cycled_labels(n: int, sizes: tuple[int, ...] = LABEL_SIZES) -> torch.Tensor:
+    """n rows of labels (n, len(sizes)): every value of each column in turn, unknown (0) included."""
+    return torch.stack([torch.arange(n) % size for size in sizes], 1)
+
+
 READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "equal", "masked_select"}
 INDEXING = {"__getitem__", "__setitem__"}  # a read when an index is a bool mask: its nonzero decides the shape
 

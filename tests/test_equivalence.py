@@ -17,7 +17,7 @@ from einops import rearrange
 from wavenet_names import ConvWaveNet, HierarchicalMLP, conv_from_tree, tree_from_conv
 from wavenet_names.data import WindowBatches, bucket
 
-from helpers import both_views, sgd_steps, summed_loss
+from helpers import LABEL_SIZES, both_views, random_labels, sgd_steps, summed_loss
 
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5}
 
@@ -41,15 +41,12 @@ def unscaled(model):
     return model
 
 
-LABEL_SIZES = (3, 5)  # two label columns, of 2 and 4 values and unknown
-
-
 def paired_models(state, n_layers, dtype, words, vocab, labelled=False):
     """A tree and a conv model of the same weights, and the words as both views. labelled: conditional
     models, with random labels per name (unknown among them), as (per window, per name); else Nones."""
     X, Y, idx, targets = both_views(words, vocab, 2**n_layers)
     sizes = dict(label_sizes=LABEL_SIZES) if labelled else {}
-    name_labels = torch.stack([torch.randint(0, n, (len(words),)) for n in LABEL_SIZES], 1) if labelled else None
+    name_labels = random_labels(len(words)) if labelled else None
     window_labels = WindowBatches(words, vocab, 2**n_layers, labels=name_labels).labels
     if state == "trained_conv":
         conv = unscaled(ConvWaveNet(len(vocab), 10, 32, n_layers, **sizes).to(dtype))
@@ -145,7 +142,7 @@ def test_conv_on_any_window_is_the_tree(n_layers, labelled, words, vocab):
     block_size characters it has one output, the tree's."""
     tree, conv, _, _ = paired_models("trained_tree", n_layers, torch.float64, words, vocab, labelled)
     X = torch.randint(1, len(vocab), (64, 2**n_layers))  # windows that do not start with '.'
-    labels = torch.stack([torch.randint(0, n, (64,)) for n in LABEL_SIZES], 1) if labelled else None
+    labels = random_labels(64) if labelled else None
     conv_logits, _ = conv(X, labels=labels)  # (N, 1, vocab)
     assert conv_logits.shape == (len(X), 1, len(vocab))
     torch.testing.assert_close(conv_logits[:, 0], tree(X, labels=labels)[0], rtol=0, atol=1e-9)

@@ -16,7 +16,7 @@ from wavenet_names import ConvWaveNet, encode_names, pad_batch
 from wavenet_names.data import NameBatches, bucket
 from wavenet_names.wavenet import Blocks
 
-from helpers import HostReads
+from helpers import LABEL_SIZES, HostReads, cycled_labels
 
 BLOCKS = {
     "lecture": Blocks(),
@@ -26,7 +26,6 @@ BLOCKS = {
 }
 
 
-LABEL_SIZES = (3, 5)
 LABELLED = pytest.mark.parametrize("labelled", [False, True], ids=["unlabelled", "labelled"])
 
 
@@ -37,7 +36,7 @@ def exact_rows(targets: torch.Tensor, labelled: bool = False) -> int:
 
 
 def name_labels(n: int, labelled: bool) -> torch.Tensor | None:
-    return torch.stack([torch.arange(n) % size for size in LABEL_SIZES], 1) if labelled else None
+    return cycled_labels(n) if labelled else None
 
 
 def training_step(model, idx, targets, labels=None, **rows):

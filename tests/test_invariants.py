@@ -8,16 +8,15 @@ import torch.nn.functional as F
 
 from wavenet_names import ConvWaveNet, encode_names, pad_batch
 
-from helpers import both_views, sgd_steps
+from helpers import LABEL_SIZES, both_views, random_labels, sgd_steps
 
 N_LAYERS = [1, 3, 5]
-LABEL_SIZES = (3, 5)
 LABELLED = pytest.mark.parametrize("labelled", [False, True], ids=["unlabelled", "labelled"])
 
 
-def random_labels(n: int, labelled: bool = True) -> torch.Tensor | None:
-    """n rows of labels of LABEL_SIZES' columns, unknown (0) among them; None when not labelled."""
-    return torch.stack([torch.randint(0, size, (n,)) for size in LABEL_SIZES], 1) if labelled else None
+def maybe_labels(n: int, labelled: bool) -> torch.Tensor | None:
+    """n rows of random labels, or None when not labelled."""
+    return random_labels(n) if labelled else None
 
 
 def trained_conv(words, vocab, n_layers, labels=None):
@@ -29,9 +28,9 @@ def trained_conv(words, vocab, n_layers, labels=None):
 @LABELLED
 @pytest.mark.parametrize("n_layers", N_LAYERS)
 def test_a_later_character_never_changes_an_earlier_logit(n_layers, labelled, words, vocab):
-    model = trained_conv(words, vocab, n_layers, random_labels(len(words), labelled))
+    model = trained_conv(words, vocab, n_layers, maybe_labels(len(words), labelled))
     idx, targets = pad_batch(*encode_names(["alexandria"], vocab), model.block_size)
-    labels = random_labels(1, labelled)
+    labels = maybe_labels(1, labelled)
     logits, _ = model(idx, targets, labels=labels)
     for p in range(10):  # change the p-th character of the name: outputs 0..p do not see it
         changed = idx.clone()
@@ -45,7 +44,7 @@ def test_a_later_character_never_changes_an_earlier_logit(n_layers, labelled, wo
 @LABELLED
 @pytest.mark.parametrize("n_layers", N_LAYERS)
 def test_padded_equals_truncated_and_batch_composition_does_not_matter(n_layers, labelled, words, vocab):
-    labels = random_labels(len(words), labelled)
+    labels = maybe_labels(len(words), labelled)
     model = trained_conv(words, vocab, n_layers, labels)
     batch_idx, batch_targets = pad_batch(*encode_names(words, vocab), model.block_size)
     batch_logits, _ = model(batch_idx, batch_targets, labels=labels)
@@ -72,7 +71,7 @@ def test_extra_padding_changes_nothing_in_training(n_layers, labelled, words, vo
     model = ConvWaveNet(len(vocab), 10, 32, n_layers, **sizes).double()
     twin = ConvWaveNet(len(vocab), 10, 32, n_layers, **sizes).double()
     twin.load_state_dict(model.state_dict())
-    labels = random_labels(len(words), labelled)
+    labels = maybe_labels(len(words), labelled)
     _, loss = model(idx, targets, labels=labels)
     _, more_loss = twin(more_idx, more_targets, labels=labels)
     loss.backward()

@@ -4,7 +4,7 @@ import torch
 from wavenet_names import ConvWaveNet, HierarchicalMLP, encode_names, pad_batch, tree_from_conv
 from wavenet_names.sampling import SampleConfig, generate, stream
 
-from helpers import both_views, sgd_steps
+from helpers import both_views, cycled_labels, sgd_steps
 
 LABEL_SIZES = (3, 15)  # a conditional model's two label columns, like sex and decade
 LABELLED = pytest.mark.parametrize("labelled", [False, True], ids=["unlabelled", "labelled"])
@@ -14,13 +14,8 @@ def trained(model_cls, words, vocab, n_layers, labelled=False):
     _, _, idx, targets = both_views(words, vocab, 2**n_layers)
     sizes = dict(label_sizes=LABEL_SIZES) if labelled else {}
     model = ConvWaveNet(len(vocab), 10, 32, n_layers, **sizes)
-    sgd_steps(model, idx, targets, labels=name_labels(len(words)) if labelled else None)
+    sgd_steps(model, idx, targets, labels=cycled_labels(len(words), LABEL_SIZES) if labelled else None)
     return model.eval() if model_cls is ConvWaveNet else tree_from_conv(model).eval()
-
-
-def name_labels(n: int) -> torch.Tensor:
-    """(n, 2): every value of each column in turn, unknown (0) included."""
-    return torch.stack([torch.arange(n) % size for size in LABEL_SIZES], 1)
 
 
 @LABELLED
@@ -28,7 +23,7 @@ def name_labels(n: int) -> torch.Tensor:
 def test_cached_generation_gives_the_full_forward_logits(n_layers, labelled, words, vocab):
     model = trained(ConvWaveNet, words, vocab, n_layers, labelled)
     batch = words[:8]
-    labels = name_labels(len(batch)) if labelled else None
+    labels = cycled_labels(len(batch), LABEL_SIZES) if labelled else None
     idx, targets = pad_batch(*encode_names(batch, vocab), model.block_size)
     full, _ = model(idx, labels=labels)  # (B, T, vocab): every position at once
     cache = model.init_cache(len(batch), labels)

@@ -43,6 +43,10 @@ class Kind:
     sizes: dict = field(default_factory=dict)  # its ModelConfig defaults, where they differ from the fields'
     recipe: dict = field(default_factory=dict)  # its TrainConfig defaults, where they differ from the fields'
     incremental: bool = False  # generates with a cache (init_cache, step): one node per layer and character
+    # its prediction depends on the last block_size characters alone, so sampling may recompute a
+    # window of them; a model of whole names (an unbounded context) must generate from a cache
+    windowed: bool = True
+    fixed_shapes: bool = False  # its forward takes rows: a batch laid out in a bucket (NameBatches.sample)
     conditional: bool = False  # takes labels (label_sizes, label_dropout): a table's label columns
 
 
@@ -59,6 +63,7 @@ KINDS = {
             layout=NameBatches,
             options=("gated", "residual", "skip", "cycles", "dropout", "norm"),
             incremental=True,
+            fixed_shapes=True,
             conditional=True,
         ),
         Kind(

@@ -39,7 +39,8 @@ def generate(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True,
     """config.n names, each config.prefix followed by sampled characters up to the end token.
 
     With use_cache and a model that has one (ConvWaveNet), each character costs one node per layer;
-    otherwise the whole window is recomputed for every character. The same seed gives the same names.
+    otherwise the whole window is recomputed for every character (a model of whole names, whose
+    context is unbounded, always generates from its cache). The same seed gives the same names.
     labels (K,): a conditional model's labels for every name, 0 for one left unknown (LabelColumns.parse).
     """
     return list(stream(model, vocab, config, use_cache, labels))
@@ -67,10 +68,9 @@ def stream(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True,
 def _batch(model, vocab: Vocab, config: SampleConfig, prefix: list[int], n: int, generator, use_cache: bool,
            labels: torch.Tensor | None):  # fmt: skip
     """n names at once, one character of each per step, until every one has ended (or max_len)."""
-    incremental = use_cache and kind_of(model).incremental
     device = next(model.parameters()).device
     labels = None if labels is None else labels.to(device)  # (n, K)
-    next_logits = _incremental(model, n, labels) if incremental else _windows(model, n, labels)
+    next_logits = _incremental(model, n, labels) if _cached(model, use_cache) else _windows(model, n, labels)
     for ix in [0] + prefix:  # the '.' before the name, then the prefix
         logits = next_logits(torch.full((n,), ix, dtype=torch.long))
     names = [[] for _ in range(n)]
@@ -92,6 +92,17 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generat
         kth = torch.topk(logits, top_k).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+
+
+def _cached(model, use_cache: bool) -> bool:
+    """Whether to generate from the model's cache, or by recomputing a window of its last block_size
+    characters: only a model whose prediction depends on no more than those (Kind.windowed) can."""
+    kind = kind_of(model)
+    if kind.incremental and (use_cache or not kind.windowed):
+        return True
+    if not kind.windowed:
+        raise ValueError(f"a {kind.name} model reads the whole name and has no cache to generate from")
+    return False
 
 
 def _incremental(model, n: int, labels: torch.Tensor | None):

@@ -291,8 +291,8 @@ class Trainer:
         positions this rank trained."""
         rank, world_size = self.context.rank, self.context.world_size
         # compiled, every batch comes in one of a few shapes (see NameBatches.sample), each captured once
-        batch = self.train_batches.sample(self.config.batch_size, self.generator, rank, world_size,
-                                          fixed_shapes=self.config.compile)  # fmt: skip
+        fixed_shapes = self.config.compile and KINDS[self.model_config.kind].fixed_shapes
+        batch = self.train_batches.sample(self.config.batch_size, self.generator, rank, world_size, fixed_shapes)
         fixed = {} if batch.rows is None else {"rows": batch.rows}
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step)

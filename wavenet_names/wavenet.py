@@ -13,8 +13,9 @@ from einops import rearrange
 from torch import nn
 
 from .layers import BatchNorm, LabelEmbedding, init_lecture, label_vectors
-from .losses import cross_entropy_sum, language_model_loss, widened
+from .losses import language_model_loss
 from .options import OptionError
+from .packing import ExactLayout, FixedLayout, PackedLayout
 
 NORMS = ("batch", "layer", "none")
 
@@ -83,55 +84,27 @@ class DilatedLayer(nn.Module):
         pre = F.linear(right, w1, self.conv.bias) + F.linear(left, w0)
         return self.finish(pre if condition is None else pre + condition, right)
 
-    def forward_packed(self, h: torch.Tensor, far: torch.Tensor | None, counted: torch.Tensor | None = None,
-                       start_of: torch.Tensor | None = None, labels: torch.Tensor | None = None):  # fmt: skip
-        """h (N, n_in): row 0 the all-'.' node (a conditional model's start rows: see below), then the
-        packed characters of a batch of names (then, in a fixed-shape step, rows that hold nothing).
+    def forward_packed(self, h: torch.Tensor, layout: PackedLayout, h_labels: torch.Tensor | None = None):
+        """h (rows, n_in): a batch of names in the packed rows of `layout` (see packing.py), whose
+        start rows hold the nodes over the padding; h_labels (S, n_label): a conditional model's label
+        vectors, one per start row. Returns (out, skip) as finish() does.
 
-        far: the rows more than `dilation` columns into their name, whose left input is the row
-        `dilation` back in h; None when no name of the batch is that long. Every other row reaches
-        into the padding, where the left input is the all-'.' node h[0]: that half of the kernel is
-        computed once and shared. far comes in one of two forms, for two costs:
-        - (F,) their indices: the left half of the kernel is computed for those rows alone, the
-          fewest multiply-adds (a CPU's cost), through a gather and a scatter whose size is the data's;
-        - (N,) bool, a mask: the left half is computed for every row, shifted down `dilation` rows and
-          selected, all elementwise and of fixed size (what a compiled or captured step needs, and a
-          GPU prefers: no gather, no scatter).
-        counted (N,) bool: the rows that hold a node (None: all), the only ones BatchNorm's statistics see.
-
-        A conditional model's label changes the node over the padding, so each name has a start row of
-        its own, rows 0 to S - 1: labels (S, n_label) their label vectors h, start_of (N,) each row's
-        name's start row; a row whose left input is in the padding reads its own name's.
-        """
+        A row whose left input lies in the padding reads its name's start row, so that half of the
+        kernel is computed once per start row and shared; the layout corrects the rows that reach
+        into their own name."""
         w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
         # every row as if its left input were the padding: that half of the kernel, computed once (per
         # start row), is the bias of the current inputs' matmul, so adding it costs no pass of its own
-        if labels is None:
+        if h_labels is None:
             padding = F.linear(h[:1], w0).squeeze(0)  # (n_conv,)
             bias = padding
         else:
-            per_start = F.linear(h[: len(labels)], w0)  # (S, n_conv)
-            padding = per_start.index_select(0, start_of)  # (N, n_conv)
-            bias = (per_start + self.condition(labels)).index_select(0, start_of)  # (N, n_conv): and V h
+            per_start = F.linear(h[: len(h_labels)], w0)  # (S, n_conv)
+            padding = per_start.index_select(0, layout.start_of)  # (rows, n_conv)
+            bias = (per_start + self.condition(h_labels)).index_select(0, layout.start_of)  # (rows, n_conv): and V h
         bias = bias if self.conv.bias is None else bias + self.conv.bias
-        shared = labels is None  # row 0 is a node every name shares (and every rank computes)
-        if far is not None and far.dtype == torch.bool:
-            left, right = F.linear(h, torch.cat([w0, w1])).chunk(2, dim=-1)  # (N, n_conv) each
-            shifted = F.pad(left, (0, 0, self.dilation, 0))[: len(left)]  # row t: W0 h[t - dilation]
-            pre = right + torch.where(far[:, None], shifted - padding, 0.0) + bias  # (N, n_conv)
-            return self.finish(pre, h, shared_first_row=shared, counted=counted)
-        pre = F.linear(h, w1, bias)  # (N, n_conv)
-        if far is not None:
-            # the far rows corrected, by linearity: W0 h[t - dilation] - W0 h[start], the subtraction again a
-            # bias when the start row is shared. index_select, not h[idx]: its backward is an index_add,
-            # where h[idx]'s is a sort-based index_put (on a GPU, see _packed_loss)
-            left = h.index_select(0, far - self.dilation)
-            if shared:
-                correction = F.linear(left, w0, -padding)
-            else:
-                correction = F.linear(left, w0) - padding.index_select(0, far)
-            pre.index_add_(0, far, correction)  # (N, n_conv)
-        return self.finish(pre, h, shared_first_row=shared, counted=counted)
+        pre = layout.convolve(h, w0, w1, self.dilation, padding, bias)  # (rows, n_conv)
+        return self.finish(pre, h, shared_first_row=layout.shared, counted=layout.counted)
 
     def finish(self, pre: torch.Tensor, x: torch.Tensor, shared_first_row: bool = False, counted=None):
         """pre (..., n_conv): the convolution's output; x (..., n_in): the layer's current input;
@@ -205,17 +178,14 @@ class ConvWaveNet(nn.Module):
         self.lm_head = nn.Linear(n_hidden, vocab_size)
         init_lecture(self)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, rows: int | None = None,
-                labels: torch.Tensor | None = None):  # fmt: skip
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                rows: int | None = None):
         """idx (B, T), targets (B, T - block_size + 1) or None; returns (logits, loss) as the class
         docstring says. labels (B, K): each name's, for a conditional model (None: all unknown).
 
-        rows: how many packed rows to lay the batch out in, at least the start rows (1, or B with labels)
-        and the number of targets after each name's first (the data knows it, see NameBatches.sample),
-        for a training step whose every shape is fixed in advance: with B, T and rows given, no shape
-        inside depends on the data, and the host never waits for the device. Rows past the names hold
-        nothing, and count in neither the BatchNorm statistics nor the loss. Such a step needs only the
-        loss, so logits is None.
+        rows: lay the batch out in this many packed rows, a bucket counted on the CPU by the data
+        (NameBatches.sample), for a training step whose every shape is fixed in advance (a
+        FixedLayout, see packing.py). Such a step needs only the loss, so logits is None.
         """
         B, T = idx.shape
         n_out = T - self.block_size + 1
@@ -224,96 +194,25 @@ class ConvWaveNet(nn.Module):
         if targets is not None and targets.shape != (B, n_out):
             raise ValueError(f"targets must be (B, T - block_size + 1) = {(B, n_out)}, got {tuple(targets.shape)}")
         h_labels = label_vectors(self.labels, labels, B, idx.device)  # (B, n_label), or None
-        starts = 1 if h_labels is None else B  # the start rows: one shared, or one per name (its label's)
-        # per dilation that reaches some name (one below its last output column, n_out - 1: a shape), how
-        # many rows have their left input inside their own name, not in the padding
+        # the dilations that reach into some name: below its last output column, n_out - 1 (a shape)
         dilations = sorted({layer.dilation for layer in self.layers if layer.dilation < n_out - 1})
-        fixed = rows is not None
-        if not fixed:
-            padded, valid, n_real, n_far = self._layout(idx, targets, n_out, dilations)  # valid: (B, n_out) bool
-            if not padded:
-                logits = self._forward_full(idx, h_labels)
-                return logits, language_model_loss(logits, targets)
-            rows = starts + n_real
-        elif targets is None:
-            raise ValueError("rows needs targets: they say which positions hold a name")
+        if rows is None:
+            packing = ExactLayout.of(idx, targets, self.block_size, dilations, labelled=h_labels is not None)
         else:
-            valid = targets != -1
-        real = valid[:, 1:]  # (B, n_out - 1): the positions whose last input is a real character
-        # The packed order: name by name, character by character. j: the character's index in its name,
-        # idx[:, block_size + j] is the last input of output j + 1. The number of rows came with the
-        # layout (or the call), so no index below makes the host wait for the device, and what follows
-        # is one sequence of operations (one graph for torch.compile) whatever the depth. Rows past the
-        # names get name = j = -1.
-        name, j = _true_indices(real, rows - starts).unbind(1)  # (rows - starts,) each
-        tokens = F.pad(idx[:, self.block_size :][name, j], (starts, 0))  # (rows,): '.', then every character
-        col = F.pad(j + 1, (starts, 0))  # (rows,): each row's output column in its name (0: start and empty rows)
-        # (rows,): each row's name's start row, for a conditional model
-        start_of = None if h_labels is None else torch.cat([torch.arange(B, device=idx.device), name.clamp(min=0)])
-        # per dilation, the rows whose left input is in the same name (None: no name reaches that far): a
-        # fixed-shape step marks them in a mask, any other lists them, to compute no more than needed
-        if fixed:
-            far = {d: col > d for d in dilations}  # (rows,) bool each
-        else:
-            far = {d: _true_indices(col > d, n).squeeze(1) for d, n in zip(dilations, n_far, strict=True)}
-        counted = F.pad(name >= 0, (starts, 0), value=True) if fixed else None  # (rows,): the rows that hold a node
-        h, skips = self.wte(tokens), []  # (rows, n_embd)
+            packing = FixedLayout.of(idx, targets, self.block_size, dilations, h_labels is not None, rows)
+        if packing is None:  # idx does not start with block_size '.' tokens: a plain convolution
+            logits = self._forward_full(idx, h_labels)
+            return logits, language_model_loss(logits, targets)
+        h, skips = self.wte(packing.tokens), []  # (rows, n_embd)
         for layer in self.layers:
-            h, skip = layer.forward_packed(h, far.get(layer.dilation), counted, start_of, h_labels)
-            skips.append(skip)  # h: (rows, n_hidden)
-        packed = self._head(h, skips)  # (rows, vocab): the start rows for every name's first position
-        if fixed:  # the empty rows predict nothing
-            rest = targets[:, 1:][name, j].masked_fill(name < 0, -1)
-            return None, self._packed_loss(packed, targets[:, 0], rest, starts)
-        # (B, n_out): each position's packed row, the real positions counted in that same order; column 0
-        # is the name's start row
-        at = real.flatten().cumsum(0).view_as(real) * real  # (B, n_out - 1): 1, 2, ... at real positions
-        if starts == 1:
-            at = F.pad(at, (1, 0))
-        else:
-            at = torch.cat([torch.arange(B, device=idx.device)[:, None], (at + starts - 1) * real], dim=1)
-        logits = packed.index_select(0, at.flatten()).view(B, n_out, -1)  # (B, n_out, vocab)
-        if targets is None:
-            return logits, None
-        loss = self._packed_loss(packed, targets[:, 0], targets[:, 1:][name, j], starts)
-        return logits.masked_fill(~valid[..., None], 0.0), loss
-
-    @staticmethod
-    def _packed_loss(packed: torch.Tensor, first: torch.Tensor, rest: torch.Tensor, starts: int = 1) -> torch.Tensor:
-        """The mean cross-entropy over the valid positions, from the packed rows (starts + R, vocab):
-        first (B,) every name's first target (-1 for a row with no name), predicted by the start rows;
-        rest (R,) the targets of the rows after them (-1 for a row that holds nothing).
-
-        With one start row (no labels), row 0's B predictions are one distribution, so they cost one
-        log_softmax weighted by how many names start with each character. The loss does not go through
-        the (B, n_out) logits, whose backward would sum B gradients into row 0 through one index (a
-        sort-based kernel that serialises on it, most of a large batch's step on a GPU)."""
-        if starts > 1:  # a start row per name: name b's first target is row b's
-            total = cross_entropy_sum(packed[:starts], first) + cross_entropy_sum(packed[starts:], rest)
-            return total / ((first >= 0).sum() + (rest >= 0).sum())
-        vocab = packed.shape[1]
-        firsts = (first[:, None] == torch.arange(vocab, device=first.device)).sum(0)  # (vocab,); -1 counts nowhere
-        first_total = -(firsts * widened(packed[0]).log_softmax(-1)).sum()
-        return (cross_entropy_sum(packed[1:], rest) + first_total) / ((rest >= 0).sum() + firsts.sum())
+            h, skip = layer.forward_packed(h, packing, h_labels)  # (rows, n_hidden)
+            skips.append(skip)
+        packed = self._head(h, skips)  # (rows, vocab): the start rows predict every name's first character
+        return packing.logits(packed), packing.loss(packed)
 
     def _head(self, h: torch.Tensor, skips: list) -> torch.Tensor:
         """The logits from the last layer's output, or from the sum of the skip connections."""
         return self.lm_head(F.relu(sum(skips)) if self.blocks.skip else h)
-
-    def _layout(self, idx: torch.Tensor, targets: torch.Tensor | None, n_out: int, dilations: list[int]):
-        """What the packing needs to know from the device, in one read. Returns whether idx starts with
-        block_size '.' tokens (the packed layout); where targets are valid, (B, n_out) bool; how many
-        positions have a real character as their last input (the packed rows after row 0); and for
-        each of `dilations`, how many of those lie more than that many characters into their name. In
-        the packed layout, targets must be -1 only after each name."""
-        valid = targets != -1 if targets is not None else idx.new_ones(idx.shape[0], n_out, dtype=torch.bool)
-        right_padded = valid == (torch.arange(n_out, device=idx.device) < valid.sum(1, keepdim=True))
-        real = valid[:, 1:]  # column j + 1 is more than d characters into its name where j >= d
-        facts = [(idx[:, : self.block_size] == 0).all(), right_padded.all(), real.sum()]
-        padded, well_formed, n_real, *n_far = torch.stack(facts + [real[:, d:].sum() for d in dilations]).tolist()
-        if padded and not well_formed:
-            raise ValueError("targets must be -1 only after each name (right padding)")
-        return padded, valid, n_real, n_far
 
     def _forward_full(self, idx: torch.Tensor, h_labels: torch.Tensor | None = None) -> torch.Tensor:
         """A plain valid dilated convolution over every column: each layer shortens T by its dilation.
@@ -364,14 +263,6 @@ class ConvWaveNet(nn.Module):
             skips.append(skip)
         cache.t += 1
         return self._head(h, skips)
-
-
-def _true_indices(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """mask.nonzero(), (size, mask.ndim), given that at most `size` entries are True (the rows past
-    them are -1): the host need not ask the device how many."""
-    if mask.numel() == 0:  # (a batch of empty names) nonzero_static fails on an empty CUDA tensor before torch 2.9
-        return mask.new_full((size, mask.ndim), -1, dtype=torch.long)
-    return torch.nonzero_static(mask, size=size, fill_value=-1)
 
 
 @dataclass

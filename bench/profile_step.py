@@ -38,8 +38,12 @@ def main() -> int:
     parser.add_argument("--n-layers", type=int, default=3, help="tree depth, block 2**n_layers (default 3)")
     parser.add_argument("--steps", type=int, default=5, help="profiled steps, after 3 warm-up steps (default 5)")
     parser.add_argument("--rows", type=int, default=30, help="operators to print (default 30)")
-    parser.add_argument("--precision", choices=workloads.PRECISIONS, default="fp32",
-                        help="as train's --precision (tf32: CUDA only; default fp32)")  # fmt: skip
+    parser.add_argument(
+        "--precision",
+        choices=workloads.PRECISIONS,
+        default="fp32",
+        help="as train's --precision (tf32: CUDA only; default fp32)",
+    )
     parser.add_argument("--compile", action="store_true", help="profile the torch.compile'd step, as train --compile")
     parser.add_argument("--count", action="store_true", help="count operators and bytes per position instead")
     args = parser.parse_args()
@@ -65,8 +69,9 @@ def main() -> int:
     model = workloads.models(args.n_layers, data.vocab, device)["conv"]
     if args.compile:
         model = compiled(model, device)  # compiled by the warm-up steps below
-    step, positions = workloads.training_step(model, "conv", names, data.vocab, device, args.precision,
-                                              fixed=args.compile)  # fmt: skip
+    step, positions = workloads.training_step(
+        model, "conv", names, data.vocab, device, args.precision, fixed=args.compile
+    )
     step = workloads.synchronised(step, device)
     for _ in range(3):
         step()
@@ -75,9 +80,11 @@ def main() -> int:
         for _ in range(args.steps):
             step()
     sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(f"# conv training step, block {2**args.n_layers}, {args.names} names ({positions:,} positions), "
-          f"{args.steps} steps, {device.type}, {args.precision}{', compiled' if args.compile else ''}, "
-          f"torch {torch.__version__}")  # fmt: skip
+    print(
+        f"# conv training step, block {2**args.n_layers}, {args.names} names ({positions:,} positions), "
+        f"{args.steps} steps, {device.type}, {args.precision}{', compiled' if args.compile else ''}, "
+        f"torch {torch.__version__}"
+    )
     print(prof.key_averages().table(sort_by=sort_by, row_limit=args.rows))
     return 0
 
@@ -85,14 +92,21 @@ def main() -> int:
 def count(data, names: list[str], n_layers: int, device, precision: str) -> None:
     """The Traffic of one eager training step (forward and backward), per model and layout."""
     pair = workloads.models(n_layers, data.vocab, device)
-    print(f"# one eager training step, block {2**n_layers}, {len(names)} names, {device.type}, {precision}, "
-          f"torch {torch.__version__}")  # fmt: skip
-    for label, kind, fixed in [("per-position", "per_position", False), ("conv", "conv", False),
-                               ("conv, in a bucket", "conv", True)]:  # fmt: skip
+    print(
+        f"# one eager training step, block {2**n_layers}, {len(names)} names, {device.type}, {precision}, "
+        f"torch {torch.__version__}"
+    )
+    for label, kind, fixed in [
+        ("per-position", "per_position", False),
+        ("conv", "conv", False),
+        ("conv, in a bucket", "conv", True),
+    ]:
         step, positions = workloads.training_step(pair[kind], kind, names, data.vocab, device, precision, fixed)
         moved = workloads.traffic(step)
-        print(f"{label}: {moved.ops} ATen operators, {moved.written / positions:,.0f} bytes written and "
-              f"{moved.read / positions:,.0f} read per position")  # fmt: skip
+        print(
+            f"{label}: {moved.ops} ATen operators, {moved.written / positions:,.0f} bytes written and "
+            f"{moved.read / positions:,.0f} read per position"
+        )
 
 
 def count_compiled(data, names: list[str], n_layers: int, device, precision: str) -> None:
@@ -108,8 +122,10 @@ def count_compiled(data, names: list[str], n_layers: int, device, precision: str
         model = compiled(workloads.models(n_layers, data.vocab, device)["conv"], device)
         step, _ = workloads.training_step(model, "conv", names, data.vocab, device, precision, fixed)
         step()  # compiles forward and backward
-        print(f"{label}: {counters['stats']['unique_graphs']} graph(s), {sum(counters['graph_break'].values())} "
-              f"breaks, {metrics.generated_kernel_count} generated kernels")  # fmt: skip
+        print(
+            f"{label}: {counters['stats']['unique_graphs']} graph(s), {sum(counters['graph_break'].values())} "
+            f"breaks, {metrics.generated_kernel_count} generated kernels"
+        )
 
 
 if __name__ == "__main__":

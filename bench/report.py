@@ -24,8 +24,15 @@ def load(paths: list[Path]) -> list[dict]:
             data = json.loads(path.read_text(encoding="utf-8"))
             machine = data["machine_info"]
             for bench in data["benchmarks"]:
-                rows.append({**bench["extra_info"], "median": bench["stats"]["median"], "group": bench["group"],
-                             "cpu": machine.get("cpu", {}).get("brand_raw", "?"), "source": _source(data)})  # fmt: skip
+                rows.append(
+                    {
+                        **bench["extra_info"],
+                        "median": bench["stats"]["median"],
+                        "group": bench["group"],
+                        "cpu": machine.get("cpu", {}).get("brand_raw", "?"),
+                        "source": _source(data),
+                    }
+                )
         except (OSError, ValueError, KeyError) as e:
             raise SystemExit(f"error: {path}: not a pytest-benchmark JSON file ({e})") from None
     return rows
@@ -54,14 +61,20 @@ def training_table(rows, device, variant="fp32") -> list[str]:
     if not table:
         return []
     header = "| block | per-position ms | conv ms | per-position pos/s | conv pos/s | speedup | node limit |"
-    lines = [f"Training step ({variant}), forward + backward over every position of 256 names:", "", header,
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"Training step ({variant}), forward + backward over every position of 256 names:",
+        "",
+        header,
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for block, kinds in table.items():
         if {"per_position", "conv"} <= kinds.keys():
             p, c = kinds["per_position"], kinds["conv"]
-            lines.append(f"| {block} | {p['median'] * 1e3:.1f} | {c['median'] * 1e3:.1f} | "
-                         f"{p['positions'] / p['median']:,.0f} | {c['positions'] / c['median']:,.0f} | "
-                         f"{p['median'] / c['median']:.2f}x | {(block - 1) / math.log2(block):.2f}x |")  # fmt: skip
+            lines.append(
+                f"| {block} | {p['median'] * 1e3:.1f} | {c['median'] * 1e3:.1f} | "
+                f"{p['positions'] / p['median']:,.0f} | {c['positions'] / c['median']:,.0f} | "
+                f"{p['median'] / c['median']:.2f}x | {(block - 1) / math.log2(block):.2f}x |"
+            )
     return lines + [""]
 
 
@@ -70,11 +83,15 @@ def eval_table(rows, device) -> list[str]:
     if len(kinds) < 2:
         return []
     p, c = kinds["per_position"], kinds["conv"]
-    return ["Evaluation of the whole validation split (block 8):", "",
-            "| per-position ms | conv ms | per-position positions/s | conv positions/s | speedup |",
-            "| ---: | ---: | ---: | ---: | ---: |",
-            f"| {p['median'] * 1e3:.1f} | {c['median'] * 1e3:.1f} | {p['positions'] / p['median']:,.0f} | "
-            f"{c['positions'] / c['median']:,.0f} | {p['median'] / c['median']:.2f}x |", ""]  # fmt: skip
+    return [
+        "Evaluation of the whole validation split (block 8):",
+        "",
+        "| per-position ms | conv ms | per-position positions/s | conv positions/s | speedup |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        f"| {p['median'] * 1e3:.1f} | {c['median'] * 1e3:.1f} | {p['positions'] / p['median']:,.0f} | "
+        f"{c['positions'] / c['median']:,.0f} | {p['median'] / c['median']:.2f}x |",
+        "",
+    ]
 
 
 def sampling_table(rows, device) -> list[str]:
@@ -90,8 +107,10 @@ def sampling_table(rows, device) -> list[str]:
     for block, kinds in table.items():
         if {"recompute", "cached"} <= kinds.keys():
             r, c = kinds["recompute"], kinds["cached"]
-            lines.append(f"| {block} | {r['median'] / r['names'] * 1e3:.2f} | {c['median'] / c['names'] * 1e3:.2f} | "
-                         f"{r['median'] / c['median']:.1f}x |")  # fmt: skip
+            lines.append(
+                f"| {block} | {r['median'] / r['names'] * 1e3:.2f} | {c['median'] / c['names'] * 1e3:.2f} | "
+                f"{r['median'] / c['median']:.1f}x |"
+            )
     return lines + [""]
 
 
@@ -143,10 +162,16 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, default=HERE / "speedup.png")
     args = parser.parse_args()
     rows = load(args.json)
-    lines = ["# Benchmark results", "",
-             "Made by `bench/report.py` from `pytest bench/ --benchmark-json=...`: medians of 5 rounds after a "
-             "warm-up, the lecture's sizes (n_embd 24, n_hidden 128), the same weights in both models. "
-             "Speedups are ratios of medians from the same run.", "", f"![speedup]({args.plot.name})", ""]  # fmt: skip
+    lines = [
+        "# Benchmark results",
+        "",
+        "Made by `bench/report.py` from `pytest bench/ --benchmark-json=...`: medians of 5 rounds after a "
+        "warm-up, the lecture's sizes (n_embd 24, n_hidden 128), the same weights in both models. "
+        "Speedups are ratios of medians from the same run.",
+        "",
+        f"![speedup]({args.plot.name})",
+        "",
+    ]
     for device in ("cpu", "cuda"):
         lines += device_section(rows, device)
     for log in args.speedup_log:

@@ -39,14 +39,25 @@ def main() -> int:
     parser.add_argument("--names", type=int, nargs="+", default=[256], help="training names per step (default 256)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--compile", action="store_true", help="also time both models as train --compile runs them")
-    parser.add_argument("--large-batch", type=int, nargs="*",
-                        help="names per batch for the whole training step's throughput (default 8192 65536 262144 "
-                        "on CUDA, none on a CPU)")  # fmt: skip
-    parser.add_argument("--precisions", nargs="+", choices=workloads.PRECISIONS,
-                        help="for the large-batch throughput (default all that the device has)")  # fmt: skip
-    parser.add_argument("--sample-names", type=int, default=0,
-                        help="names to generate, cached and by recomputing every window, at block 256 "
-                        "(default 0: skip)")  # fmt: skip
+    parser.add_argument(
+        "--large-batch",
+        type=int,
+        nargs="*",
+        help="names per batch for the whole training step's throughput (default 8192 65536 262144 "
+        "on CUDA, none on a CPU)",
+    )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=workloads.PRECISIONS,
+        help="for the large-batch throughput (default all that the device has)",
+    )
+    parser.add_argument(
+        "--sample-names",
+        type=int,
+        default=0,
+        help="names to generate, cached and by recomputing every window, at block 256 (default 0: skip)",
+    )
     args = parser.parse_args()
     if args.large_batch is None:
         args.large_batch = [8192, 65536, 262144] if args.device == "cuda" else []
@@ -66,8 +77,9 @@ def main() -> int:
         print(f"error: --blocks must be powers of two >= 2, got {bad}", file=sys.stderr)
         return 2
     if min([args.repeats, *args.names, *args.large_batch, args.sample_names + 1]) < 1:
-        print("error: --repeats, --names and --large-batch must be at least 1, --sample-names at least 0",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "error: --repeats, --names and --large-batch must be at least 1, --sample-names at least 0", file=sys.stderr
+        )
         return 2
     device = torch.device(args.device)
     data = workloads.splits()
@@ -93,14 +105,18 @@ def block_speedups(data, device, n_layers: int, batch_sizes: list[int], repeats:
         for variant, pair in variants.items():
             steps = {}
             for kind, model in pair.items():
-                step, positions = workloads.training_step(model, kind, names, data.vocab, device,
-                                                          fixed=variant == "compiled")  # fmt: skip
+                step, positions = workloads.training_step(
+                    model, kind, names, data.vocab, device, fixed=variant == "compiled"
+                )
                 steps[kind] = workloads.synchronised(step, device)
             rate = {kind: positions / s for kind, s in workloads.interleaved_medians(steps, repeats=repeats).items()}
-            print(f"block={2**n_layers} names={batch_names}{' compiled' if variant == 'compiled' else ''} "
-                  f"per_position={rate['per_position']:,.0f} conv={rate['conv']:,.0f} "
-                  f"speedup={rate['conv'] / rate['per_position']:.2f}x limit={workloads.node_limit(n_layers):.2f}x "
-                  f"multiply_adds={workloads.multiply_add_ratio(names, n_layers):.2f}x", flush=True)  # fmt: skip
+            print(
+                f"block={2**n_layers} names={batch_names}{' compiled' if variant == 'compiled' else ''} "
+                f"per_position={rate['per_position']:,.0f} conv={rate['conv']:,.0f} "
+                f"speedup={rate['conv'] / rate['per_position']:.2f}x limit={workloads.node_limit(n_layers):.2f}x "
+                f"multiply_adds={workloads.multiply_add_ratio(names, n_layers):.2f}x",
+                flush=True,
+            )
 
 
 def large_batch_throughput(data, device, batch_names: int, repeats: int, precisions, compile: bool) -> None:
@@ -114,8 +130,9 @@ def large_batch_throughput(data, device, batch_names: int, repeats: int, precisi
     for precision in precisions:
         steps, peak = {}, {}
         for variant, module in variants.items():
-            step, positions = workloads.training_step(module, "conv", names, data.vocab, device, precision,
-                                                      fixed=variant == "compiled", optimizer=True)  # fmt: skip
+            step, positions = workloads.training_step(
+                module, "conv", names, data.vocab, device, precision, fixed=variant == "compiled", optimizer=True
+            )
             steps[variant] = workloads.synchronised(step, device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -126,13 +143,19 @@ def large_batch_throughput(data, device, batch_names: int, repeats: int, precisi
         moved = workloads.traffic(steps["eager"])
         seconds = workloads.interleaved_medians(steps, repeats=repeats)
         for variant in variants:
-            print(f"default model, whole step, {batch_names} names/batch ({positions:,} positions), {precision}"
-                  f"{', compiled' if variant == 'compiled' else ''}: {positions / seconds[variant]:,.0f} positions/s, "
-                  f"{seconds[variant] * 1e3:.2f} ms/step{peak[variant]}", flush=True)  # fmt: skip
+            print(
+                f"default model, whole step, {batch_names} names/batch ({positions:,} positions), {precision}"
+                f"{', compiled' if variant == 'compiled' else ''}: {positions / seconds[variant]:,.0f} positions/s, "
+                f"{seconds[variant] * 1e3:.2f} ms/step{peak[variant]}",
+                flush=True,
+            )
         per_position = (moved.written + moved.read) / positions
-        print(f"  eager: {moved.ops} operators a step, {moved.written / positions:,.0f} bytes written and "
-              f"{moved.read / positions:,.0f} read per position: "
-              f"{per_position * positions / seconds['eager'] / 1e9:,.0f} GB/s", flush=True)  # fmt: skip
+        print(
+            f"  eager: {moved.ops} operators a step, {moved.written / positions:,.0f} bytes written and "
+            f"{moved.read / positions:,.0f} read per position: "
+            f"{per_position * positions / seconds['eager'] / 1e9:,.0f} GB/s",
+            flush=True,
+        )
         if compile:
             print(f"  compiled / eager: {seconds['eager'] / seconds['compiled']:.2f}x", flush=True)
 
@@ -140,12 +163,16 @@ def large_batch_throughput(data, device, batch_names: int, repeats: int, precisi
 def sampling_speedup(data, device, n: int, repeats: int) -> None:
     """Names/s of generate() at block 256, with the cache and recomputing every window."""
     model = workloads.models(8, data.vocab, device)["conv"]
-    runs = {label: workloads.synchronised(workloads.sampling(model, data.vocab, use_cache, n)[0], device)
-            for label, use_cache in [("recompute", False), ("cached", True)]}  # fmt: skip
+    runs = {
+        label: workloads.synchronised(workloads.sampling(model, data.vocab, use_cache, n)[0], device)
+        for label, use_cache in [("recompute", False), ("cached", True)]
+    }
     seconds = workloads.interleaved_medians(runs, repeats=repeats, warmup=1)
-    print(f"sampling, block 256, {n} names: cached {n / seconds['cached']:,.0f} names/s, recomputing "
-          f"{n / seconds['recompute']:,.0f} names/s, speedup {seconds['recompute'] / seconds['cached']:.2f}x",
-          flush=True)  # fmt: skip
+    print(
+        f"sampling, block 256, {n} names: cached {n / seconds['cached']:,.0f} names/s, recomputing "
+        f"{n / seconds['recompute']:,.0f} names/s, speedup {seconds['recompute'] / seconds['cached']:.2f}x",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ def test_training_step_speedup(n_layers, names, data):
 
 def test_cached_sampling_speedup(data):
     model = workloads.models(8, data.vocab, torch.device("cpu"))["conv"]
-    runs = {name: workloads.sampling(model, data.vocab, use_cache)[0] for name, use_cache in
-            [("recompute", False), ("cached", True)]}  # fmt: skip
+    runs = {
+        name: workloads.sampling(model, data.vocab, use_cache)[0]
+        for name, use_cache in [("recompute", False), ("cached", True)]
+    }
     seconds = workloads.interleaved_medians(runs, repeats=5)
     speedup = seconds["recompute"] / seconds["cached"]
     print(f"block=256 sampling speedup {speedup:.2f}x")

@@ -45,8 +45,16 @@ def models(n_layers: int, vocab: Vocab, device) -> dict[str, torch.nn.Module]:
     return {"per_position": tree, "conv": conv_from_tree(tree)}
 
 
-def training_step(model, kind: str, words: list[str], vocab: Vocab, device, precision: str = "fp32",
-                  fixed: bool = False, optimizer: bool = False):  # fmt: skip
+def training_step(
+    model,
+    kind: str,
+    words: list[str],
+    vocab: Vocab,
+    device,
+    precision: str = "fp32",
+    fixed: bool = False,
+    optimizer: bool = False,
+):
     """One forward + backward of the loss over every position of `words`, in `precision` (fp32, tf32
     or bf16, as Trainer runs it). fixed: the conv model's fixed-shape step, its packed rows in a
     bucket (what a compiled or graph-captured step trains on, see NameBatches.sample). optimizer: and
@@ -82,9 +90,29 @@ class Traffic(TorchDispatchMode):
     and tensor inputs, views and in-place aliases aside). A CPU-side proxy for a GPU step's cost, which
     launches and memory traffic bound for a model this small; a compiler fuses some of it away."""
 
-    VIEWS = {"view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "slice", "select",
-             "unsqueeze", "squeeze", "detach", "alias", "as_strided", "split", "chunk", "unbind", "split_with_sizes",
-             "_reshape_alias", "lift_fresh", "unfold"}  # fmt: skip
+    VIEWS = {
+        "view",
+        "_unsafe_view",
+        "reshape",
+        "t",
+        "transpose",
+        "permute",
+        "expand",
+        "slice",
+        "select",
+        "unsqueeze",
+        "squeeze",
+        "detach",
+        "alias",
+        "as_strided",
+        "split",
+        "chunk",
+        "unbind",
+        "split_with_sizes",
+        "_reshape_alias",
+        "lift_fresh",
+        "unfold",
+    }
 
     def __init__(self):
         super().__init__()

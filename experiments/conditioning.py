@@ -71,9 +71,13 @@ def report(labelled_dir: Path, hidden_dir: Path) -> str:
 
     unlabelled = sampled(model, vocab, columns, {})
     no_labels = sampled(hidden, hidden_vocab, None, {})
-    lines += ["", f"## Sex: {N:,} names sampled per label, and {N:,} with no label", "",
-              "| label | in the data | recorded for that sex | for that sex alone | no label: recorded for it |",
-              "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines += [
+        "",
+        f"## Sex: {N:,} names sampled per label, and {N:,} with no label",
+        "",
+        "| label | in the data | recorded for that sex | for that sex alone | no label: recorded for it |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     shown = {}
     for sex in ("F", "M"):
         names = sampled(model, vocab, columns, {"sex": sex})
@@ -83,9 +87,13 @@ def report(labelled_dir: Path, hidden_dir: Path) -> str:
         base, _ = share(unlabelled, lambda w, s=sex: s in sexes[w] if w in sexes else None)
         lines.append(f"| sex={sex} | {known / N:.1%} | **{recorded}** | {alone} | {base} |")
 
-    lines += ["", f"## Era: {N:,} names sampled per label, and {N:,} unconditioned", "",
-              "| decade D | decade=D: in the data for D | no label | model without labels |",
-              "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    lines += [
+        "",
+        f"## Era: {N:,} names sampled per label, and {N:,} unconditioned",
+        "",
+        "| decade D | decade=D: in the data for D | no label | model without labels |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for decade in DECADES:
         names = sampled(model, vocab, columns, {"decade": decade})
         shown[f"decade={decade}"] = names

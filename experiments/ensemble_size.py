@@ -20,8 +20,10 @@ def table(runs: dict[str, list[dict]]) -> str:
         if not all("members" in r for r in records):
             raise ValueError(f"{where}: not an ensemble's metrics.jsonl (train --members N writes one)")
     sizes = min(len(records) for records in runs.values())
-    lines = [f"| models | val (mean of {len(runs)}) | change | spread | per run | training seconds (mean) |",
-             "| ---: | ---: | ---: | ---: | --- | ---: |"]  # fmt: skip
+    lines = [
+        f"| models | val (mean of {len(runs)}) | change | spread | per run | training seconds (mean) |",
+        "| ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
     previous = None
     for k in range(sizes):
         vals = [records[k]["val_loss"] for records in runs.values()]

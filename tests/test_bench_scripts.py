@@ -13,18 +13,36 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def script(*args, env=None) -> subprocess.CompletedProcess:
-    result = subprocess.run([*args], capture_output=True, text=True, timeout=300, cwd=BENCH.parent,
-                            env={**os.environ, **(env or {})})  # fmt: skip
+    result = subprocess.run(
+        [*args], capture_output=True, text=True, timeout=300, cwd=BENCH.parent, env={**os.environ, **(env or {})}
+    )
     return result
 
 
 def test_speedup_prints_every_table():
-    result = script(sys.executable, "bench/speedup.py", "--blocks", "8", "--names", "16", "32", "--repeats", "1",
-                    "--large-batch", "64", "--precisions", "fp32", "--sample-names", "4")  # fmt: skip
+    result = script(
+        sys.executable,
+        "bench/speedup.py",
+        "--blocks",
+        "8",
+        "--names",
+        "16",
+        "32",
+        "--repeats",
+        "1",
+        "--large-batch",
+        "64",
+        "--precisions",
+        "fp32",
+        "--sample-names",
+        "4",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert [line.split()[:2] for line in lines if line.startswith("block=")] == [["block=8", "names=16"],
-                                                                                ["block=8", "names=32"]]  # fmt: skip
+    assert [line.split()[:2] for line in lines if line.startswith("block=")] == [
+        ["block=8", "names=16"],
+        ["block=8", "names=32"],
+    ]
     assert any(
         re.match(r"default model, whole step, 64 names/batch .*fp32: [\d,]+ positions/s", line) for line in lines
     )

@@ -42,15 +42,22 @@ def trained(tmp_path_factory, data_file):
 
 def run_cli(*args, env=None, stdin: str | None = None):
     """The installed entry point as a user runs it: returns (exit status, stdout, stderr)."""
-    result = subprocess.run([sys.executable, "-m", "wavenet_names", *args], capture_output=True, text=True,
-                            timeout=120, env=env, input=stdin)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "wavenet_names", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        input=stdin,
+    )
     return result.returncode, result.stdout, result.stderr
 
 
 def start_cli(*args) -> subprocess.Popen:
     """The entry point running in the background, its stdout and stderr piped to the test."""
-    return subprocess.Popen([sys.executable, "-m", "wavenet_names", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "wavenet_names", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def first_line(proc: subprocess.Popen, timeout: float = 60) -> str:
@@ -76,8 +83,9 @@ def test_train_writes_everything(trained):
 def test_train_logged_to_a_file_writes_a_line_per_evaluation_and_no_progress_bar(data_file, tmp_path):
     """Output that is not a terminal (a log file, CI, a pipe) gets the evaluation lines, not a bar's
     carriage-return updates, one per step."""
-    status, out, err = run_cli("train", "--data", str(data_file), "--out", str(tmp_path), "--steps", "40",
-                               "--eval-every", "10", *TINY)  # fmt: skip
+    status, out, err = run_cli(
+        "train", "--data", str(data_file), "--out", str(tmp_path), "--steps", "40", "--eval-every", "10", *TINY
+    )
     assert status == 0, err
     assert "\r" not in err and "it/s" not in err and "step/s" not in err, err
     steps = [line.split()[1] for line in out.splitlines() if line.startswith("step ")]
@@ -183,8 +191,13 @@ def test_score_typed_at_a_terminal_says_how_to_end(trained):
     import pty
 
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "wavenet_names", "score", "--checkpoint", str(trained / "model.pt")],
-                            stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wavenet_names", "score", "--checkpoint", str(trained / "model.pt")],
+        stdin=follower,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     os.close(follower)
     try:
         os.write(leader, b"emma\n\x04")  # a line, then Ctrl-D at the start of the next
@@ -323,7 +336,7 @@ def bad(tmp_path, content: bytes | None):
         "score-empty",
         "train-5-items",
         "eval-1-item",
-    ],  # fmt: skip
+    ],
 )
 def test_bad_input_is_one_line_and_harms_nothing(make_args, message, tmp_path, data_file, trained, capsys):
     before = {name: (trained / name).read_bytes() for name in ("model.pt", "last.pt", "metrics.json")}
@@ -405,8 +418,9 @@ def test_python_m_and_ctrl_c_saves_and_exits_cleanly(tmp_path, data_file):
     status, out, err = run_cli("--help")
     assert status == 0 and "train" in out and "sample" in out and "evaluate" in out
     out_dir = tmp_path / "run"
-    proc = start_cli("train", "--data", str(data_file), "--out", str(out_dir), "--steps", "1000000",
-                     "--eval-every", "10", *TINY)  # fmt: skip
+    proc = start_cli(
+        "train", "--data", str(data_file), "--out", str(out_dir), "--steps", "1000000", "--eval-every", "10", *TINY
+    )
     deadline = time.monotonic() + 60
     while not (out_dir / "last.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -476,8 +490,10 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_best_model(tmp_path, 
     args = ["train", "--data", str(data_file), "--out", str(out), "--steps", "20", "--eval-every", "5", *TINY]
     assert main(args) == 2
     err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
-    assert err == ("wavenet-names train: error: training diverged: the validation loss is nan at step 10; try a "
-                   "smaller --lr (model.pt keeps the best model, from step 5)")  # fmt: skip
+    assert err == (
+        "wavenet-names train: error: training diverged: the validation loss is nan at step 10; try a "
+        "smaller --lr (model.pt keeps the best model, from step 5)"
+    )
     for name in ("model.pt", "last.pt"):  # as the last finite evaluation left them
         assert load_checkpoint(out / name)["step"] == 5
     assert not (out / "metrics.json").exists()
@@ -486,13 +502,23 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_best_model(tmp_path, 
 @pytest.mark.parametrize(
     "error, said",
     [
-        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of "
-                                     "139.80 GiB of which 1.02 GiB is free. Of the allocated memory ..."), "2.50 GiB"),
-        (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
-                      "tried to allocate 8000000000000 bytes. Error code 12 (Cannot allocate memory)"), "7,450.6 GiB"),
+        (
+            torch.cuda.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of "
+                "139.80 GiB of which 1.02 GiB is free. Of the allocated memory ..."
+            ),
+            "2.50 GiB",
+        ),
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                "tried to allocate 8000000000000 bytes. Error code 12 (Cannot allocate memory)"
+            ),
+            "7,450.6 GiB",
+        ),
     ],
     ids=["cuda", "cpu"],
-)  # fmt: skip
+)
 def test_out_of_memory_is_one_line(error, said, tmp_path, data_file, monkeypatch, capsys):
     def fails(self):
         raise error

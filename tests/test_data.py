@@ -49,8 +49,11 @@ def test_names_by_decade_is_a_table_of_names_sexes_and_decades():
 def test_build_names_regenerates_both_files_byte_for_byte(tmp_path):
     script = NAMES_TXT.parent / "build_names.py"
     names, by_decade = tmp_path / "names.txt", tmp_path / "names-by-decade.tsv"
-    subprocess.run([sys.executable, str(script), "--out", str(names), "--out-by-decade", str(by_decade)], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(script), "--out", str(names), "--out-by-decade", str(by_decade)],
+        check=True,
+        capture_output=True,
+    )
     assert names.read_bytes() == NAMES_TXT.read_bytes()
     assert by_decade.read_bytes() == NAMES_BY_DECADE.read_bytes()
 

@@ -109,10 +109,14 @@ def test_an_ensemble_of_different_models_is_one_line(runs_dir, capsys, tmp_path)
     a, tree = str(runs_dir / "a" / "model.pt"), str(runs_dir / "tree" / "model.pt")
     other = tmp_path / "other.txt"
     other.write_text("abc\nxyz\nabz\ncab\nzyx\nbca\nacb\nbaz\n")  # other characters
-    assert main(["train", "--data", str(other), "--out", str(tmp_path / "o"), "--steps", "2", "--eval-every", "2",
-                 *TINY]) == 0  # fmt: skip
-    for second, problem in [(tree, "must be of one kind, got ConvWaveNet, HierarchicalMLP"),
-                            (str(tmp_path / "o" / "model.pt"), "its characters differ")]:  # fmt: skip
+    assert (
+        main(["train", "--data", str(other), "--out", str(tmp_path / "o"), "--steps", "2", "--eval-every", "2", *TINY])
+        == 0
+    )
+    for second, problem in [
+        (tree, "must be of one kind, got ConvWaveNet, HierarchicalMLP"),
+        (str(tmp_path / "o" / "model.pt"), "its characters differ"),
+    ]:
         capsys.readouterr()
         assert main(["evaluate", "--checkpoint", a, "--checkpoint", second]) == 2
         err = capsys.readouterr().err.strip()
@@ -167,8 +171,10 @@ def test_train_members_saves_its_models_as_one_ensemble(trained, small_data_file
     assert main(["evaluate", "--checkpoint", str(out / "model.pt")]) == 0
     assert float(capsys.readouterr().out.split()[1]) == pytest.approx(metrics["val_loss"], abs=1e-4)
     # with another checkpoint, the ensemble's models join it one by one, each of the three weighing a third
-    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--checkpoint",
-                 str(trained / "single" / "model.pt")]) == 0  # fmt: skip
+    assert (
+        main(["evaluate", "--checkpoint", str(out / "model.pt"), "--checkpoint", str(trained / "single" / "model.pt")])
+        == 0
+    )
     three = [*model.members, model.members[0]]
     assert float(capsys.readouterr().out.split()[1]) == pytest.approx(mixture_loss(three, inputs, targets), abs=1e-4)
     assert main(["sample", "--checkpoint", str(out / "model.pt"), "-n", "4", "--seed", "0"]) == 0
@@ -177,8 +183,17 @@ def test_train_members_saves_its_models_as_one_ensemble(trained, small_data_file
 
 def ensemble_configs(small_data_file, **options):
     splits = Splits.from_words(read_words(small_data_file))
-    options = {"data": str(small_data_file), "n_embd": 8, "n_hidden": 16, "n_layers": 2, "batch_size": 16,
-               "members": 2, "steps": 12, "eval_every": 6, **options}  # fmt: skip
+    options = {
+        "data": str(small_data_file),
+        "n_embd": 8,
+        "n_hidden": 16,
+        "n_layers": 2,
+        "batch_size": 16,
+        "members": 2,
+        "steps": 12,
+        "eval_every": 6,
+        **options,
+    }
     return (*configs(options, len(splits.vocab)), splits)
 
 
@@ -229,12 +244,15 @@ def test_a_replaced_ensemble_retrains_what_the_earlier_one_left(small_data_file,
     assert json.loads((out / "member-2" / "metrics.json").read_text())["steps"] == 6
 
 
-@pytest.mark.parametrize("args, problem", [
-    (["--resume", "--steps", "20"], "--steps cannot change when an ensemble resumes"),
-    (["--resume", "--preset", "best"], "--resume continues the saved run; it takes no --preset"),
-    (MEMBERS, "already holds a checkpoint"),
-    (["--members", "0"], "--members must be at least 1, got 0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["--resume", "--steps", "20"], "--steps cannot change when an ensemble resumes"),
+        (["--resume", "--preset", "best"], "--resume continues the saved run; it takes no --preset"),
+        (MEMBERS, "already holds a checkpoint"),
+        (["--members", "0"], "--members must be at least 1, got 0"),
+    ],
+)
 def test_ensemble_mistakes_are_one_line_and_change_nothing(args, problem, small_data_file, tmp_path, capsys):
     out = tmp_path / "ensemble"
     model_config, config, splits = ensemble_configs(small_data_file)
@@ -300,10 +318,29 @@ def test_ctrl_c_stops_members_at_once_and_resume_finishes_them(whole_group, smal
     the command alone, which passes it on. Either way each member saves and stops, and --resume,
     which may train them at another pace, finishes the ensemble."""
     out = tmp_path / "ensemble"
-    args = ["train", "--data", str(small_data_file), "--out", str(out), "--members", "2", "--members-at-once", "2",
-            "--steps", "400", "--eval-every", "10", *TINY]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "wavenet_names", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    args = [
+        "train",
+        "--data",
+        str(small_data_file),
+        "--out",
+        str(out),
+        "--members",
+        "2",
+        "--members-at-once",
+        "2",
+        "--steps",
+        "400",
+        "--eval-every",
+        "10",
+        *TINY,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wavenet_names", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 90
     while not all((out / f"member-{i}" / "last.pt").exists() for i in (1, 2)) and time.monotonic() < deadline:
         time.sleep(0.1)

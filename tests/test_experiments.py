@@ -64,8 +64,12 @@ def test_sweep_grid_and_random(tmp_path, splits):
     config_file.write_text(json.dumps({"base": base, "grid": {"lr": [0.001, 0.01], "n_hidden": [8]}, "seeds": [1, 2]}))
     config = SweepConfig.load(config_file)
     rows = experiments.sweep(config, splits, "tiny.txt", tmp_path / "out", plain)
-    assert [r["run"] for r in rows] == ["lr=0.001,n_hidden=8,seed=1", "lr=0.001,n_hidden=8,seed=2",
-                                        "lr=0.01,n_hidden=8,seed=1", "lr=0.01,n_hidden=8,seed=2"]  # fmt: skip
+    assert [r["run"] for r in rows] == [
+        "lr=0.001,n_hidden=8,seed=1",
+        "lr=0.001,n_hidden=8,seed=2",
+        "lr=0.01,n_hidden=8,seed=1",
+        "lr=0.01,n_hidden=8,seed=2",
+    ]
     lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
     assert [json.loads(line)["run"] for line in lines] == [r["run"] for r in rows]
     assert rows[0]["val_loss"] != rows[2]["val_loss"]  # the options reached the runs
@@ -164,20 +168,32 @@ def test_loss_against_time_draws_runs_and_refuses_what_is_not_one(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "experiments" / "loss_vs_time.py"
     fast, slow = tmp_path / "fast.jsonl", tmp_path / "slow"
-    fast.write_text("".join(json.dumps({"step": s, "seconds": s / 10, "val_loss": 3 - s / 100}) + "\n"
-                            for s in (10, 20, 30)))  # fmt: skip
+    fast.write_text(
+        "".join(json.dumps({"step": s, "seconds": s / 10, "val_loss": 3 - s / 100}) + "\n" for s in (10, 20, 30))
+    )
     slow.mkdir()
     (slow / "metrics.jsonl").write_text(json.dumps({"step": 5, "seconds": 100.0, "val_loss": 2.5}) + "\n")
     out = tmp_path / "curves.png"
-    done = subprocess.run([sys.executable, str(script), f"fast={fast}", f"slow={slow}", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(script), f"fast={fast}", f"slow={slow}", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "other.jsonl").write_text('{"step": 1}\n')
-    for bad, problem in [(f"fast{fast}", "give LABEL=RUN"), (f"x={tmp_path / 'none.jsonl'}", "No such file"),
-                         (f"x={tmp_path / 'other.jsonl'}", "no records with seconds and val_loss")]:  # fmt: skip
-        refused = subprocess.run([sys.executable, str(script), bad, "--out", str(tmp_path / "bad.png")],
-                                 capture_output=True, text=True, timeout=120)  # fmt: skip
+    for bad, problem in [
+        (f"fast{fast}", "give LABEL=RUN"),
+        (f"x={tmp_path / 'none.jsonl'}", "No such file"),
+        (f"x={tmp_path / 'other.jsonl'}", "no records with seconds and val_loss"),
+    ]:
+        refused = subprocess.run(
+            [sys.executable, str(script), bad, "--out", str(tmp_path / "bad.png")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert refused.returncode == 2 and problem in refused.stderr, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.png").exists()
 
@@ -204,8 +220,9 @@ def test_ensemble_size_tables_what_each_model_adds(tmp_path):
     assert rows[0][1:4] == ["2.1000", "-", "0.2000"] and rows[1][1:4] == ["2.0000", "-0.1000", "0.2000"]
     assert rows[1][5].strip(" |") == "20"
     (tmp_path / "single.jsonl").write_text(json.dumps({"step": 5, "seconds": 1.0, "val_loss": 2.0}) + "\n")
-    refused = subprocess.run([sys.executable, str(script), str(tmp_path / "single.jsonl")], capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
+    refused = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "single.jsonl")], capture_output=True, text=True, timeout=120
+    )
     assert refused.returncode == 2 and "not an ensemble's metrics.jsonl" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
 
@@ -221,22 +238,50 @@ def test_conditioning_reports_loss_and_how_samples_follow_their_labels(tmp_path,
 
     from wavenet_names.cli import main
 
-    tiny = ["--data", str(small_table_file), "--steps", "20", "--eval-every", "10", "--n-embd", "8", "--n-hidden",
-            "16", "--n-layers", "2", "--samples", "0"]  # fmt: skip
+    tiny = [
+        "--data",
+        str(small_table_file),
+        "--steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--n-embd",
+        "8",
+        "--n-hidden",
+        "16",
+        "--n-layers",
+        "2",
+        "--samples",
+        "0",
+    ]
     assert main(["train", *tiny, "--out", str(tmp_path / "labels")]) == 0
     assert main(["train", *tiny, "--no-labels", "--out", str(tmp_path / "hidden")]) == 0
     script = Path(__file__).resolve().parents[1] / "experiments" / "conditioning.py"
-    report = subprocess.run([sys.executable, str(script), str(tmp_path / "labels"), str(tmp_path / "hidden")],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    report = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "labels"), str(tmp_path / "hidden")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr
     metrics = json.loads((tmp_path / "labels" / "metrics.json").read_text())
     assert f"| with labels | {metrics['train_loss']:.4f} | {metrics['val_loss']:.4f} |" in report.stdout
     sex = re.findall(r"^\| sex=([FM]) \| [\d.]+% \| \*\*([\d.]+%|-)\*\* \|", report.stdout, re.MULTILINE)
     assert [s for s, _ in sex] == ["F", "M"]  # "-": none of a tiny model's samples is a name of the data
-    assert len(re.findall(r"^\| (1900|1950|2000) \| \*\*[\d.]+%\*\* \| [\d.]+% \| [\d.]+% \|$", report.stdout,
-                          re.MULTILINE)) == 3  # fmt: skip
+    assert (
+        len(
+            re.findall(
+                r"^\| (1900|1950|2000) \| \*\*[\d.]+%\*\* \| [\d.]+% \| [\d.]+% \|$", report.stdout, re.MULTILINE
+            )
+        )
+        == 3
+    )
     assert "| sex=F decade=1920 | " in report.stdout and "| no label | " in report.stdout
-    refused = subprocess.run([sys.executable, str(script), str(tmp_path / "hidden"), str(tmp_path / "hidden")],
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    refused = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "hidden"), str(tmp_path / "hidden")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 2 and "not a model labelled with sex and decade" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1

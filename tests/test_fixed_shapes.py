@@ -55,8 +55,9 @@ state = None  # the weights every copy starts from (set by the test)
 @pytest.mark.parametrize("extra_rows", [0, 1, 37])
 @pytest.mark.parametrize("wider", [0, 5], ids=["as-wide-as-the-longest", "wider"])
 @pytest.mark.parametrize("blocks", BLOCKS.values(), ids=BLOCKS.keys())
-def test_a_bucket_gives_the_loss_gradients_and_statistics_of_the_exact_layout(blocks, wider, extra_rows, labelled,
-                                                                              words, vocab):  # fmt: skip
+def test_a_bucket_gives_the_loss_gradients_and_statistics_of_the_exact_layout(
+    blocks, wider, extra_rows, labelled, words, vocab
+):
     """In float64. The extra rows (and columns) hold nothing: they enter neither the loss nor the
     BatchNorm statistics, and no real row reads them (a left input always lies earlier)."""
     global state

@@ -220,19 +220,32 @@ def bad_table(tmp_path, content: bytes) -> str:
     "make_args, message",
     [
         (lambda t, c: ["train", "--data", bad_table(t, b"name\tsex\nann\tF\nbo\n")], "bad.tsv line 3: 1 fields, expe"),
-        (lambda t, c: ["train", "--data", bad_table(t, b"name\tsex\nann\tF\n" * 8), "--model", "flat"],
-         "--model flat takes no labels (conv and hierarchical do): train it with --no-labels"),
+        (
+            lambda t, c: ["train", "--data", bad_table(t, b"name\tsex\nann\tF\n" * 8), "--model", "flat"],
+            "--model flat takes no labels (conv and hierarchical do): train it with --no-labels",
+        ),
         (lambda t, c: ["sample", "--checkpoint", c, "--label", "sex=X"], "'X' is not a value of sex (sex takes F, M)"),
         (lambda t, c: ["sample", "--checkpoint", c, "--label", "era=1920"], "'era' is not a label of this model"),
         (lambda t, c: ["sample", "--checkpoint", c, "--label", "sex"], "expected COLUMN=VALUE"),
-        (lambda t, c: ["evaluate", "--checkpoint", c, "--data", bad_table(t, b"name\tyear\nann\t1\n" * 8)],
-         "bad.tsv: column 'year' is not a label of this model (its labels are sex, decade)"),
-        (lambda t, c: ["score", bad_table(t, b"name\tdecade\nann\t1870\n"), "--checkpoint", c],
-         "bad.tsv line 2: decade '1870' is not a value this model knows (decade takes 1880, 1890, "),
+        (
+            lambda t, c: ["evaluate", "--checkpoint", c, "--data", bad_table(t, b"name\tyear\nann\t1\n" * 8)],
+            "bad.tsv: column 'year' is not a label of this model (its labels are sex, decade)",
+        ),
+        (
+            lambda t, c: ["score", bad_table(t, b"name\tdecade\nann\t1870\n"), "--checkpoint", c],
+            "bad.tsv line 2: decade '1870' is not a value this model knows (decade takes 1880, 1890, ",
+        ),
     ],
-    ids=["wrong-field-count", "flat-model", "unknown-value", "unknown-column", "no-equals", "evaluate-column",
-         "score-value"],
-)  # fmt: skip
+    ids=[
+        "wrong-field-count",
+        "flat-model",
+        "unknown-value",
+        "unknown-column",
+        "no-equals",
+        "evaluate-column",
+        "score-value",
+    ],
+)
 def test_bad_labels_are_one_line_and_harm_nothing(make_args, message, tmp_path, labelled_run, capsys):
     before = {name: (labelled_run / name).read_bytes() for name in ("model.pt", "last.pt", "metrics.json")}
     args = make_args(tmp_path, str(labelled_run / "model.pt"))
@@ -251,19 +264,26 @@ def test_a_label_for_a_model_without_labels_is_one_line(tmp_path, all_words):
     path.write_text("\n".join(all_words[:100]) + "\n")
     assert main(["train", "--data", str(path), "--out", str(tmp_path / "run"), "--steps", "2", *TINY]) == 0
     checkpoint = str(tmp_path / "run" / "model.pt")
-    result = subprocess.run([sys.executable, "-m", "wavenet_names", "sample", "--checkpoint", checkpoint, "--label",
-                             "sex=F"], capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "wavenet_names", "sample", "--checkpoint", checkpoint, "--label", "sex=F"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == ("wavenet-names sample: error: --label: this model was trained without labels (on a list "
-                             "of items, or with --no-labels)\n")  # fmt: skip
+    assert result.stderr == (
+        "wavenet-names sample: error: --label: this model was trained without labels (on a list "
+        "of items, or with --no-labels)\n"
+    )
 
 
 def test_samples_follow_their_label(table_file):
     """A model that has learnt little still tells its labels apart: every label value samples its own
     names, and the same seed and labels give the same ones."""
     splits = Splits.read(table_file)
-    trainer = Trainer(*configs({"n_embd": 8, "n_hidden": 16, "n_layers": 2, "steps": 1}, len(splits.vocab),
-                               splits.label_sizes), splits)  # fmt: skip
+    trainer = Trainer(
+        *configs({"n_embd": 8, "n_hidden": 16, "n_layers": 2, "steps": 1}, len(splits.vocab), splits.label_sizes),
+        splits,
+    )
     trainer.train_step()
     config = SampleConfig(n=20, seed=3)
     by_label = {sex: generate(trainer.model, splits.vocab, config, labels=torch.tensor([sex, 0])) for sex in (0, 1, 2)}

@@ -21,8 +21,12 @@ def test_an_installed_wheel_carries_names_txt_and_trains_on_it_from_any_director
     source = tmp_path / "source"  # a clean copy: no build/ left by an earlier build can slip files in
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "out", "__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
-                   check=True, capture_output=True, cwd=tmp_path)  # fmt: skip
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     (wheel,) = (tmp_path / "dist").glob("wavenet_names-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("wavenet_names/datasets/names.txt") == NAMES_TXT.read_bytes()
@@ -33,9 +37,14 @@ def test_an_installed_wheel_carries_names_txt_and_trains_on_it_from_any_director
     elsewhere = tmp_path / "elsewhere"  # no data/ here, and not the repository
     elsewhere.mkdir()
     tiny = ["--steps", "2", "--eval-every", "1", "--n-embd", "4", "--n-hidden", "8", "--samples", "0"]
-    result = subprocess.run([sys.executable, "-m", "wavenet_names", "train", "--out", "run", *tiny], cwd=elsewhere,
-                            env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "wavenet_names", "train", "--out", "run", *tiny],
+        cwd=elsewhere,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     data = Path(json.loads((elsewhere / "run" / "metrics.json").read_text())["train_config"]["data"])
     assert data.is_relative_to(site) and data.read_bytes() == NAMES_TXT.read_bytes()  # the wheel's own copy

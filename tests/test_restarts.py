@@ -32,8 +32,9 @@ FORK = multiprocessing.get_context("fork")
 
 
 def torchrun(*args, env=None, expect=0) -> subprocess.CompletedProcess:
-    result = subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, **(env or {})})  # fmt: skip
+    result = subprocess.run(
+        [*TORCHRUN, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+    )
     assert result.returncode == expect, result.stderr[-3000:]
     return result
 
@@ -104,8 +105,17 @@ def test_torchrun_restarts_a_killed_rank_where_the_run_stopped(options, tmp_path
     torchrun(
         "--standalone", "--nproc_per_node=2", "-m", "wavenet_names", "train", *args, "--out", str(tmp_path / "whole")
     )
-    restarted = torchrun("--standalone", "--nproc_per_node=2", "--max-restarts=1", KILLER, "train", *args,
-                         "--out", str(tmp_path / "killed"), env={"KILL_AT_STEP": "14", "KILL_RANK": "1"})  # fmt: skip
+    restarted = torchrun(
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max-restarts=1",
+        KILLER,
+        "train",
+        *args,
+        "--out",
+        str(tmp_path / "killed"),
+        env={"KILL_AT_STEP": "14", "KILL_RANK": "1"},
+    )
     assert "continuing this run from" in restarted.stdout and "at step 12" in restarted.stdout
     assert_same_run(tmp_path / "killed", tmp_path / "whole")
 
@@ -118,8 +128,17 @@ def test_a_restart_with_another_number_of_ranks_keeps_the_global_batch(ranks, op
     job = ["--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", "--rdzv-id=job-7", "--nnodes=1"]
     killed = str(tmp_path / "killed")
     if ranks == "2 then 1":
-        torchrun(*job, "--nproc_per_node=2", KILLER, "train", *options, "--out", killed,
-                 env={"KILL_AT_STEP": "14", "KILL_RANK": "1"}, expect=1)  # fmt: skip  # no restarts left: it fails
+        torchrun(
+            *job,
+            "--nproc_per_node=2",
+            KILLER,
+            "train",
+            *options,
+            "--out",
+            killed,
+            env={"KILL_AT_STEP": "14", "KILL_RANK": "1"},
+            expect=1,
+        )  # no restarts left: it fails
         assert train(*options, "--out", killed, env={"TORCHELASTIC_RUN_ID": "job-7"}) == 0
     else:
         assert train(*options, "--out", killed, env={"TORCHELASTIC_RUN_ID": "job-7"}, kill_at_step=14) == -9
@@ -135,8 +154,10 @@ def test_a_start_by_hand_never_takes_over_another_run(options, tmp_path, capsys)
     over a saved run, which is left byte for byte; so is every restart of a job whose first start was
     refused."""
     out = tmp_path / "run"
-    assert train(*options, "--steps", "4", "--eval-every", "4", "--out", str(out),
-                 env={"TORCHELASTIC_RUN_ID": "job-1"}) == 0  # fmt: skip
+    assert (
+        train(*options, "--steps", "4", "--eval-every", "4", "--out", str(out), env={"TORCHELASTIC_RUN_ID": "job-1"})
+        == 0
+    )
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     for run_id in [None, "job-2", "none"]:
         os.environ.pop("TORCHELASTIC_RUN_ID", None)
@@ -146,8 +167,18 @@ def test_a_start_by_hand_never_takes_over_another_run(options, tmp_path, capsys)
         finally:
             os.environ.pop("TORCHELASTIC_RUN_ID", None)
         assert "already holds a checkpoint" in capsys.readouterr().err
-    refused = torchrun("--standalone", "--nproc_per_node=1", "--max-restarts=1", "-m", "wavenet_names", "train",
-                       *options, "--out", str(out), expect=1)  # fmt: skip
+    refused = torchrun(
+        "--standalone",
+        "--nproc_per_node=1",
+        "--max-restarts=1",
+        "-m",
+        "wavenet_names",
+        "train",
+        *options,
+        "--out",
+        str(out),
+        expect=1,
+    )
     assert refused.stderr.count("already holds a checkpoint") == 2  # the first start and its restart
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
@@ -157,8 +188,19 @@ def test_sigkill_at_random_moments_leaves_only_whole_files(small_data_file, tmp_
     evaluation and model.pt every 3), each resuming the one before. Every checkpoint and metrics file
     left loads whole, every run resumes, and what killed writes left is hidden and removed by the next."""
     out = tmp_path / "run"
-    args = ["--data", str(small_data_file), "--steps", "100000", "--eval-every", "3", "--checkpoint-every", "1", *TINY,
-            "--out", str(out)]  # fmt: skip
+    args = [
+        "--data",
+        str(small_data_file),
+        "--steps",
+        "100000",
+        "--eval-every",
+        "3",
+        "--checkpoint-every",
+        "1",
+        *TINY,
+        "--out",
+        str(out),
+    ]
     rng, partials = random.Random(0), 0
     for attempt in range(20):
         since = time.time()

@@ -30,11 +30,15 @@ def alone(model, vocab, word) -> float:
         return float(F.cross_entropy(model(X)[0], Y))
 
 
-@pytest.mark.parametrize("make", [
-    lambda v: ConvWaveNet(v, 8, 16, 3),
-    lambda v: HierarchicalMLP(v, 8, 16, 3),
-    lambda v: FlatMLP(v, 8, 16, 3),
-], ids=["conv", "hierarchical", "flat"])  # fmt: skip
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: ConvWaveNet(v, 8, 16, 3),
+        lambda v: HierarchicalMLP(v, 8, 16, 3),
+        lambda v: FlatMLP(v, 8, 16, 3),
+    ],
+    ids=["conv", "hierarchical", "flat"],
+)
 def test_each_item_scores_as_it_would_alone(make, words, vocab):
     """A batch of items of every length, the longest of the data set among them: each score is the
     item's loss run on its own, and the model is left in the mode it was in."""

@@ -183,8 +183,10 @@ def compile_with(monkeypatch):
 def test_compiled_training_equals_eager_and_compiles_once_for_every_batch_shape(splits, kind, precision, compile_with):
     counter = GraphCounter()
     compile_with(counter)
-    eager, compiled = small_run(splits, kind, precision=precision), small_run(splits, kind, precision=precision,
-                                                                              compile=True)  # fmt: skip
+    eager, compiled = (
+        small_run(splits, kind, precision=precision),
+        small_run(splits, kind, precision=precision, compile=True),
+    )
     close = dict(rtol=1e-4, atol=1e-5) if precision == "fp32" else dict(rtol=0.02, atol=2e-3)  # bf16: 8-bit mantissa
     shapes, draw = set(), compiled.train_batches.sample
 
@@ -273,8 +275,17 @@ def test_every_kind_memorises_16_names(kind, all_words):
     names = [w for w in all_words if len(w) <= 7][::997][:16]
     splits = Splits(names, names, names, Vocab.from_words(all_words), "16 names")
     context = {"block_size": 8} if "block_size" in KINDS[kind].options else {}
-    options = {"model": kind, **context, "steps": 300, "batch_size": 64, "optimizer": "adamw", "lr": 1e-2,
-               "schedule": "cosine", "warmup": 0, "weight_decay": 0.0}  # fmt: skip
+    options = {
+        "model": kind,
+        **context,
+        "steps": 300,
+        "batch_size": 64,
+        "optimizer": "adamw",
+        "lr": 1e-2,
+        "schedule": "cosine",
+        "warmup": 0,
+        "weight_decay": 0.0,
+    }
     trainer = Trainer(*configs(options, len(splits.vocab)), splits)
     for _ in range(300):
         trainer.train_step()
@@ -303,14 +314,22 @@ def test_each_kinds_own_recipe_lowers_the_validation_loss(kind, all_words):
         ({"model": "conv"}, ["layers.0.conv.weight", "layers.1.conv.weight", "lm_head.weight"]),
         (
             {"model": "conv", "n_layers": 3, "gated": True, "residual": True, "skip": True, "norm": "none"},
-            ["layers.0.conv.weight", "layers.0.skip.weight", "layers.1.conv.weight", "layers.1.residual.weight",
-             "layers.1.skip.weight", "layers.2.conv.weight", "layers.2.skip.weight", "lm_head.weight"],
+            [
+                "layers.0.conv.weight",
+                "layers.0.skip.weight",
+                "layers.1.conv.weight",
+                "layers.1.residual.weight",
+                "layers.1.skip.weight",
+                "layers.2.conv.weight",
+                "layers.2.skip.weight",
+                "lm_head.weight",
+            ],
         ),
         ({"model": "hierarchical", "optimizer": "adamw"}, ["tree.0.1.weight", "tree.1.1.weight", "lm_head.weight"]),
         ({"model": "flat", "optimizer": "adamw"}, ["hidden.0.weight", "lm_head.weight"]),
     ],
     ids=["conv", "conv-blocks", "hierarchical", "flat"],
-)  # fmt: skip
+)
 def test_adamw_decays_the_weight_matrices_and_nothing_else(splits, options, decayed):
     """Weight decay shrinks what multiplies an input: Linear and Conv1d weights. Not the embedding
     (a lookup table), not the norms' gains and shifts, not a bias."""
@@ -333,12 +352,38 @@ def test_sgd_decays_nothing(splits):
 # a value other than the default for every option of train: a new option must be added here, and so
 # be seen to resume right (changed, if it is resumable; refused, if not)
 OTHER_VALUES = {
-    "model": "hierarchical", "n_embd": 9, "n_hidden": 17, "n_layers": 3, "block_size": 5, "batchnorm_bug": True,
-    "gated": True, "residual": True, "skip": True, "cycles": 2, "dropout": 0.1, "norm": "layer", "data": "other.txt",
-    "steps": 50, "batch_size": 8, "optimizer": "sgd", "lr": 0.01, "schedule": "step", "warmup": 3,
-    "weight_decay": 0.2, "seed": 7, "device": "cpu", "eval_every": 3, "report_test": True, "precision": "bf16",
-    "compile": True, "checkpoint_every": 2, "members": 2, "members_at_once": 2, "labels": False, "label_dropout": 0.3,
-}  # fmt: skip
+    "model": "hierarchical",
+    "n_embd": 9,
+    "n_hidden": 17,
+    "n_layers": 3,
+    "block_size": 5,
+    "batchnorm_bug": True,
+    "gated": True,
+    "residual": True,
+    "skip": True,
+    "cycles": 2,
+    "dropout": 0.1,
+    "norm": "layer",
+    "data": "other.txt",
+    "steps": 50,
+    "batch_size": 8,
+    "optimizer": "sgd",
+    "lr": 0.01,
+    "schedule": "step",
+    "warmup": 3,
+    "weight_decay": 0.2,
+    "seed": 7,
+    "device": "cpu",
+    "eval_every": 3,
+    "report_test": True,
+    "precision": "bf16",
+    "compile": True,
+    "checkpoint_every": 2,
+    "members": 2,
+    "members_at_once": 2,
+    "labels": False,
+    "label_dropout": 0.3,
+}
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # what importing torch.compile's machinery says

@@ -120,8 +120,11 @@ def reference_wavenet(model: ConvWaveNet, idx: torch.Tensor) -> torch.Tensor:
             z = torch.tanh(pre)
         if layer.skip is not None:  # a 1x1 convolution
             skips.append(F.conv1d(z, layer.skip.weight[..., None], layer.skip.bias))
-        x = x[:, :, layer.dilation :] + F.conv1d(z, layer.residual.weight[..., None], layer.residual.bias) \
-            if layer.residual is not None else z  # fmt: skip
+        x = (
+            x[:, :, layer.dilation :] + F.conv1d(z, layer.residual.weight[..., None], layer.residual.bias)
+            if layer.residual is not None
+            else z
+        )
     n_out = x.shape[2]  # the last layer's columns; earlier skips are longer, and end at the same column
     h = F.relu(sum(s[:, :, -n_out:] for s in skips)) if skips else x
     return F.linear(h.transpose(1, 2), model.lm_head.weight, model.lm_head.bias)

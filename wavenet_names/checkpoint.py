@@ -1,17 +1,16 @@
 """Self-contained checkpoints: everything `sample`, `evaluate` and `--resume` need, in one file.
 
 A checkpoint is a dict of plain values and tensors, loaded with weights_only=True (no pickled code),
-and written atomically: a crash, a SIGKILL or Ctrl-C mid-write leaves the previous file as it was,
-and at most a hidden temporary file beside it, which the next run removes.
+and written atomically (files.replace): a crash, a SIGKILL or Ctrl-C mid-write leaves the previous
+file as it was.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from . import files
 from .data import Vocab
 from .ensemble import Ensemble
 from .labels import LabelColumns
@@ -25,39 +24,8 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **checkpoint}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _sync_directory(path.parent)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX): after a power cut, the new name, not the old file."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def remove_partial_writes(directory: str | Path) -> None:
-    """Delete what writes killed before they finished left in `directory`: the hidden temporary files
-    ('.last.pt.*.tmp', '.metrics.json.tmp', ...) that a whole file replaces only once complete. A
-    SIGKILL cannot be caught, so the next run tidies up. Call it only where no other process writes."""
-    for partial in Path(directory).glob(".*.tmp*"):
-        if partial.is_file():
-            partial.unlink(missing_ok=True)
+    with files.replace(path, durable=True) as tmp:
+        torch.save({"format": FORMAT, **checkpoint}, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from . import distributed, experiments, runs
-from .checkpoint import CheckpointError, label_columns, load_checkpoint, load_model, remove_partial_writes
+from .checkpoint import CheckpointError, label_columns, load_checkpoint, load_model
 from .data import DataError, Vocab, naming, parse_words
 from .ensemble import Ensemble
+from .files import remove_partial_writes
 from .labels import LabelColumns, Table, no_labels_error, read_items
 from .models import KINDS, ModelConfig
 from .options import OptionError, default, flag, option_fields, option_name
@@ -121,9 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="print new names from a checkpoint")
     _add_checkpoint(sample)
-    sample.add_argument("--label", action="append", default=[], metavar="COLUMN=VALUE",
-                        help="a conditional model's label for every name, e.g. --label sex=F --label decade=1920; "
-                        "a label not given is unknown")  # fmt: skip
+    sample.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="a conditional model's label for every name, e.g. --label sex=F --label decade=1920; "
+        "a label not given is unknown",
+    )
     _add_options(sample, SampleConfig)
     sample.set_defaults(run=cmd_sample)
 
@@ -150,16 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="print the mean loss of a checkpoint over a whole split")
     _add_checkpoint(ev)
     ev.add_argument("--data", help="default: the file the checkpoint was trained on")
-    ev.add_argument("--split", choices=("train", "val", "test", "all"), default="val",
-                    help="the lecture's split of the data (default val); all: every item, e.g. of a file "
-                         "held out from training")  # fmt: skip
+    ev.add_argument(
+        "--split",
+        choices=("train", "val", "test", "all"),
+        default="val",
+        help="the lecture's split of the data (default val); all: every item, e.g. of a file held out from training",
+    )
     ev.add_argument("--device", choices=DEVICES, default="auto")
     ev.set_defaults(run=cmd_evaluate)
 
-    score = commands.add_parser("score", help="print each item's loss per character: the highest are the least "
-                                "like the training data")  # fmt: skip
-    score.add_argument("items", nargs="?", default="-", help="text file, one item per line, or a .tsv table, whose "
-                       "labels a conditional model reads (default -: standard input, one item per line)")  # fmt: skip
+    score = commands.add_parser(
+        "score", help="print each item's loss per character: the highest are the least like the training data"
+    )
+    score.add_argument(
+        "items",
+        nargs="?",
+        default="-",
+        help="text file, one item per line, or a .tsv table, whose "
+        "labels a conditional model reads (default -: standard input, one item per line)",
+    )
     _add_checkpoint(score)
     score.add_argument("--device", choices=DEVICES, default="auto")
     score.set_defaults(run=cmd_score)
@@ -167,9 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_checkpoint(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--checkpoint", action="append", metavar="FILE",
-                         help="default out/model.pt; given more than once, the models as one ensemble, their "
-                         "next-character distributions averaged")  # fmt: skip
+    command.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="FILE",
+        help="default out/model.pt; given more than once, the models as one ensemble, their "
+        "next-character distributions averaged",
+    )
 
 
 def _add_model_options(train: argparse.ArgumentParser) -> None:
@@ -279,8 +298,9 @@ def _sized_for(model_config: ModelConfig, splits: Splits) -> ModelConfig:
 def _refuse_over_earlier(args, out: Path) -> None:
     """A new run does not replace what OUT holds (a run, finished or not, or an ensemble's) unless told to."""
     if not args.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt", runs.ENSEMBLE_FILE)):
-        raise ValueError(f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, "
-                         "or choose another --out")  # fmt: skip
+        raise ValueError(
+            f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, or choose another --out"
+        )
 
 
 def _rank_device(device: torch.device, context: distributed.Context) -> torch.device:
@@ -362,13 +382,16 @@ def _train_ensemble(args, out: Path, model_config: ModelConfig, config: TrainCon
     if "diverged" in metrics:
         raise ValueError(metrics["diverged"])
     alone = ", ".join(f"{m['val_loss']:.4f}" for m in metrics["members"])
-    print(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters in "
-          f"{config.members} models of {config.steps} steps, {config.members_at_once} at a time, "
-          f"{metrics['seconds']:.0f} s of training; "
-          f"val of each alone {alone})")  # fmt: skip
+    print(
+        f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters in "
+        f"{config.members} models of {config.steps} steps, {config.members_at_once} at a time, "
+        f"{metrics['seconds']:.0f} s of training; "
+        f"val of each alone {alone})"
+    )
     _print_test(metrics)
-    print(f"wrote {out / 'model.pt'} (the ensemble) and {out / 'metrics.json'}; each model's run is in "
-          f"{out / 'member-N'}")  # fmt: skip
+    print(
+        f"wrote {out / 'model.pt'} (the ensemble) and {out / 'metrics.json'}; each model's run is in {out / 'member-N'}"
+    )
     model, vocab, _ = load_model(out / "model.pt")
     _print_samples(model, vocab, splits.train, args.samples)
     return 0
@@ -393,8 +416,14 @@ def _run_with_progress(trainer: Trainer, out: Path, label: str = "", draw_bar: b
     # a bar on a terminal; in a log file, a pipe or CI, only the evaluation lines (a bar's carriage-return
     # updates would be thousands of lines there)
     drawn = draw_bar and trainer.context.is_main and sys.stderr.isatty()
-    bar = tqdm(total=trainer.config.steps, initial=trainer.step, unit="step", dynamic_ncols=True, file=sys.stderr,
-               disable=not drawn)  # fmt: skip
+    bar = tqdm(
+        total=trainer.config.steps,
+        initial=trainer.step,
+        unit="step",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=not drawn,
+    )
 
     def on_step(step, loss, positions_per_second):
         bar.update(1)
@@ -402,8 +431,10 @@ def _run_with_progress(trainer: Trainer, out: Path, label: str = "", draw_bar: b
             bar.set_postfix(loss=f"{float(loss):.4f}", pos_per_s=f"{positions_per_second:,.0f}", refresh=False)
 
     def on_eval(record):
-        bar.write(f"{label}step {record['step']:>7}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}  "
-                  f"lr {record['lr']:.2e}  {record['positions_per_second']:,.0f} positions/s")  # fmt: skip
+        bar.write(
+            f"{label}step {record['step']:>7}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}  "
+            f"lr {record['lr']:.2e}  {record['positions_per_second']:,.0f} positions/s"
+        )
         sys.stdout.flush()  # a log file gets each line when it is made
 
     previous = signal.signal(signal.SIGINT, on_sigint)
@@ -420,9 +451,11 @@ def _report(trainer: Trainer, out: Path, n_samples: int) -> int:
         metrics, model = finish(trainer, out)  # on a large list, a minute over the whole training split
     except KeyboardInterrupt:  # every step is saved in last.pt: --resume computes the figures again
         raise TrainingInterrupted(trainer.step, out / "last.pt") from None
-    print(f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters, "
-          f"{trainer.step} steps, {_epochs(trainer.epochs)}, {trainer.seconds:.0f} s; "
-          f"best at step {metrics['best_step']})")  # fmt: skip
+    print(
+        f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters, "
+        f"{trainer.step} steps, {_epochs(trainer.epochs)}, {trainer.seconds:.0f} s; "
+        f"best at step {metrics['best_step']})"
+    )
     _print_test(metrics)
     print(f"wrote {out / 'model.pt'}, {out / 'loss.png'}, {out / 'metrics.json'}")
     _print_samples(model, trainer.splits.vocab, trainer.splits.train, n_samples)
@@ -458,8 +491,11 @@ def _experiment_data(args) -> tuple[Splits, str]:
 
 
 def _print_run(name: str, metrics: dict) -> None:
-    print(f"{name}: train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  "
-          f"({metrics['params']:,} parameters, {metrics['seconds']:.0f} s)", flush=True)  # fmt: skip
+    print(
+        f"{name}: train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  "
+        f"({metrics['params']:,} parameters, {metrics['seconds']:.0f} s)",
+        flush=True,
+    )
 
 
 def cmd_lecture(args) -> int:
@@ -493,11 +529,14 @@ def _load(args, device: str | torch.device = "cpu"):
         return model, vocab, checkpoint
     for path, (_, other_vocab, other) in zip(paths[1:], loaded[1:], strict=True):
         if other_vocab != vocab:
-            raise ValueError(f"--checkpoint {path}: its characters differ from {paths[0]}'s; an ensemble needs one "
-                             "vocabulary")  # fmt: skip
+            raise ValueError(
+                f"--checkpoint {path}: its characters differ from {paths[0]}'s; an ensemble needs one vocabulary"
+            )
         if other.get("data_fingerprint") != checkpoint.get("data_fingerprint"):
-            raise ValueError(f"--checkpoint {path}: trained on other data than {paths[0]}; an ensemble's models "
-                             "must share their split, or one's training names are another's validation")  # fmt: skip
+            raise ValueError(
+                f"--checkpoint {path}: trained on other data than {paths[0]}; an ensemble's models "
+                "must share their split, or one's training names are another's validation"
+            )
     # an ensemble's checkpoint among them adds its models, flat: every model weighs the same
     models = [one for m, _, _ in loaded for one in (m.members if isinstance(m, Ensemble) else [m])]
     try:

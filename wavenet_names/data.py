@@ -252,8 +252,14 @@ class NameBatches:
     # this many would, so that a long item makes a chunk of fewer names, not a chunk too big to fit
     CHUNK_POSITIONS_PER_NAME = 32
 
-    def __init__(self, words: list[str], vocab: Vocab, block_size: int, device: str | torch.device = "cpu",
-                 labels: torch.Tensor | None = None):  # fmt: skip
+    def __init__(
+        self,
+        words: list[str],
+        vocab: Vocab,
+        block_size: int,
+        device: str | torch.device = "cpu",
+        labels: torch.Tensor | None = None,
+    ):
         """labels (N, K): each name's labels, for a conditional model (None: none)."""
         self.block_size = block_size
         self.labels = None if labels is None else labels.to(device)
@@ -266,8 +272,14 @@ class NameBatches:
         """How many names a batch is drawn from: an epoch."""
         return len(self.lengths_cpu)
 
-    def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1,
-               fixed_shapes: bool = False) -> Batch:  # fmt: skip
+    def sample(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        rank: int = 0,
+        world_size: int = 1,
+        fixed_shapes: bool = False,
+    ) -> Batch:
         """A random batch of names; with several ranks, this rank's share of it, and what the trainer
         needs to know about it, counted on the CPU so that a GPU need not be asked (see Batch).
 
@@ -329,8 +341,14 @@ def chunk_bounds(lengths: list[int], max_items: int, max_positions: int) -> Iter
 class WindowBatches:
     """A split as the lecture's windows, for the per-position models: a batch is a set of windows."""
 
-    def __init__(self, words: list[str], vocab: Vocab, block_size: int, device: str | torch.device = "cpu",
-                 labels: torch.Tensor | None = None):  # fmt: skip
+    def __init__(
+        self,
+        words: list[str],
+        vocab: Vocab,
+        block_size: int,
+        device: str | torch.device = "cpu",
+        labels: torch.Tensor | None = None,
+    ):
         """labels (N, K): each word's labels, which every window of the word takes (None: none)."""
         self.X, self.Y = (t.to(device) for t in windows(words, vocab, block_size))
         # a word's labels (K,) for each of its windows
@@ -341,8 +359,14 @@ class WindowBatches:
         """How many windows a batch is drawn from: an epoch."""
         return len(self.Y)
 
-    def sample(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1,
-               fixed_shapes: bool = False) -> Batch:  # fmt: skip
+    def sample(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        rank: int = 0,
+        world_size: int = 1,
+        fixed_shapes: bool = False,
+    ) -> Batch:
         """A random batch of windows (this rank's share of it), its positions and weight (see
         NameBatches). Its shapes are always fixed: (B, block_size) and (B,)."""
         ix = torch.randint(0, len(self.Y), (batch_size,), generator=generator)

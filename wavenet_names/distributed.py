@@ -56,8 +56,12 @@ def setup(device: str) -> Context:
         # (seen with torch 2.13, torchrun --standalone). So each attempt keeps its keys apart.
         store, _, _ = next(dist.rendezvous("env://"))
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.PrefixStore(f"attempt_{attempt}/", store),
-                                rank=context.rank, world_size=world_size)  # fmt: skip
+        dist.init_process_group(
+            "nccl" if use_cuda else "gloo",
+            store=dist.PrefixStore(f"attempt_{attempt}/", store),
+            rank=context.rank,
+            world_size=world_size,
+        )
     return context
 
 

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .files import write_json, write_text
 from .runs import Runner, run
-from .training import OPTIONS, Splits, configs, write_json, write_text
+from .training import OPTIONS, Splits, configs
 
 
 @dataclass(frozen=True)
@@ -24,24 +25,56 @@ class Preset:
 
 
 LECTURE_PRESETS = [
-    Preset("flat-3", "flat MLP, 3-character context, 200 hidden",
-           dict(model="flat", n_embd=10, n_hidden=200, block_size=3), (2.058, 2.105)),
-    Preset("flat-8", "flat MLP, 8-character context",
-           dict(model="flat", n_embd=10, n_hidden=200, block_size=8), (1.918, 2.027)),
-    Preset("tree-22k-bug", "hierarchical, batch-norm over the batch dimension only (the lecture's bug)",
-           dict(model="hierarchical", n_embd=10, n_hidden=68, n_layers=3, batchnorm_bug=True), (1.941, 2.029)),
-    Preset("tree-22k", "hierarchical, batch-norm over batch and position (the fix)",
-           dict(model="hierarchical", n_embd=10, n_hidden=68, n_layers=3), (1.912, 2.022)),
-    Preset("tree-76k", "hierarchical, n_embd 24, n_hidden 128",
-           dict(model="hierarchical", n_embd=24, n_hidden=128, n_layers=3), (1.769, 1.993)),
-    Preset("conv-76k", "the same 76K tree as ConvWaveNet on whole names (the default `train`)",
-           dict(model="conv", n_embd=24, n_hidden=128, n_layers=3)),
-]  # fmt: skip
+    Preset(
+        "flat-3",
+        "flat MLP, 3-character context, 200 hidden",
+        dict(model="flat", n_embd=10, n_hidden=200, block_size=3),
+        (2.058, 2.105),
+    ),
+    Preset(
+        "flat-8",
+        "flat MLP, 8-character context",
+        dict(model="flat", n_embd=10, n_hidden=200, block_size=8),
+        (1.918, 2.027),
+    ),
+    Preset(
+        "tree-22k-bug",
+        "hierarchical, batch-norm over the batch dimension only (the lecture's bug)",
+        dict(model="hierarchical", n_embd=10, n_hidden=68, n_layers=3, batchnorm_bug=True),
+        (1.941, 2.029),
+    ),
+    Preset(
+        "tree-22k",
+        "hierarchical, batch-norm over batch and position (the fix)",
+        dict(model="hierarchical", n_embd=10, n_hidden=68, n_layers=3),
+        (1.912, 2.022),
+    ),
+    Preset(
+        "tree-76k",
+        "hierarchical, n_embd 24, n_hidden 128",
+        dict(model="hierarchical", n_embd=24, n_hidden=128, n_layers=3),
+        (1.769, 1.993),
+    ),
+    Preset(
+        "conv-76k",
+        "the same 76K tree as ConvWaveNet on whole names (the default `train`)",
+        dict(model="conv", n_embd=24, n_hidden=128, n_layers=3),
+    ),
+]
 QUICK_FACTOR = 20  # --quick divides every step count by this
 
 # `wavenet-names train --preset NAME`: configurations chosen on the validation split
-BEST = dict(model="conv", n_embd=32, n_hidden=384, n_layers=4, dropout=0.2, steps=4000, batch_size=256, eval_every=500,
-            report_test=True)  # fmt: skip
+BEST = dict(
+    model="conv",
+    n_embd=32,
+    n_hidden=384,
+    n_layers=4,
+    dropout=0.2,
+    steps=4000,
+    batch_size=256,
+    eval_every=500,
+    report_test=True,
+)
 TRAIN_PRESETS = {
     "best": Preset(
         "best",
@@ -82,21 +115,30 @@ def lecture_table(splits: Splits, data: str, out: Path, runner: Runner, scale: i
 def _row(preset: Preset, metrics: dict) -> dict:
     lecture_train, lecture_val = preset.lecture or (None, None)
     keep = ("params", "train_loss", "val_loss", "steps", "seconds")
-    return {"preset": preset.name, "description": preset.description, **{k: metrics[k] for k in keep},
-            "lecture_train_loss": lecture_train, "lecture_val_loss": lecture_val}  # fmt: skip
+    return {
+        "preset": preset.name,
+        "description": preset.description,
+        **{k: metrics[k] for k in keep},
+        "lecture_train_loss": lecture_train,
+        "lecture_val_loss": lecture_val,
+    }
 
 
 def _write_table(rows: list[dict], out: Path, scale: int) -> None:
     write_json(rows, out / "results.json")
     scaled = f" (step counts / {scale})" if scale > 1 else ""
-    lines = [f"Lecture presets{scaled}, on the lecture's split.", "",
-             "| preset | what | params | train | val | lecture train | lecture val | steps | seconds |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"Lecture presets{scaled}, on the lecture's split.",
+        "",
+        "| preset | what | params | train | val | lecture train | lecture val | steps | seconds |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         lecture = [f"{r[k]:.3f}" if r[k] is not None else "-" for k in ("lecture_train_loss", "lecture_val_loss")]
         losses = f"{r['train_loss']:.4f} | {r['val_loss']:.4f} | {lecture[0]} | {lecture[1]}"
-        lines.append(f"| {r['preset']} | {r['description']} | {r['params']:,} | {losses} | {r['steps']:,} | "
-                     f"{r['seconds']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {r['preset']} | {r['description']} | {r['params']:,} | {losses} | {r['steps']:,} | {r['seconds']:.0f} |"
+        )
     write_text(out / "results.md", "\n".join(lines) + "\n")
 
 
@@ -147,8 +189,14 @@ class SweepConfig:
         unknown = set(raw) - {"base", "grid", "seeds", "search", "samples", "runs"}
         if unknown:
             raise ValueError(f"{path}: unknown key {sorted(unknown)[0]!r}")
-        config = cls(raw.get("base", {}), raw.get("grid", {}), raw.get("seeds", [42]), raw.get("search", "grid"),
-                     raw.get("samples"), raw.get("runs"))  # fmt: skip
+        config = cls(
+            raw.get("base", {}),
+            raw.get("grid", {}),
+            raw.get("seeds", [42]),
+            raw.get("search", "grid"),
+            raw.get("samples"),
+            raw.get("runs"),
+        )
         config.validate(path)
         return config
 
@@ -194,8 +242,14 @@ def run_name(point: dict) -> str:
     return ",".join(str(v) if k == "name" else f"{k}={v}" for k, v in point.items()).replace("/", "_")
 
 
-def sweep(sweep_config: SweepConfig, splits: Splits, data: str, out: Path, runner: Runner,
-          on_result: Callable[[str, dict], None] | None = None) -> list[dict]:  # fmt: skip
+def sweep(
+    sweep_config: SweepConfig,
+    splits: Splits,
+    data: str,
+    out: Path,
+    runner: Runner,
+    on_result: Callable[[str, dict], None] | None = None,
+) -> list[dict]:
     """Run every point of the sweep (skipping those done); results.jsonl gets one row per run."""
     rows = []
     for point in sweep_config.points():
@@ -217,14 +271,18 @@ def summary_table(rows: list[dict]) -> str:
     for row in rows:
         setting = {k: v for k, v in row.items() if k not in ("run", "seed", *RESULT_KEYS)}
         by_setting.setdefault(run_name(setting), []).append(row)
-    lines = ["| setting | params | seeds | val mean | val spread | val per seed | train mean | seconds |",
-             "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "| setting | params | seeds | val mean | val spread | val per seed | train mean | seconds |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
     for setting, group in by_setting.items():
         vals = [r["val_loss"] for r in group]
         mean = sum(vals) / len(vals)
         train = sum(r["train_loss"] for r in group) / len(group)
         seconds = sum(r["seconds"] for r in group) / len(group)
         per_seed = ", ".join(f"{v:.4f}" for v in vals)
-        lines.append(f"| {setting} | {group[0]['params']:,} | {len(group)} | {mean:.4f} | {max(vals) - min(vals):.4f} "
-                     f"| {per_seed} | {train:.4f} | {seconds:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {setting} | {group[0]['params']:,} | {len(group)} | {mean:.4f} | {max(vals) - min(vals):.4f} "
+            f"| {per_seed} | {train:.4f} | {seconds:.0f} |"
+        )
     return "\n".join(lines) + "\n"

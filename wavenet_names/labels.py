@@ -56,8 +56,7 @@ def parse_table(raw: bytes, source: str) -> Table:
     for number, line in lines[1:]:
         row = [field.strip() for field in line.split("\t")]
         if len(row) != len(header):
-            raise DataError(f"{source} line {number}: {len(row)} fields, expected {len(header)} "
-                            f"({', '.join(header)})")  # fmt: skip
+            raise DataError(f"{source} line {number}: {len(row)} fields, expected {len(header)} ({', '.join(header)})")
         if not row[0]:
             raise DataError(f"{source} line {number}: the {header[0]} field is empty")
         items.append(row[0])
@@ -107,8 +106,10 @@ class LabelColumns:
             row = [UNKNOWN if j is None else self._number(k, fields[j]) for k, j in enumerate(at)]
             if None in row:
                 k = row.index(None)
-                raise DataError(f"{source} line {line}: {self.names[k]} {fields[at[k]]!r} is not a value this "
-                                f"model knows ({self.choices(k)})")  # fmt: skip
+                raise DataError(
+                    f"{source} line {line}: {self.names[k]} {fields[at[k]]!r} is not a value this "
+                    f"model knows ({self.choices(k)})"
+                )
             rows.append(row)
         return torch.tensor(rows, dtype=torch.long).view(len(rows), len(self.names))
 

@@ -170,8 +170,9 @@ class LabelEmbedding(nn.Module):
         return torch.cat([embedding(labels[..., k]) for k, embedding in enumerate(self.columns)], dim=-1)
 
 
-def label_vectors(embedding: LabelEmbedding | None, labels: torch.Tensor | None, batch_size: int,
-                  device: torch.device) -> torch.Tensor | None:  # fmt: skip
+def label_vectors(
+    embedding: LabelEmbedding | None, labels: torch.Tensor | None, batch_size: int, device: torch.device
+) -> torch.Tensor | None:
     """A model's label vectors h (batch_size, embedding.dim) for labels (batch_size, columns), all
     unknown when labels is None; None for a model without labels, which refuses any."""
     if embedding is None:

@@ -43,8 +43,16 @@ class HierarchicalMLP(nn.Module):
     label_sizes: global conditioning, as ConvWaveNet's: the window's labels (B, K) embedded as one
     vector h, and V_i h added to every node of level i before its BatchNorm."""
 
-    def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int, batchnorm_bug: bool = False,
-                 label_sizes: tuple[int, ...] = (), label_dropout: float = 0.0):  # fmt: skip
+    def __init__(
+        self,
+        vocab_size: int,
+        n_embd: int,
+        n_hidden: int,
+        n_layers: int,
+        batchnorm_bug: bool = False,
+        label_sizes: tuple[int, ...] = (),
+        label_dropout: float = 0.0,
+    ):
         super().__init__()
         self.block_size = 2**n_layers
         self.wte = nn.Embedding(vocab_size, n_embd)

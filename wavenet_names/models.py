@@ -26,8 +26,16 @@ from .wavenet import NORMS, Blocks, ConvWaveNet
 
 # The lecture's recipe for its per-position models: batches of 32 windows, SGD at 0.1, then 0.01 for
 # the last quarter of 200,000 steps. TrainConfig fields.
-LECTURE_RECIPE = dict(steps=200_000, batch_size=32, optimizer="sgd", lr=0.1, schedule="step", warmup=0,
-                      weight_decay=0.0, eval_every=10_000)  # fmt: skip
+LECTURE_RECIPE = dict(
+    steps=200_000,
+    batch_size=32,
+    optimizer="sgd",
+    lr=0.1,
+    schedule="step",
+    warmup=0,
+    weight_decay=0.0,
+    eval_every=10_000,
+)
 
 
 @dataclass(frozen=True)
@@ -97,8 +105,9 @@ class ModelConfig:
     """What a checkpoint needs to rebuild a model. The defaults are the lecture's final tree (76,579
     parameters); a kind may have its own (see Kind.sizes)."""
 
-    kind: str = option("conv", "; ".join(f"{k.name}: {k.summary}" for k in KINDS.values()), name="model",
-                       choices=tuple(KINDS))  # fmt: skip
+    kind: str = option(
+        "conv", "; ".join(f"{k.name}: {k.summary}" for k in KINDS.values()), name="model", choices=tuple(KINDS)
+    )
     vocab_size: int = 27  # not an option: the data's
     label_sizes: tuple[int, ...] = ()  # not an option: each label column's values and unknown (labels.py)
     n_embd: int = option(24, "embedding size")
@@ -113,8 +122,11 @@ class ModelConfig:
     cycles: int = option(Blocks.cycles, "repeat the dilations 1, 2, ... this many times")
     dropout: float = option(Blocks.dropout, "dropout on each layer's activation")
     norm: str = option(Blocks.norm, "normalisation", choices=NORMS)
-    label_dropout: float = option(0.1, "with labels: the chance that training hides each label (as unknown), so "
-                                  "that a model also predicts, and samples, with any label left out")  # fmt: skip
+    label_dropout: float = option(
+        0.1,
+        "with labels: the chance that training hides each label (as unknown), so "
+        "that a model also predicts, and samples, with any label left out",
+    )
 
     def __post_init__(self):
         self.label_sizes = tuple(self.label_sizes)  # (a list, from JSON)
@@ -123,8 +135,9 @@ class ModelConfig:
             raise OptionError("label_dropout", f"must be in [0, 1), got {self.label_dropout}")
         if self.label_sizes and not KINDS[self.kind].conditional:
             takers = " and ".join(k.name for k in KINDS.values() if k.conditional)
-            raise OptionError("kind", f"{self.kind} takes no labels ({takers} do): train it with --no-labels, on "
-                              "the items alone")  # fmt: skip
+            raise OptionError(
+                "kind", f"{self.kind} takes no labels ({takers} do): train it with --no-labels, on the items alone"
+            )
         check_at_least(self, 1, "vocab_size", "n_embd", "n_hidden", "n_layers", "block_size")
         defaults = ModelConfig.__dataclass_fields__
         for other in KINDS.values():
@@ -157,8 +170,13 @@ def kind_of(model: nn.Module) -> Kind:
     raise TypeError(f"{type(model).__name__} is not a registered kind of model ({', '.join(KINDS)})")
 
 
-def batches_for(model: nn.Module, words: list[str], vocab: Vocab, device: str | torch.device = "cpu",
-                labels: torch.Tensor | None = None):  # fmt: skip
+def batches_for(
+    model: nn.Module,
+    words: list[str],
+    vocab: Vocab,
+    device: str | torch.device = "cpu",
+    labels: torch.Tensor | None = None,
+):
     """`words` as the batches that `model` trains and is evaluated on (NameBatches or WindowBatches);
     labels (N, K): the words' labels, for a conditional model."""
     return kind_of(model).layout(words, vocab, model.block_size, device, labels)

@@ -10,8 +10,17 @@ field, as a library's arguments are named (n_layers); the command line shows the
 from dataclasses import MISSING, Field, field, fields
 
 
-def option(default, help: str, *, name: str | None = None, flag: str | None = None, choices=None,
-           resumable: bool = False, negatable: bool = False, show_default: bool = True):  # fmt: skip
+def option(
+    default,
+    help: str,
+    *,
+    name: str | None = None,
+    flag: str | None = None,
+    choices=None,
+    resumable: bool = False,
+    negatable: bool = False,
+    show_default: bool = True,
+):
     """A dataclass field that is also a user's option.
 
     name: what presets, sweep files and flags call it, if not the field's own name (ModelConfig.kind
@@ -19,8 +28,15 @@ def option(default, help: str, *, name: str | None = None, flag: str | None = No
     the values it takes; resumable: --resume may change it (the rest are the saved run's); negatable:
     a bool flag that also has --no-...; show_default: add "(default ...)" to the help.
     """
-    metadata = dict(help=help, name=name, flag=flag, choices=choices, resumable=resumable, negatable=negatable,
-                    show_default=show_default)  # fmt: skip
+    metadata = dict(
+        help=help,
+        name=name,
+        flag=flag,
+        choices=choices,
+        resumable=resumable,
+        negatable=negatable,
+        show_default=show_default,
+    )
     return field(default=default, metadata=metadata)
 
 

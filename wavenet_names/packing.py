@@ -73,8 +73,9 @@ class ExactLayout(PackedLayout):
     """The packed rows of a batch, every row a node. See the module's docstring."""
 
     @classmethod
-    def of(cls, idx: torch.Tensor, targets: torch.Tensor | None, block_size: int, dilations: list[int],
-           labelled: bool) -> "ExactLayout | None":  # fmt: skip
+    def of(
+        cls, idx: torch.Tensor, targets: torch.Tensor | None, block_size: int, dilations: list[int], labelled: bool
+    ) -> "ExactLayout | None":
         """The layout of idx (B, T), with targets (B, n_out) or None, for layers of these dilations
         (those that reach into some name); None when idx does not start with block_size '.' tokens,
         so that the model must compute every column."""
@@ -104,8 +105,15 @@ class ExactLayout(PackedLayout):
             valid=None if targets is None else valid,
         )
 
-    def convolve(self, h: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, dilation: int, padding: torch.Tensor,
-                 bias: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def convolve(
+        self,
+        h: torch.Tensor,
+        w0: torch.Tensor,
+        w1: torch.Tensor,
+        dilation: int,
+        padding: torch.Tensor,
+        bias: torch.Tensor,
+    ) -> torch.Tensor:
         """A layer's pre-activation (rows, n_conv): W1 h[t] + W0 h[t - dilation] + bias, given the
         kernel's halves w0, w1 (n_conv, n_in), h (rows, n_in), and W0 h over the padding: padding,
         (n_conv,) shared or (rows, n_conv) per row. bias already holds padding, as if every row's
@@ -137,8 +145,15 @@ class FixedLayout(PackedLayout):
     """The packed rows of a batch in a bucket of a size given in advance. See the module's docstring."""
 
     @classmethod
-    def of(cls, idx: torch.Tensor, targets: torch.Tensor | None, block_size: int, dilations: list[int],
-           labelled: bool, rows: int) -> "FixedLayout":  # fmt: skip
+    def of(
+        cls,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None,
+        block_size: int,
+        dilations: list[int],
+        labelled: bool,
+        rows: int,
+    ) -> "FixedLayout":
         """The layout of idx (B, T) and targets (B, n_out) in `rows` packed rows: at least the start
         rows and the targets after each name's first (NameBatches.sample counts them on the CPU).
         The rows past the names get name = j = -1: they hold '.', and count nowhere."""
@@ -160,8 +175,15 @@ class FixedLayout(PackedLayout):
             counted=F.pad(name >= 0, (starts, 0), value=True),
         )
 
-    def convolve(self, h: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, dilation: int, padding: torch.Tensor,
-                 bias: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def convolve(
+        self,
+        h: torch.Tensor,
+        w0: torch.Tensor,
+        w1: torch.Tensor,
+        dilation: int,
+        padding: torch.Tensor,
+        bias: torch.Tensor,
+    ) -> torch.Tensor:
         """ExactLayout.convolve, with the left half computed for every row, shifted down `dilation`
         rows and selected where the row reaches into its name: no gather, no scatter."""
         far = self.far.get(dilation)

@@ -1,10 +1,11 @@
 """The loss curve, drawn the lecture's way: training loss averaged over consecutive chunks of steps;
 and val loss against training time, one curve per run, to compare what runs cost."""
 
-import os
 from pathlib import Path
 
 import torch
+
+from . import files
 
 
 def plot_losses(train_losses: list[float], history: list[dict], path: Path) -> None:
@@ -23,10 +24,7 @@ def plot_losses(train_losses: list[float], history: list[dict], path: Path) -> N
     ax.set_ylabel("loss (nats per character)")
     ax.grid(alpha=0.3)
     ax.legend()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save(fig, path)
 
 
 def plot_loss_against_time(runs: dict[str, list[dict]], path: Path) -> None:
@@ -47,7 +45,12 @@ def plot_loss_against_time(runs: dict[str, list[dict]], path: Path) -> None:
     ax.set_ylabel("val loss (nats per character)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below the axes, clear of every curve
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with files.replace(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)

@@ -21,6 +21,7 @@ import torch
 
 from .checkpoint import ensemble_checkpoint, load_checkpoint, load_model, save_checkpoint
 from .ensemble import Ensemble
+from .files import write_json, write_text
 from .models import ModelConfig, count_params
 from .training import (
     Splits,
@@ -31,16 +32,15 @@ from .training import (
     evaluate,
     finish,
     resolve_device,
-    write_json,
-    write_text,
 )
 
 # what runs a Trainer to its end, writing into a directory: the CLI's fit with a progress bar
 Runner = Callable[[Trainer, Path], None]
 
 
-def run(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, runner: Runner,
-        fresh: bool = False) -> dict:  # fmt: skip
+def run(
+    model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, runner: Runner, fresh: bool = False
+) -> dict:
     """Train one configuration into `out`, or continue or read back what is there (unless `fresh`:
     start afresh over it). An ensemble (config.members > 1) is a run of runs: see run_ensemble.
     Returns metrics."""
@@ -59,9 +59,16 @@ def run(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Pat
     try:
         runner(trainer, out)
     except TrainingDiverged as e:  # a point of a sweep with too high a learning rate: a row of nan, not the end
-        metrics = {"train_loss": math.nan, "val_loss": math.nan, "steps": e.step, "seconds": round(trainer.seconds, 2),
-                   "params": count_params(trainer.model), "model": asdict(model_config),
-                   "train_config": asdict(config), "diverged": str(e)}  # fmt: skip
+        metrics = {
+            "train_loss": math.nan,
+            "val_loss": math.nan,
+            "steps": e.step,
+            "seconds": round(trainer.seconds, 2),
+            "params": count_params(trainer.model),
+            "model": asdict(model_config),
+            "train_config": asdict(config),
+            "diverged": str(e),
+        }
         write_json(metrics, out / "metrics.json")  # done: a resumed sweep reads it back, as any finished run
         return metrics
     return finish(trainer, out)[0]
@@ -98,8 +105,9 @@ def member_seed(seed: int, member: int) -> int:
     return seed + 1000 * member
 
 
-def run_ensemble(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, runner: Runner,
-                 fresh: bool = False) -> dict:  # fmt: skip
+def run_ensemble(
+    model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, runner: Runner, fresh: bool = False
+) -> dict:
     """Train config.members models alike but for their seeds (member_seed), config.members_at_once at
     a time, each a run of its own in out/member-1, out/member-2, ... (resumable as any run), then save
     them as one Ensemble in out/model.pt, with its figures in out/metrics.json. A member's directory
@@ -114,8 +122,9 @@ def run_ensemble(model_config: ModelConfig, config: TrainConfig, splits: Splits,
         (out / "metrics.json").unlink(missing_ok=True)
     jobs = []  # run()'s arguments, one member each
     for i in range(config.members):
-        member_config = replace(config, members=1, members_at_once=1, seed=member_seed(config.seed, i),
-                                report_test=False)  # fmt: skip
+        member_config = replace(
+            config, members=1, members_at_once=1, seed=member_seed(config.seed, i), report_test=False
+        )
         member_out = out / f"member-{i + 1}"
         stale = fresh or not _holds_run_of(member_out, model_config, member_config)
         jobs.append((model_config, member_config, splits, member_out, runner, stale))
@@ -186,8 +195,9 @@ def _next_result(results, running: dict) -> tuple[int, object]:
         except queue.Empty:
             for index, process in running.items():
                 if process.exitcode not in (None, 0):
-                    return index, ChildProcessError(f"the process training member {index + 1} died "
-                                                    f"(exit code {process.exitcode})")  # fmt: skip
+                    return index, ChildProcessError(
+                        f"the process training member {index + 1} died (exit code {process.exitcode})"
+                    )
 
 
 def _run_job(index: int, job: tuple, threads: int, results) -> None:
@@ -220,8 +230,9 @@ def _holds_run_of(out: Path, model_config: ModelConfig, config: TrainConfig) -> 
     return True
 
 
-def finish_ensemble(model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path,
-                    members: list[dict]) -> dict:  # fmt: skip
+def finish_ensemble(
+    model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, members: list[dict]
+) -> dict:
     """Save the members' best models (out/member-N/model.pt) as one ensemble, out/model.pt, and its
     figures, out/metrics.json: its losses over the training and validation splits (and the test split
     once, with report_test), the members' own, and the training time of them all; and
@@ -234,8 +245,10 @@ def finish_ensemble(model_config: ModelConfig, config: TrainConfig, splits: Spli
     # what each model added: the val loss of members 1..k as one ensemble, against the time they took
     finished = _finish_times([m["seconds"] for m in members], config.members_at_once)
     val = splits.batches("val", model, device)
-    growth = [{"members": k, "seconds": round(max(finished[:k]), 2),
-               "val_loss": evaluate(Ensemble(model.members[:k]), val)} for k in range(1, len(members) + 1)]  # fmt: skip
+    growth = [
+        {"members": k, "seconds": round(max(finished[:k]), 2), "val_loss": evaluate(Ensemble(model.members[:k]), val)}
+        for k in range(1, len(members) + 1)
+    ]
     write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in growth))
     keep = ("seed", "val_loss", "train_loss", "best_step", "seconds")
     metrics = {

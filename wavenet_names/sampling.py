@@ -18,8 +18,11 @@ class SampleConfig:
     top_k: int | None = option(None, "sample only among the k most likely characters (more than the vocabulary: all)")
     prefix: str = option("", "start every name with these characters", show_default=False)
     seed: int | None = option(None, "the same seed prints the same names")
-    max_len: int = option(64, "stop a name after this many characters (default: 64, or the training data's "
-                          "longest item if longer)", show_default=False)  # fmt: skip
+    max_len: int = option(
+        64,
+        "stop a name after this many characters (default: 64, or the training data's longest item if longer)",
+        show_default=False,
+    )
     batch_size: int = 1024  # names generated at once: memory stays bounded however many are asked for
 
     def __post_init__(self):
@@ -34,8 +37,9 @@ def default_max_len(train_words) -> int:
     return max([SampleConfig.max_len, *map(len, train_words)])
 
 
-def generate(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True,
-             labels: torch.Tensor | None = None) -> list[str]:  # fmt: skip
+def generate(
+    model, vocab: Vocab, config: SampleConfig, use_cache: bool = True, labels: torch.Tensor | None = None
+) -> list[str]:
     """config.n names, each config.prefix followed by sampled characters up to the end token.
 
     With use_cache and a model that has one (ConvWaveNet), each character costs one node per layer;
@@ -46,8 +50,9 @@ def generate(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True,
     return list(stream(model, vocab, config, use_cache, labels))
 
 
-def stream(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True,
-           labels: torch.Tensor | None = None) -> Iterator[str]:  # fmt: skip
+def stream(
+    model, vocab: Vocab, config: SampleConfig, use_cache: bool = True, labels: torch.Tensor | None = None
+) -> Iterator[str]:
     """generate()'s names, config.batch_size at a time: a caller can print the first ones while the
     rest are made, and a million names need no more memory than a batch of them (a cache holds
     every layer's last `dilation` inputs for each name)."""
@@ -65,8 +70,16 @@ def stream(model, vocab: Vocab, config: SampleConfig, use_cache: bool = True,
 
 
 @torch.no_grad()
-def _batch(model, vocab: Vocab, config: SampleConfig, prefix: list[int], n: int, generator, use_cache: bool,
-           labels: torch.Tensor | None):  # fmt: skip
+def _batch(
+    model,
+    vocab: Vocab,
+    config: SampleConfig,
+    prefix: list[int],
+    n: int,
+    generator,
+    use_cache: bool,
+    labels: torch.Tensor | None,
+):
     """n names at once, one character of each per step, until every one has ended (or max_len)."""
     device = next(model.parameters()).device
     labels = None if labels is None else labels.to(device)  # (n, K)

@@ -44,7 +44,8 @@ def _losses(model, vocab: Vocab, words: list[str], labels: torch.Tensor | None) 
     inputs, targets, owner, labels = layout.batch_of(words, vocab, model.block_size, labels)  # owner: targets' shape
     labels = None if labels is None else labels.to(device)
     logits, _ = model(inputs.to(device), targets.to(device), labels=labels)  # (*targets.shape, vocab)
-    losses = F.cross_entropy(widened(logits.flatten(0, -2)), targets.flatten().to(device), ignore_index=-1,
-                             reduction="none").cpu()  # fmt: skip
+    losses = F.cross_entropy(
+        widened(logits.flatten(0, -2)), targets.flatten().to(device), ignore_index=-1, reduction="none"
+    ).cpu()
     totals = torch.zeros(len(words), dtype=losses.dtype).index_add_(0, owner.flatten(), losses)  # (B,): padding adds 0
     return totals / torch.tensor([len(w) + 1 for w in words])  # every character and the end token

@@ -8,7 +8,6 @@ through callbacks, and the CLI draws the progress bar.
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import NAMES_TXT, DataError, NameBatches, Vocab, WindowBatches, naming, split_words
+from .files import write_json, write_text
 from .labels import LabelColumns, Table, read_items
 from .layers import sync_batchnorm
 from .models import KINDS, ModelConfig, batches_for, build_model, count_params, kind_config
@@ -36,40 +36,69 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainConfig:
     """How a run trains. The defaults are ConvWaveNet's; a model kind may have its own (Kind.recipe)."""
 
-    data: str = option(str(NAMES_TXT), "text file, one item per line, or a .tsv table with a header row: the "
-                       "items, then label columns (default: data/names.txt, 32,469 US baby names of 2017, shipped "
-                       "with the package; data/names-by-decade.tsv labels names with sex and decade)",
-                       show_default=False)  # fmt: skip
-    labels: bool = option(True, "train on a table's label columns too: a conditional model, which `sample "
-                          "--label` steers; --no-labels: on its items alone", negatable=True)  # fmt: skip
+    data: str = option(
+        str(NAMES_TXT),
+        "text file, one item per line, or a .tsv table with a header row: the "
+        "items, then label columns (default: data/names.txt, 32,469 US baby names of 2017, shipped "
+        "with the package; data/names-by-decade.tsv labels names with sex and decade)",
+        show_default=False,
+    )
+    labels: bool = option(
+        True,
+        "train on a table's label columns too: a conditional model, which `sample "
+        "--label` steers; --no-labels: on its items alone",
+        negatable=True,
+    )
     steps: int = option(4000, "optimizer steps", resumable=True)
     batch_size: int = option(128, "names per step (conv), or windows (the per-position models)")
     optimizer: str = option("adamw", "AdamW decays weight matrices only; SGD decays nothing", choices=OPTIMIZERS)
     lr: float = option(3e-3, "peak learning rate")
-    schedule: str = option("cosine", "cosine: warmup, then down to lr/10; step: lr/10 for the last quarter "
-                           "(the lecture's); constant: warmup, then lr", choices=SCHEDULES)  # fmt: skip
+    schedule: str = option(
+        "cosine",
+        "cosine: warmup, then down to lr/10; step: lr/10 for the last quarter "
+        "(the lecture's); constant: warmup, then lr",
+        choices=SCHEDULES,
+    )
     warmup: int = option(100, "linear warmup steps (cosine and constant)")
     weight_decay: float = option(0.1, "AdamW weight decay")
     seed: int = option(42, "seed for initialisation, batches and dropout")
     device: str = option("auto", "auto: cuda when there is a GPU", choices=DEVICES, resumable=True)
     eval_every: int = option(500, "evaluate on the validation split every N steps", resumable=True)
-    report_test: bool = option(False, "evaluate the test split once, at the end (choose models by val, never "
-                               "by test)")  # fmt: skip
-    members: int = option(1, "train this many models alike, from seeds seed, seed+1000, seed+2000, ..., each a "
-                          "run of its own in OUT/member-N, and save them as one ensemble in OUT/model.pt: their "
-                          "next-character distributions averaged")  # fmt: skip
-    members_at_once: int = option(1, "with --members: train this many at once, each in a process of its own with "
-                                  "an equal share of the CPU threads (on 2 CPU cores, 2 at once train about 1.3x "
-                                  "the positions/s of 1)", resumable=True)  # fmt: skip
-    precision: str = option("auto", "a training step's arithmetic: fp32; tf32 (CUDA) matmuls; bf16 autocast; "
-                            "auto: tf32 on a GPU, fp32 on a CPU. Evaluation is always float32", choices=PRECISIONS,
-                            resumable=True)  # fmt: skip
-    compile: bool = option(False, "torch.compile the training step: slower to start (it compiles for up to a "
-                           "minute), then faster, most at large batches on a GPU; needs a C++ compiler on a CPU",
-                           resumable=True, negatable=True)  # fmt: skip
-    checkpoint_every: int | None = option(None, "also save OUT/last.pt every N steps between evaluations, so "
-                                          "that a crash loses at most N steps (default: at evaluations only)",
-                                          resumable=True, show_default=False)  # fmt: skip
+    report_test: bool = option(False, "evaluate the test split once, at the end (choose models by val, never by test)")
+    members: int = option(
+        1,
+        "train this many models alike, from seeds seed, seed+1000, seed+2000, ..., each a "
+        "run of its own in OUT/member-N, and save them as one ensemble in OUT/model.pt: their "
+        "next-character distributions averaged",
+    )
+    members_at_once: int = option(
+        1,
+        "with --members: train this many at once, each in a process of its own with "
+        "an equal share of the CPU threads (on 2 CPU cores, 2 at once train about 1.3x "
+        "the positions/s of 1)",
+        resumable=True,
+    )
+    precision: str = option(
+        "auto",
+        "a training step's arithmetic: fp32; tf32 (CUDA) matmuls; bf16 autocast; "
+        "auto: tf32 on a GPU, fp32 on a CPU. Evaluation is always float32",
+        choices=PRECISIONS,
+        resumable=True,
+    )
+    compile: bool = option(
+        False,
+        "torch.compile the training step: slower to start (it compiles for up to a "
+        "minute), then faster, most at large batches on a GPU; needs a C++ compiler on a CPU",
+        resumable=True,
+        negatable=True,
+    )
+    checkpoint_every: int | None = option(
+        None,
+        "also save OUT/last.pt every N steps between evaluations, so "
+        "that a crash loses at most N steps (default: at evaluations only)",
+        resumable=True,
+        show_default=False,
+    )
 
     def __post_init__(self):
         check_choices(self)
@@ -152,8 +181,13 @@ class Splits:
     split_labels: dict[str, torch.Tensor] = field(default_factory=dict)  # by split name
 
     @classmethod
-    def from_words(cls, words: list[str], vocab: Vocab | None = None, labels: torch.Tensor | None = None,
-                   label_columns: LabelColumns | None = None) -> "Splits":  # fmt: skip
+    def from_words(
+        cls,
+        words: list[str],
+        vocab: Vocab | None = None,
+        labels: torch.Tensor | None = None,
+        label_columns: LabelColumns | None = None,
+    ) -> "Splits":
         """labels (N, K): each word's, numbered by label_columns (None: a list without labels)."""
         if vocab is None:
             vocab = Vocab.from_words(words)
@@ -163,12 +197,22 @@ class Splits:
             return cls(*split_words(words), vocab=vocab, fingerprint=fingerprint(words))
         parts = split_words(list(range(len(words))))  # the same shuffle, of the rows: items and labels alike
         split_labels = {name: labels[part] for name, part in zip(SPLITS, parts, strict=True)}
-        return cls(*([words[i] for i in part] for part in parts), vocab, fingerprint(words, labels), label_columns,
-                   split_labels)  # fmt: skip
+        return cls(
+            *([words[i] for i in part] for part in parts),
+            vocab,
+            fingerprint(words, labels),
+            label_columns,
+            split_labels,
+        )
 
     @classmethod
-    def read(cls, path: str | Path, vocab: Vocab | None = None, label_columns: LabelColumns | None = None,
-             use_labels: bool = True) -> "Splits":  # fmt: skip
+    def read(
+        cls,
+        path: str | Path,
+        vocab: Vocab | None = None,
+        label_columns: LabelColumns | None = None,
+        use_labels: bool = True,
+    ) -> "Splits":
         """A data file's splits: a list, or a table (.tsv) with its labels when use_labels. label_columns:
         a trained model's, whose numbering the table's labels take (None: the table's own)."""
         data = read_items(path)
@@ -200,8 +244,10 @@ class Splits:
         if not words:
             n = len(self.train) + len(self.val) + len(self.test)
             items = "1 item" if n == 1 else f"{n} items"
-            raise DataError(f"the {split} split is empty: the 80/10/10 split of {items} leaves it none "
-                            "(6 items or more fill all three)")  # fmt: skip
+            raise DataError(
+                f"the {split} split is empty: the 80/10/10 split of {items} leaves it none "
+                "(6 items or more fill all three)"
+            )
         return words
 
     def batches(self, split: str, model: torch.nn.Module, device) -> NameBatches | WindowBatches:
@@ -242,14 +288,19 @@ class Trainer:
 
     def __post_init__(self):
         if self.config.members != 1:  # each member is a run of its own: runs.run trains them
-            raise OptionError("members", f"is {self.config.members}: a Trainer trains one model; "
-                              "runs.run trains an ensemble's members")  # fmt: skip
+            raise OptionError(
+                "members",
+                f"is {self.config.members}: a Trainer trains one model; runs.run trains an ensemble's members",
+            )
         if not self.config.labels and self.splits.label_columns is not None:  # (a sweep reads its data once)
-            raise OptionError("labels", "is off, but the data was read with its labels: read it with "
-                              "Splits.read(path, use_labels=False)")  # fmt: skip
+            raise OptionError(
+                "labels",
+                "is off, but the data was read with its labels: read it with Splits.read(path, use_labels=False)",
+            )
         if self.model_config.label_sizes != self.splits.label_sizes:
-            raise ValueError(f"the model's label sizes {self.model_config.label_sizes} are not the data's "
-                             f"{self.splits.label_sizes}")  # fmt: skip
+            raise ValueError(
+                f"the model's label sizes {self.model_config.label_sizes} are not the data's {self.splits.label_sizes}"
+            )
         self.precision = resolve_precision(self.config.precision, self.device)  # before any work: it may refuse
         torch.manual_seed(self.config.seed)
         self.model = build_model(self.model_config).to(self.device)  # the raw module: what checkpoints hold
@@ -310,8 +361,9 @@ class Trainer:
                 if out_of_memory(cause):  # the machine's limit, not the compiler's fault
                     raise cause from None
                 first = (str(cause).strip().splitlines() or [""])[0]
-                raise OptionError("compile", f"failed: torch.compile raised {type(cause).__name__}: {first}; "
-                                  "train without it") from e  # fmt: skip
+                raise OptionError(
+                    "compile", f"failed: torch.compile raised {type(cause).__name__}: {first}; train without it"
+                ) from e
             raise
         self.optimizer.step()
         self.step += 1
@@ -326,8 +378,10 @@ class Trainer:
         return distributed.gathered(self._own_rng())
 
     def _own_rng(self) -> dict:
-        return {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}  # fmt: skip
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
 
     def checkpoint(self, ranks_rng: list[dict] | None = None) -> dict:
         """The run's whole state. ranks_rng: every rank's random state (ranks_rng()), for rank 0 of
@@ -356,8 +410,14 @@ class Trainer:
         }
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: dict, splits: Splits, device: torch.device, overrides: dict | None = None,
-                        context: distributed.Context | None = None) -> "Trainer":  # fmt: skip
+    def from_checkpoint(
+        cls,
+        checkpoint: dict,
+        splits: Splits,
+        device: torch.device,
+        overrides: dict | None = None,
+        context: distributed.Context | None = None,
+    ) -> "Trainer":
         """Continue a run on `device`, as `context`'s rank (by default the one process). `overrides`
         (config fields) may change the options declared resumable, such as steps (a longer run);
         every other option is the saved run's, and may only be given that value. With as many ranks
@@ -375,11 +435,23 @@ class Trainer:
             raise ValueError("the data differs from the data this checkpoint was trained on; resuming needs the same")
         config = TrainConfig(**{**checkpoint["train_config"], **overrides})
         if config.steps < checkpoint["step"]:
-            raise OptionError("steps", f"{config.steps} is behind the saved run, at step {checkpoint['step']}: "
-                              "a resumed run can only go on from there")  # fmt: skip
-        trainer = cls(ModelConfig(**checkpoint["model_config"]), config, splits, device, checkpoint["step"],
-                      checkpoint["best_val_loss"], checkpoint["seconds"], checkpoint["train_losses"].tolist(),
-                      list(checkpoint["history"]), context)  # fmt: skip
+            raise OptionError(
+                "steps",
+                f"{config.steps} is behind the saved run, at step {checkpoint['step']}: "
+                "a resumed run can only go on from there",
+            )
+        trainer = cls(
+            ModelConfig(**checkpoint["model_config"]),
+            config,
+            splits,
+            device,
+            checkpoint["step"],
+            checkpoint["best_val_loss"],
+            checkpoint["seconds"],
+            checkpoint["train_losses"].tolist(),
+            list(checkpoint["history"]),
+            context,
+        )
         trainer.model.load_state_dict(checkpoint["model"])
         trainer.optimizer.load_state_dict(checkpoint["optimizer"])
         rng = checkpoint["rng"]
@@ -427,8 +499,9 @@ class TrainingDiverged(ValueError):
         kept = (
             f"model.pt keeps the best model, from step {best_step}" if best_step is not None else "no model was saved"
         )
-        super().__init__(f"training diverged: the validation loss is {val_loss} at step {step}; "
-                         f"try a smaller --lr ({kept})")  # fmt: skip
+        super().__init__(
+            f"training diverged: the validation loss is {val_loss} at step {step}; try a smaller --lr ({kept})"
+        )
         self.step = step
 
 
@@ -558,14 +631,3 @@ def finish(trainer: Trainer, out: Path) -> tuple[dict, torch.nn.Module]:
     write_json(metrics, out / "metrics.json")
     plot_losses(trainer.train_losses, trainer.history, out / "loss.png")
     return metrics, model.eval()
-
-
-def write_json(data, path: Path) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    """Atomically, like the checkpoints: a reader never sees half a file, a crash never leaves one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -61,8 +61,9 @@ class DilatedLayer(nn.Module):
     then calls finish().
     """
 
-    def __init__(self, n_in: int, n_out: int, dilation: int, blocks: Blocks = Blocks(), residual: bool = False,
-                 n_label: int = 0):  # fmt: skip
+    def __init__(
+        self, n_in: int, n_out: int, dilation: int, blocks: Blocks = Blocks(), residual: bool = False, n_label: int = 0
+    ):
         super().__init__()
         self.dilation = dilation
         n_conv = 2 * n_out if blocks.gated else n_out  # a gated unit has filter and gate channels
@@ -160,8 +161,16 @@ class ConvWaveNet(nn.Module):
     each name gets a start row of its own in place of the shared row 0.
     """
 
-    def __init__(self, vocab_size: int, n_embd: int, n_hidden: int, n_layers: int, blocks: Blocks = Blocks(),
-                 label_sizes: tuple[int, ...] = (), label_dropout: float = 0.0):  # fmt: skip
+    def __init__(
+        self,
+        vocab_size: int,
+        n_embd: int,
+        n_hidden: int,
+        n_layers: int,
+        blocks: Blocks = Blocks(),
+        label_sizes: tuple[int, ...] = (),
+        label_dropout: float = 0.0,
+    ):
         super().__init__()
         self.blocks = blocks
         self.block_size = receptive_field(n_layers, blocks.cycles)
@@ -170,16 +179,27 @@ class ConvWaveNet(nn.Module):
         n_label = self.labels.dim if self.labels is not None else 0
         depth = n_layers * blocks.cycles
         self.layers = nn.ModuleList(
-            DilatedLayer(n_embd if i == 0 else n_hidden, n_hidden, 2 ** (i % n_layers), blocks,
-                         # a residual needs equal sizes; with skips, the last layer's output feeds nothing
-                         residual=blocks.residual and i > 0 and not (blocks.skip and i == depth - 1), n_label=n_label)
+            DilatedLayer(
+                n_embd if i == 0 else n_hidden,
+                n_hidden,
+                2 ** (i % n_layers),
+                blocks,
+                # a residual needs equal sizes; with skips, the last layer's output feeds nothing
+                residual=blocks.residual and i > 0 and not (blocks.skip and i == depth - 1),
+                n_label=n_label,
+            )
             for i in range(depth)
-        )  # fmt: skip
+        )
         self.lm_head = nn.Linear(n_hidden, vocab_size)
         init_lecture(self)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                rows: int | None = None):
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        rows: int | None = None,
+    ):
         """idx (B, T), targets (B, T - block_size + 1) or None; returns (logits, loss) as the class
         docstring says. labels (B, K): each name's, for a conditional model (None: all unknown).
 
@@ -251,8 +271,9 @@ class ConvWaveNet(nn.Module):
         """Feed one character per row, token (B,); returns the logits (B, vocab) for the next one.
         Updates `cache` in place. Needs eval mode: BatchNorm's running statistics, not a batch's."""
         h, skips = self.wte(token), []  # (B, n_embd)
-        for layer, queue, kernel, condition in zip(self.layers, cache.queues, cache.kernels, cache.conditions,
-                                                   strict=True):  # fmt: skip
+        for layer, queue, kernel, condition in zip(
+            self.layers, cache.queues, cache.kernels, cache.conditions, strict=True
+        ):
             slot = cache.t % layer.dilation  # a ring buffer: this slot holds the input `dilation` steps back
             pair = torch.cat([queue[:, slot], h], dim=1)  # (B, 2 * n_in): [x[t - dilation], x[t]]
             queue[:, slot] = h

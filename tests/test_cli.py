@@ -434,7 +434,7 @@ def test_python_m_and_ctrl_c_saves_and_exits_cleanly(tmp_path, data_file):
 def test_ctrl_c_during_the_final_figures_says_resume_finishes_them(tmp_path, data_file, monkeypatch, capsys):
     """After the last step, train computes the loss over the whole training split (a minute on a
     large list). Ctrl-C there loses no training: it says so, and --resume writes the figures."""
-    import wavenet_names.cli as cli
+    import wavenet_names.runs as runs
 
     def interrupted(trainer, out):
         raise KeyboardInterrupt
@@ -442,7 +442,7 @@ def test_ctrl_c_during_the_final_figures_says_resume_finishes_them(tmp_path, dat
     out = tmp_path / "run"
     args = ["train", "--data", str(data_file), "--out", str(out), "--steps", "10", "--eval-every", "5", *TINY]
     with monkeypatch.context() as patch:
-        patch.setattr(cli, "finish", interrupted)
+        patch.setattr(runs, "finish", interrupted)
         assert main(args) == 130
     err = capsys.readouterr().err
     assert (

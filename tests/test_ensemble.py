@@ -20,9 +20,10 @@ from wavenet_names import (
     HierarchicalMLP,
     SampleConfig,
     encode_names,
-    experiments,
     generate,
     pad_batch,
+    presets,
+    processes,
     runs,
     windows,
 )
@@ -280,14 +281,14 @@ def test_a_trainer_trains_one_model(small_data_file):
 
 
 def test_preset_max_is_an_ensemble_that_reports_its_test_loss_once(small_data_file, tmp_path, capsys):
-    assert experiments.TRAIN_PRESETS["max"].options["members"] > 1
+    assert presets.TRAIN_PRESETS["max"].options["members"] > 1
     out = tmp_path / "max"  # two small members, to be quick; every other option the preset's
     args = ["train", "--preset", "max", "--data", str(small_data_file), "--out", str(out), "--members", "2"]
     assert main([*args, "--steps", "4", "--eval-every", "2", *TINY]) == 0
     test_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("test ")]
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(test_lines) == 1 and test_lines[0].startswith(f"test {metrics['test_loss']:.4f}")
-    assert metrics["model"]["dropout"] == experiments.TRAIN_PRESETS["max"].options["dropout"]
+    assert metrics["model"]["dropout"] == presets.TRAIN_PRESETS["max"].options["dropout"]
     assert len(metrics["members"]) == 2
 
 
@@ -361,5 +362,5 @@ def test_a_member_whose_process_died_is_an_error_not_a_wait():
     import queue
 
     dead = types.SimpleNamespace(exitcode=-9)  # killed: no result will ever come
-    index, error = runs._next_result(queue.Queue(), {3: dead})
+    index, error = processes._next_result(queue.Queue(), {3: dead})
     assert index == 3 and isinstance(error, ChildProcessError) and "member 4" in str(error)

@@ -79,6 +79,32 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     return model.eval(), vocab, checkpoint
 
 
+def load_models(paths: list[str | Path], device: str | torch.device = "cpu") -> tuple[nn.Module, Vocab, dict]:
+    """load_model() of one checkpoint; of several, their models as one Ensemble (an ensemble's
+    checkpoint among them adds its models, flat: every model weighs the same), with the first's
+    vocabulary and checkpoint. The models of an ensemble must share their vocabulary and the data
+    they trained on."""
+    loaded = [load_model(path, device) for path in paths]
+    model, vocab, checkpoint = loaded[0]
+    if len(loaded) == 1:
+        return model, vocab, checkpoint
+    for path, (_, other_vocab, other) in zip(paths[1:], loaded[1:], strict=True):
+        if other_vocab != vocab:
+            raise ValueError(
+                f"--checkpoint {path}: its characters differ from {paths[0]}'s; an ensemble needs one vocabulary"
+            )
+        if other.get("data_fingerprint") != checkpoint.get("data_fingerprint"):
+            raise ValueError(
+                f"--checkpoint {path}: trained on other data than {paths[0]}; an ensemble's models "
+                "must share their split, or one's training names are another's validation"
+            )
+    models = [one for m, _, _ in loaded for one in (m.members if isinstance(m, Ensemble) else [m])]
+    try:
+        return Ensemble(models), vocab, checkpoint
+    except ValueError as e:
+        raise ValueError(f"--checkpoint: {e}") from None
+
+
 def label_columns(checkpoint: dict) -> LabelColumns | None:
     """The label columns of a conditional model's checkpoint; None for a model without labels (and
     for a checkpoint of a version before labels)."""

@@ -5,9 +5,7 @@ training saves and exits 130; anywhere else it exits 130 too, with one line and 
 """
 
 import argparse
-import dataclasses
-import functools
-import json
+import multiprocessing
 import os
 import re
 import signal
@@ -17,11 +15,9 @@ from pathlib import Path
 
 import torch
 
-from . import distributed, experiments, runs
-from .checkpoint import CheckpointError, label_columns, load_checkpoint, load_model
+from . import experiments, presets, runs
+from .checkpoint import CheckpointError, label_columns, load_models
 from .data import DataError, Vocab, naming, parse_words
-from .ensemble import Ensemble
-from .files import remove_partial_writes
 from .labels import LabelColumns, Table, no_labels_error, read_items
 from .models import KINDS, ModelConfig
 from .options import OptionError, default, flag, option_fields, option_name
@@ -33,10 +29,7 @@ from .training import (
     TrainConfig,
     Trainer,
     TrainingInterrupted,
-    as_fields,
-    configs,
     evaluate,
-    finish,
     fit,
     out_of_memory,
     resolve_device,
@@ -110,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="out", help="directory for model.pt, last.pt, loss.png, metrics (default: out)")
     train.add_argument(
         "--preset",
-        choices=list(experiments.TRAIN_PRESETS),
-        help="a tested configuration; options given with it still apply. " + experiments.PRESET_HELP,
+        choices=list(presets.TRAIN_PRESETS),
+        help="a tested configuration; options given with it still apply. " + presets.PRESET_HELP,
     )
     train.add_argument("--resume", action="store_true", help="continue the run saved in OUT/last.pt")
     train.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
@@ -136,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment = commands.add_parser("experiment", help="the lecture's results table, or a sweep over options")
     kinds = experiment.add_subparsers(dest="experiment", required=True, parser_class=Parser)
     lecture = kinds.add_parser("lecture", help="train the lecture's performance log as presets, write a table")
-    quick_help = f"every step count divided by {experiments.QUICK_FACTOR}: the table in minutes"
+    quick_help = f"every step count divided by {presets.QUICK_FACTOR}: the table in minutes"
     lecture.add_argument("--quick", action="store_true", help=quick_help)
     lecture.add_argument(
         "--out", default="out/lecture", help="directory for the runs and results.md (default out/lecture)"
@@ -240,167 +233,31 @@ def _given(args, *classes) -> dict:
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-def _train_options(args) -> dict:
-    """The options a new run trains with, by name: the --preset's, then those given."""
-    given = _given(args, ModelConfig, TrainConfig)
-    if not args.preset:
-        return given
-    preset = experiments.TRAIN_PRESETS[args.preset].options
-    if given.get("model", preset["model"]) != preset["model"]:
-        raise ValueError(f"--preset {args.preset} is a {preset['model']} model; it takes no --model {given['model']}")
-    return {**preset, **given}
-
-
 def cmd_train(args) -> int:
-    """Train in this process, or as one rank of `torchrun ... -m wavenet_names train` (rank 0 writes
-    and prints, every rank trains on its share of each batch)."""
-    out = Path(args.out)
+    """Train in this process, or as one rank of `torchrun ... -m wavenet_names train` (rank 0 prints)."""
     if args.samples < 0:
         raise ValueError(f"--samples cannot be negative, got {args.samples}")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: is a file; --out names a directory")
-    ensemble = _ensemble(args, out)
-    if ensemble is not None:
-        return _train_ensemble(args, out, *ensemble)
-    context = distributed.setup(args.device or "auto")
-    try:
-        restarted = _restarted(out, context)
-        if restarted is not None:  # torchrun restarted this job's workers: on from where they left it
-            trainer = _continue(restarted, context)
-            if context.is_main:
-                print(f"continuing this run from {out / 'last.pt'}, at step {trainer.step} (torchrun restarted it)")
-        else:
-            trainer = _resume(args, out, context) if args.resume else _start(args, out, context)
-        if context.is_main:
-            remove_partial_writes(out)  # what a process killed mid-write left; only rank 0 writes
-        if context.active:
-            trainer.distribute(context)
-        _run_with_progress(trainer, out)
-        return _report(trainer, out, args.samples) if context.is_main else 0
-    finally:
-        distributed.cleanup()
-
-
-def _start(args, out: Path, context: distributed.Context) -> Trainer:
-    model_config, config = configs(_train_options(args))  # the options checked before the data is read
-    splits = Splits.read(config.data, use_labels=config.labels)
-    model_config = _sized_for(model_config, splits)
-    device = _rank_device(resolve_device(config.device), context)
-    _refuse_over_earlier(args, out)  # what an earlier run left goes at the first evaluation
-    return Trainer(model_config, config, splits, device, context=context)
-
-
-def _sized_for(model_config: ModelConfig, splits: Splits) -> ModelConfig:
-    """The model config with the data's vocabulary and label columns (it refuses labels it cannot take)."""
-    return dataclasses.replace(model_config, vocab_size=len(splits.vocab), label_sizes=splits.label_sizes)
-
-
-def _refuse_over_earlier(args, out: Path) -> None:
-    """A new run does not replace what OUT holds (a run, finished or not, or an ensemble's) unless told to."""
-    if not args.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt", runs.ENSEMBLE_FILE)):
-        raise ValueError(
-            f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, or choose another --out"
-        )
-
-
-def _rank_device(device: torch.device, context: distributed.Context) -> torch.device:
-    return torch.device("cuda", context.local_rank) if device.type == "cuda" and context.active else device
-
-
-def _resume(args, out: Path, context: distributed.Context) -> Trainer:
-    checkpoint = load_checkpoint(out / "last.pt")
-    if args.preset:
-        raise ValueError("--resume continues the saved run; it takes no --preset")
-    return _continue(checkpoint, context, as_fields(_given(args, ModelConfig, TrainConfig)))
-
-
-def _restarted(out: Path, context: distributed.Context) -> dict | None:
-    """OUT/last.pt, when this process is a worker that torchrun started again, in the same job, after a
-    failure or a change of membership: the checkpoint holds the job's run id (see distributed.Context).
-    Otherwise None, and the run starts as the command line says, refusing to overwrite another run."""
-    if context.run_id is None or not (out / "last.pt").is_file():
-        return None
-    checkpoint = load_checkpoint(out / "last.pt")
-    return checkpoint if checkpoint.get("run_id") == context.run_id else None
-
-
-def _continue(checkpoint: dict, context: distributed.Context, overrides: dict | None = None) -> Trainer:
-    """The saved run, on as many ranks as `context` has; `overrides` changes the options that may change."""
-    overrides = overrides or {}
-    saved = checkpoint["train_config"]
-    vocab = Vocab(tuple(checkpoint["vocab"]))
-    columns = label_columns(checkpoint)
-    splits = Splits.read(saved["data"], vocab, columns, use_labels=columns is not None)
-    device = _rank_device(resolve_device(overrides.get("device", saved["device"])), context)
-    # refuses what a resumed run cannot change
-    return Trainer.from_checkpoint(checkpoint, splits, device, overrides, context)
-
-
-def _ensemble(args, out: Path) -> tuple[ModelConfig, TrainConfig] | None:
-    """The configs of the ensemble (--members above 1) that this command starts, or with --resume
-    continues (OUT/ensemble.json: its models' runs are in OUT/member-N); None for a single run."""
-    if not args.resume:
-        model_config, config = configs(_train_options(args))
-        return (model_config, config) if config.members > 1 else None
-    saved_file = out / runs.ENSEMBLE_FILE
-    if (out / "last.pt").exists() or not saved_file.exists():
-        return None  # a single run's --resume
-    if args.preset:
-        raise ValueError("--resume continues the saved run; it takes no --preset")
-    try:
-        saved = json.loads(saved_file.read_text(encoding="utf-8"))
-        model_config, config = ModelConfig(**saved["model"]), TrainConfig(**saved["train_config"])
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(f"{saved_file}: not an ensemble's settings (delete it, or choose another --out)") from None
-    fields = {**dataclasses.asdict(model_config), **dataclasses.asdict(config)}
-    given = as_fields(_given(args, ModelConfig, TrainConfig))
-    at_once = given.pop("members_at_once", config.members_at_once)  # how they train, not what they learn
-    changed = [name for name, value in given.items() if fields[name] != value]
-    if changed:
-        raise OptionError(tuple(changed), "cannot change when an ensemble resumes: its models train alike")
-    return model_config, dataclasses.replace(config, members_at_once=at_once)
-
-
-def _train_ensemble(args, out: Path, model_config: ModelConfig, config: TrainConfig) -> int:
-    """Train an ensemble's models, each a run of its own (runs.run_ensemble)."""
-    if distributed.launched_ranks() > 1:  # under torchrun: every rank refuses alike
-        raise ValueError("--members trains its models in processes of its own; run it without torchrun")
-    splits = Splits.read(config.data, use_labels=config.labels)
-    model_config = _sized_for(model_config, splits)
-    if not args.resume:
-        _refuse_over_earlier(args, out)
-    for directory in [out, *out.glob("member-*")]:
-        if directory.is_dir():
-            remove_partial_writes(directory)
-
-    # a bar for one member at a time; several at once print their evaluations, each line labelled
-    runner = functools.partial(_run_member, draw_bar=config.members_at_once == 1)  # a function a process can take
-    try:
-        metrics = runs.run(model_config, config, splits, out, runner, fresh=args.overwrite and not args.resume)
-    except TrainingInterrupted as e:  # the ensemble, not the member, is what --resume continues
-        raise TrainingInterrupted(e.step, e.path, out) from None
-    if "diverged" in metrics:
-        raise ValueError(metrics["diverged"])
-    alone = ", ".join(f"{m['val_loss']:.4f}" for m in metrics["members"])
-    print(
-        f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters in "
-        f"{config.members} models of {config.steps} steps, {config.members_at_once} at a time, "
-        f"{metrics['seconds']:.0f} s of training; "
-        f"val of each alone {alone})"
-    )
-    _print_test(metrics)
-    print(
-        f"wrote {out / 'model.pt'} (the ensemble) and {out / 'metrics.json'}; each model's run is in {out / 'member-N'}"
-    )
-    model, vocab, _ = load_model(out / "model.pt")
-    _print_samples(model, vocab, splits.train, args.samples)
+    given = _given(args, ModelConfig, TrainConfig)
+    request = runs.Request(Path(args.out), given, args.preset, args.resume, args.overwrite)
+    trained = runs.train(request, _run_with_progress, _run_member, on_restart=_say_restarted)
+    if trained is None:  # a rank of several, not the first
+        return 0
+    _print_trained(trained, request.out)
+    _print_samples(trained.model, trained.vocab, trained.train_words, args.samples)
     return 0
 
 
-def _run_member(trainer: Trainer, out: Path, draw_bar: bool) -> None:
-    """An ensemble's member: its run, its evaluation lines labelled with its directory."""
+def _say_restarted(trainer: Trainer, out: Path) -> None:
+    if trainer.context.is_main:
+        print(f"continuing this run from {out / 'last.pt'}, at step {trainer.step} (torchrun restarted it)")
+
+
+def _run_member(trainer: Trainer, out: Path) -> None:
+    """An ensemble's member: its run, its evaluation lines labelled with its directory. Several at
+    once, each in a process of its own, print their evaluations alone: one bar each would be a mess."""
     print(f"{out}: seed {trainer.config.seed}, from step {trainer.step}", flush=True)
-    _run_with_progress(trainer, out, label=f"{out.name}  ", draw_bar=draw_bar)
+    alone = multiprocessing.parent_process() is None
+    _run_with_progress(trainer, out, label=f"{out.name}  ", draw_bar=alone)
 
 
 def _run_with_progress(trainer: Trainer, out: Path, label: str = "", draw_bar: bool = True) -> None:
@@ -445,12 +302,23 @@ def _run_with_progress(trainer: Trainer, out: Path, label: str = "", draw_bar: b
         bar.close()
 
 
-def _report(trainer: Trainer, out: Path, n_samples: int) -> int:
-    """Final figures of the best checkpoint (model.pt), the loss plot, and a few samples."""
-    try:
-        metrics, model = finish(trainer, out)  # on a large list, a minute over the whole training split
-    except KeyboardInterrupt:  # every step is saved in last.pt: --resume computes the figures again
-        raise TrainingInterrupted(trainer.step, out / "last.pt") from None
+def _print_trained(trained: runs.Trained, out: Path) -> None:
+    """The final figures of a run's best checkpoint (model.pt), or of an ensemble, and what was written."""
+    metrics, trainer = trained.metrics, trained.trainer
+    if trainer is None:  # an ensemble
+        config = metrics["train_config"]
+        alone = ", ".join(f"{m['val_loss']:.4f}" for m in metrics["members"])
+        print(
+            f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters in "
+            f"{config['members']} models of {config['steps']} steps, {config['members_at_once']} at a time, "
+            f"{metrics['seconds']:.0f} s of training; val of each alone {alone})"
+        )
+        _print_test(metrics)
+        print(
+            f"wrote {out / 'model.pt'} (the ensemble) and {out / 'metrics.json'}; each model's run is in "
+            f"{out / 'member-N'}"
+        )
+        return
     print(
         f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters, "
         f"{trainer.step} steps, {_epochs(trainer.epochs)}, {trainer.seconds:.0f} s; "
@@ -458,8 +326,6 @@ def _report(trainer: Trainer, out: Path, n_samples: int) -> int:
     )
     _print_test(metrics)
     print(f"wrote {out / 'model.pt'}, {out / 'loss.png'}, {out / 'metrics.json'}")
-    _print_samples(model, trainer.splits.vocab, trainer.splits.train, n_samples)
-    return 0
 
 
 def _print_test(metrics: dict) -> None:
@@ -501,7 +367,7 @@ def _print_run(name: str, metrics: dict) -> None:
 def cmd_lecture(args) -> int:
     splits, data = _experiment_data(args)
     out = Path(args.out)
-    scale = experiments.QUICK_FACTOR if args.quick else 1
+    scale = presets.QUICK_FACTOR if args.quick else 1
     rows = experiments.lecture_table(splits, data, out, _run_with_progress, scale, args.seed)
     for row in rows:
         _print_run(row["preset"], row)
@@ -520,29 +386,8 @@ def cmd_sweep(args) -> int:
 
 
 def _load(args, device: str | torch.device = "cpu"):
-    """The model of --checkpoint, or of several, as one Ensemble; its vocabulary and the (first)
-    checkpoint. The models of an ensemble must share their vocabulary and the data they trained on."""
-    paths = args.checkpoint or [DEFAULT_CHECKPOINT]
-    loaded = [load_model(path, device) for path in paths]
-    model, vocab, checkpoint = loaded[0]
-    if len(loaded) == 1:
-        return model, vocab, checkpoint
-    for path, (_, other_vocab, other) in zip(paths[1:], loaded[1:], strict=True):
-        if other_vocab != vocab:
-            raise ValueError(
-                f"--checkpoint {path}: its characters differ from {paths[0]}'s; an ensemble needs one vocabulary"
-            )
-        if other.get("data_fingerprint") != checkpoint.get("data_fingerprint"):
-            raise ValueError(
-                f"--checkpoint {path}: trained on other data than {paths[0]}; an ensemble's models "
-                "must share their split, or one's training names are another's validation"
-            )
-    # an ensemble's checkpoint among them adds its models, flat: every model weighs the same
-    models = [one for m, _, _ in loaded for one in (m.members if isinstance(m, Ensemble) else [m])]
-    try:
-        return Ensemble(models), vocab, checkpoint
-    except ValueError as e:
-        raise ValueError(f"--checkpoint: {e}") from None
+    """The model of --checkpoint, or of several as one ensemble (load_models)."""
+    return load_models(args.checkpoint or [DEFAULT_CHECKPOINT], device)
 
 
 def cmd_sample(args) -> int:

@@ -1,34 +1,40 @@
-"""Runs in directories: one configuration trained into a directory of its own, or continued from its
-last.pt, or read back from its metrics.json; and an ensemble as a run of runs, one per model, one
-after another or several at once, each in a process of its own.
+"""Runs in directories. train() is what `wavenet-names train` does, for the command line and a
+notebook alike: it starts a run, resumes one, continues one that torchrun restarted, or trains an
+ensemble, and ends with the best model. run() trains one configuration into a directory of its
+own, or continues or reads back what is there: what experiments and an ensemble's members are made
+of. An ensemble is a run of runs, one per model, one after another or several at once, each in a
+process of its own.
 
 Every run is resumable: running the same thing again finishes what an interruption left.
 """
 
 import json
 import math
-import multiprocessing
-import os
-import pickle
-import queue
-import signal
-import threading
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from .checkpoint import ensemble_checkpoint, load_checkpoint, load_model, save_checkpoint
+from . import distributed
+from .checkpoint import ensemble_checkpoint, label_columns, load_checkpoint, load_model, save_checkpoint
+from .data import Vocab
 from .ensemble import Ensemble
-from .files import write_json, write_text
+from .files import remove_partial_writes, write_json, write_text
 from .models import ModelConfig, count_params
+from .options import OptionError
+from .presets import TRAIN_PRESETS
+from .processes import run_at_once
 from .training import (
     Splits,
     TrainConfig,
     Trainer,
     TrainingDiverged,
     TrainingInterrupted,
+    as_fields,
+    changed_settings,
+    configs,
     evaluate,
     finish,
     resolve_device,
@@ -36,6 +42,178 @@ from .training import (
 
 # what runs a Trainer to its end, writing into a directory: the CLI's fit with a progress bar
 Runner = Callable[[Trainer, Path], None]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What `train` is asked: where, the options given (by name, as its flags), a preset's name, and
+    whether to resume or overwrite what `out` holds."""
+
+    out: Path
+    options: dict = field(default_factory=dict)
+    preset: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+
+
+@dataclass
+class Trained:
+    """What train() ends with: the best model (in eval mode) and its figures."""
+
+    metrics: dict  # as metrics.json holds them
+    model: nn.Module
+    vocab: Vocab
+    train_words: list[str]  # the training split, which samples are marked against
+    trainer: Trainer | None = None  # a single run's, at its last step; None for an ensemble
+
+
+def train(
+    request: Request,
+    runner: Runner,
+    member_runner: Runner | None = None,
+    on_restart: Callable[[Trainer, Path], None] | None = None,
+) -> Trained | None:
+    """Train as `wavenet-names train` does, in this process or as one rank of `torchrun ... -m
+    wavenet_names train` (every rank trains on its share of each batch; rank 0 writes, and the other
+    ranks return None).
+
+    A new run refuses to replace what request.out holds unless request.overwrite. request.resume
+    continues out/last.pt, or an ensemble's runs, with only the options that may change. A worker that
+    torchrun restarted continues its job's last.pt by itself, and on_restart(trainer, out) is told.
+    runner(trainer, out) trains a Trainer to its end (the CLI's fit with a progress bar);
+    member_runner, a function a process can take, trains an ensemble's members (default: runner)."""
+    out = request.out
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file; --out names a directory")
+    settings = _settings(request)  # None: a run's --resume, whose settings are in its last.pt
+    if settings is not None and settings[1].members > 1:
+        return _train_ensemble(request, *settings, member_runner or runner)
+    context = distributed.setup(request.options.get("device", "auto"))
+    try:
+        trainer = _restarted(out, context)
+        if trainer is not None and on_restart is not None:
+            on_restart(trainer, out)
+        if trainer is None:
+            trainer = _resumed(request, context) if request.resume else _started(request, *settings, context)
+        if context.is_main:
+            remove_partial_writes(out)  # what a process killed mid-write left; only rank 0 writes
+        if context.active:
+            trainer.distribute(context)
+        runner(trainer, out)
+        if not context.is_main:
+            return None
+        try:
+            metrics, model = finish(trainer, out)  # on a large list, a minute over the whole training split
+        except KeyboardInterrupt:  # every step is saved in last.pt: --resume computes the figures again
+            raise TrainingInterrupted(trainer.step, out / "last.pt") from None
+        return Trained(metrics, model, trainer.splits.vocab, trainer.splits.train, trainer)
+    finally:
+        distributed.cleanup()
+
+
+def _settings(request: Request) -> tuple[ModelConfig, TrainConfig] | None:
+    """The configs of a new run (a preset's options, then those given), built once; or those of the
+    ensemble that --resume continues (out/ensemble.json), which the options given may not change but
+    for how many members train at once. None for a single run's --resume."""
+    if request.resume and request.preset:
+        raise ValueError("--resume continues the saved run; it takes no --preset")
+    if not request.resume:
+        return configs(_with_preset(request.options, request.preset))
+    saved_file = request.out / ENSEMBLE_FILE
+    if (request.out / "last.pt").exists() or not saved_file.exists():
+        return None  # a single run's --resume
+    try:
+        saved = json.loads(saved_file.read_text(encoding="utf-8"))
+        model_config, config = ModelConfig(**saved["model"]), TrainConfig(**saved["train_config"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{saved_file}: not an ensemble's settings (delete it, or choose another --out)") from None
+    given = as_fields(request.options)
+    changed = changed_settings(saved["model"], saved["train_config"], given, may_change={"members_at_once"})
+    if changed:
+        raise OptionError(changed, "cannot change when an ensemble resumes: its models train alike")
+    return model_config, replace(config, members_at_once=given.get("members_at_once", config.members_at_once))
+
+
+def _with_preset(given: dict, preset: str | None) -> dict:
+    """The options a new run trains with, by name: the preset's, then those given."""
+    if not preset:
+        return given
+    options = TRAIN_PRESETS[preset].options
+    if given.get("model", options["model"]) != options["model"]:
+        raise ValueError(f"--preset {preset} is a {options['model']} model; it takes no --model {given['model']}")
+    return {**options, **given}
+
+
+def _started(request: Request, model_config: ModelConfig, config: TrainConfig, context) -> Trainer:
+    splits = Splits.read(config.data, use_labels=config.labels)
+    device = _rank_device(resolve_device(config.device), context)
+    _refuse_over_earlier(request)  # what an earlier run left goes at the first evaluation
+    return Trainer(sized_for(model_config, splits), config, splits, device, context=context)
+
+
+def _resumed(request: Request, context) -> Trainer:
+    return _continued(load_checkpoint(request.out / "last.pt"), context, as_fields(request.options))
+
+
+def _restarted(out: Path, context: distributed.Context) -> Trainer | None:
+    """The run in out/last.pt, when this process is a worker that torchrun started again, in the same
+    job, after a failure or a change of membership: the checkpoint holds the job's run id (see
+    distributed.Context). Otherwise None, and the run starts as asked, refusing to overwrite another."""
+    if context.run_id is None or not (out / "last.pt").is_file():
+        return None
+    checkpoint = load_checkpoint(out / "last.pt")
+    return _continued(checkpoint, context) if checkpoint.get("run_id") == context.run_id else None
+
+
+def _continued(checkpoint: dict, context: distributed.Context, overrides: dict | None = None) -> Trainer:
+    """The saved run, on as many ranks as `context` has, on its own data; `overrides` (config fields)
+    changes the options that may change, and Trainer.from_checkpoint refuses the rest."""
+    overrides = overrides or {}
+    saved = checkpoint["train_config"]
+    columns = label_columns(checkpoint)
+    splits = Splits.read(saved["data"], Vocab(tuple(checkpoint["vocab"])), columns, use_labels=columns is not None)
+    device = _rank_device(resolve_device(overrides.get("device", saved["device"])), context)
+    return Trainer.from_checkpoint(checkpoint, splits, device, overrides, context)
+
+
+def _rank_device(device: torch.device, context: distributed.Context) -> torch.device:
+    return torch.device("cuda", context.local_rank) if device.type == "cuda" and context.active else device
+
+
+def sized_for(model_config: ModelConfig, splits: Splits) -> ModelConfig:
+    """The model config with the data's vocabulary and label columns (it refuses labels it cannot take)."""
+    return replace(model_config, vocab_size=len(splits.vocab), label_sizes=splits.label_sizes)
+
+
+def _refuse_over_earlier(request: Request) -> None:
+    """A new run does not replace what out holds (a run, finished or not, or an ensemble's) unless told to."""
+    out = request.out
+    if not request.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt", ENSEMBLE_FILE)):
+        raise ValueError(
+            f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, or choose another --out"
+        )
+
+
+def _train_ensemble(request: Request, model_config: ModelConfig, config: TrainConfig, runner: Runner) -> Trained:
+    """An ensemble's models, each a run of its own (run_ensemble), then the ensemble as one model."""
+    if distributed.launched_ranks() > 1:  # under torchrun: every rank refuses alike
+        raise ValueError("--members trains its models in processes of its own; run it without torchrun")
+    out = request.out
+    splits = Splits.read(config.data, use_labels=config.labels)
+    if not request.resume:
+        _refuse_over_earlier(request)
+    for directory in [out, *out.glob("member-*")]:
+        if directory.is_dir():
+            remove_partial_writes(directory)
+    fresh = request.overwrite and not request.resume
+    try:
+        metrics = run(sized_for(model_config, splits), config, splits, out, runner, fresh=fresh)
+    except TrainingInterrupted as e:  # the ensemble, not the member, is what --resume continues
+        raise TrainingInterrupted(e.step, e.path, out) from None
+    if "diverged" in metrics:
+        raise ValueError(metrics["diverged"])
+    model, vocab, _ = load_model(out / "model.pt")
+    return Trained(metrics, model, vocab, splits.train)
 
 
 def run(
@@ -90,10 +268,9 @@ def _check_same(saved_model: dict, saved_train: dict, model_config, config, out:
 
 
 def _same(saved_model: dict, saved_train: dict, model_config, config) -> bool:
-    """Compared as configs, so that a field added since the run was saved takes its default. How many
-    members trained at once changes nothing they learnt."""
-    saved = replace(TrainConfig(**saved_train), members_at_once=config.members_at_once)
-    return ModelConfig(**saved_model) == model_config and saved == config
+    """How many members trained at once changes nothing they learnt."""
+    given = {**asdict(model_config), **asdict(config)}
+    return not changed_settings(saved_model, saved_train, given, may_change={"members_at_once"})
 
 
 ENSEMBLE_FILE = "ensemble.json"  # an ensemble's settings, written before its first member trains
@@ -129,7 +306,7 @@ def run_ensemble(
         stale = fresh or not _holds_run_of(member_out, model_config, member_config)
         jobs.append((model_config, member_config, splits, member_out, runner, stale))
     if config.members_at_once > 1:
-        members = run_at_once(jobs, config.members_at_once)
+        members = run_at_once(run, jobs, config.members_at_once)
     else:  # one after another: a diverging member stops the rest
         members = []
         for job in jobs:
@@ -140,83 +317,6 @@ def run_ensemble(
         if "diverged" in member:
             return {**member, "diverged": f"member {i + 1}: {member['diverged']}"}
     return finish_ensemble(model_config, config, splits, out, members)
-
-
-def run_at_once(jobs: list[tuple], processes: int) -> list[dict]:
-    """run(*job) for every job, `processes` of them at a time, each in a process of its own (spawned:
-    a fresh interpreter, with none of this one's thread pools) with its share of this process's CPU
-    threads; their results in order. A job's exception is raised here. Ctrl-C here is passed on to the
-    running jobs, which save and stop (as run's runner does); none starts, and their
-    TrainingInterrupted is raised here."""
-    spawn = multiprocessing.get_context("spawn")
-    threads = max(1, torch.get_num_threads() // processes)
-    results = spawn.Queue()  # (job index, run's metrics or the exception it raised)
-    running, done, waiting = {}, {}, list(enumerate(jobs))
-    try:
-        while waiting or running:
-            while waiting and len(running) < processes:
-                index, job = waiting.pop(0)
-                running[index] = spawn.Process(target=_run_job, args=(index, job, threads, results))
-                running[index].start()
-            index, result = _next_result(results, running)
-            running.pop(index).join()
-            done[index] = result
-            if isinstance(result, BaseException):
-                break  # no new job; the running ones end as their own runs do
-    except KeyboardInterrupt:  # Ctrl-C: each running job saves and stops (see _run_job)
-        for process in running.values():
-            if process.is_alive():
-                os.kill(process.pid, signal.SIGINT)
-    waiting.clear()
-    while running:  # the running jobs finish or save and stop
-        index, result = _next_result(results, running)
-        running.pop(index).join()
-        done[index] = result
-    failures = [r for r in done.values() if isinstance(r, BaseException)]
-    interrupted = [r for r in failures if isinstance(r, TrainingInterrupted)]
-    if interrupted or failures:
-        raise (interrupted or failures)[0]
-    return [done[i] for i in range(len(jobs))]
-
-
-def _stop_when_orphaned() -> None:
-    """Should the parent die (SIGKILL), stop this job as Ctrl-C does, saving its run, rather than train
-    on unwatched."""
-    multiprocessing.parent_process().join()
-    os.kill(os.getpid(), signal.SIGINT)
-
-
-def _next_result(results, running: dict) -> tuple[int, object]:
-    """The next (job index, result) from run_at_once's processes; an error as the result of one that
-    died without one (killed, or out of memory), so that the others are not waited for in vain."""
-    while True:
-        try:
-            return results.get(timeout=1.0)
-        except queue.Empty:
-            for index, process in running.items():
-                if process.exitcode not in (None, 0):
-                    return index, ChildProcessError(
-                        f"the process training member {index + 1} died (exit code {process.exitcode})"
-                    )
-
-
-def _run_job(index: int, job: tuple, threads: int, results) -> None:
-    """In a process of run_at_once's: run(*job), its result (or exception) into `results`."""
-    # Signals come from the parent alone, once: in a process group of its own, a terminal's Ctrl-C
-    # (which the parent passes on) does not reach this process a second time, which would stop it unsaved
-    if hasattr(os, "setpgid"):  # POSIX
-        os.setpgid(0, 0)
-    threading.Thread(target=_stop_when_orphaned, daemon=True).start()
-    torch.set_num_threads(threads)
-    try:
-        result = run(*job)
-    except BaseException as e:  # Ctrl-C, a bad option, ...: raised again in the parent
-        try:
-            pickle.dumps(e)
-            result = e
-        except Exception:  # not every exception survives the trip: its type and message do
-            result = RuntimeError(f"{type(e).__name__}: {e}")
-    results.put((index, result))
 
 
 def _holds_run_of(out: Path, model_config: ModelConfig, config: TrainConfig) -> bool:

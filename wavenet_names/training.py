@@ -123,6 +123,15 @@ def as_fields(options: dict) -> dict:
     return {OPTIONS[name].name: value for name, value in options.items()}
 
 
+def changed_settings(saved_model: dict, saved_train: dict, given: dict, may_change=frozenset()) -> tuple[str, ...]:
+    """The one test of "same settings": the config fields of `given` (by field name) whose values
+    differ from those of a saved run (its model and train configs as a checkpoint or metrics.json
+    holds them), but for the fields in `may_change`. The saved run is read through its configs, so
+    that a field added since it was saved takes its default."""
+    saved = {**asdict(ModelConfig(**saved_model)), **asdict(TrainConfig(**saved_train))}
+    return tuple(name for name, value in given.items() if name not in may_change and saved[name] != value)
+
+
 def configs(
     options: dict, vocab_size: int | None = None, label_sizes: tuple[int, ...] = ()
 ) -> tuple[ModelConfig, TrainConfig]:
@@ -425,11 +434,10 @@ class Trainer:
         takes rank 0's."""
         context = context or distributed.Context()
         overrides = overrides or {}
-        saved = {**checkpoint["model_config"], **checkpoint["train_config"]}
         # an option given its saved value changes nothing: the command that started the run, with --resume, resumes it
-        fixed = [name for name, value in overrides.items() if name not in RESUMABLE and value != saved.get(name)]
+        fixed = changed_settings(checkpoint["model_config"], checkpoint["train_config"], overrides, RESUMABLE)
         if fixed:
-            raise OptionError(tuple(fixed), "cannot change when a run resumes: it continues the saved run")
+            raise OptionError(fixed, "cannot change when a run resumes: it continues the saved run")
         overrides = {name: value for name, value in overrides.items() if name in RESUMABLE}  # the rest: as saved
         if splits.fingerprint != checkpoint["data_fingerprint"]:
             raise ValueError("the data differs from the data this checkpoint was trained on; resuming needs the same")

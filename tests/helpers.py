@@ -1,10 +1,24 @@
-"""Shared test helpers: the same names as the lecture's windows and as conv batches."""
+"""Shared test helpers: the same names as the lecture's windows and as conv batches, and the program
+run in a forked process, as several ranks, or a script run in this one."""
+
+import contextlib
+import io
+import multiprocessing
+import os
+import runpy
+import socket
+import sys
+import traceback
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from wavenet_names import encode_names, pad_batch, windows
+from wavenet_names import cli, encode_names, pad_batch, windows
+
+from kill_at_step import kill_before_step
 
 
 def both_views(words, vocab, block_size):
@@ -70,3 +84,75 @@ class HostReads(TorchFunctionMode):
         if name in READS or masks:
             self.reads.append(name)
         return func(*args, **(kwargs or {}))
+
+
+# --- running the program without starting a new interpreter -------------------------------------------
+
+FORK = multiprocessing.get_context("fork")
+
+
+def _forked_main(argv: list[str], env: dict, kill_at_step: int | None, log: str | None) -> None:
+    """In a forked copy of this process (torch already imported: a fraction of a second to start):
+    `wavenet-names ARGV`, its output into `log` (or nowhere), killed by SIGKILL (which no program can
+    catch or clean up after) just before training step kill_at_step."""
+    torch.set_num_threads(1)  # no thread pool inherited half-made from the parent
+    os.environ.update(env)
+    sys.stdout = sys.stderr = open(log or os.devnull, "w")  # noqa: SIM115
+    if kill_at_step is not None:
+        kill_before_step(kill_at_step)
+    code = cli.main(argv)
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def forked(argv: list[str], env: dict | None = None, kill_at_step: int | None = None, log: Path | None = None):
+    """`wavenet-names ARGV` in a forked process, started; join() it, and read its exitcode (-9: killed)."""
+    child = FORK.Process(target=_forked_main, args=(argv, env or {}, kill_at_step, log and str(log)))
+    child.start()
+    return child
+
+
+def forked_ranks(argv: list[str], ranks: int, logs: Path, env: dict | None = None) -> list[tuple[int, str]]:
+    """`wavenet-names ARGV` as `ranks` processes of one gloo group, as torchrun would start them (the
+    same environment variables, and `env`), forked from this one; each rank's exit status and output."""
+    with socket.socket() as s:  # a free port for the group's store
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**(env or {}), "WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    children = [
+        forked(argv, {**env, "RANK": str(r), "LOCAL_RANK": str(r)}, log=logs / f"rank-{r}.log") for r in range(ranks)
+    ]
+    for child in children:
+        child.join(timeout=120)
+    return [(child.exitcode, (logs / f"rank-{r}.log").read_text()) for r, child in enumerate(children)]
+
+
+class Finished(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_script(path: Path, *args: str) -> Finished:
+    """`python PATH ARGS` in this process, as its command line would run it (sys.argv, its folder first
+    on sys.path, SystemExit as the exit status), its output captured: a script's behaviour without a
+    new interpreter and a new import of torch."""
+    out, err = io.StringIO(), io.StringIO()
+    argv, path_before = sys.argv, list(sys.path)
+    sys.argv, sys.path[:0] = [str(path), *args], [str(path.parent)]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv, sys.path[:] = argv, path_before
+    return Finished(code, out.getvalue(), err.getvalue())

@@ -1,5 +1,6 @@
 """The measurement scripts run where they will be run: a GPU lease is short, so the scripts that
-spend it must work before they get there. On the CPU, at tiny sizes, every table they print."""
+spend it must work before they get there. On the CPU, at tiny sizes, every table they print (the
+Python scripts in this process, as their command line runs them: see helpers.run_script)."""
 
 import os
 import re
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import run_script
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -20,9 +23,8 @@ def script(*args, env=None) -> subprocess.CompletedProcess:
 
 
 def test_speedup_prints_every_table():
-    result = script(
-        sys.executable,
-        "bench/speedup.py",
+    result = run_script(
+        BENCH / "speedup.py",
         "--blocks",
         "8",
         "--names",
@@ -51,7 +53,7 @@ def test_speedup_prints_every_table():
 
 
 def test_profile_step_counts_operators_and_bytes():
-    result = script(sys.executable, "bench/profile_step.py", "--count", "--names", "16")
+    result = run_script(BENCH / "profile_step.py", "--count", "--names", "16")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = re.findall(r"^(.+): (\d+) ATen operators, ([\d,]+) bytes written", result.stdout, re.M)
     assert [label for label, *_ in rows] == ["per-position", "conv", "conv, in a bucket"]
@@ -60,12 +62,13 @@ def test_profile_step_counts_operators_and_bytes():
 
 @pytest.mark.parametrize("bad", [["--names", "0"], ["--blocks", "6"], ["--device", "cuda", "--blocks", "8"]])
 def test_speedup_refuses_bad_input_in_one_line(bad):
-    result = script(sys.executable, "bench/speedup.py", *bad)
+    result = run_script(BENCH / "speedup.py", *bad)
     if "cuda" in bad and "CUDA" not in result.stderr and result.returncode == 0:
         pytest.skip("this machine has a GPU")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+@pytest.mark.slow  # starts processes
 def test_gpu_script_parses_and_stops_without_a_gpu(tmp_path):
     assert script("bash", "-n", "bench/gpu.sh").returncode == 0
     result = script("bash", "bench/gpu.sh", env={"OUT": str(tmp_path), "PYTHON": sys.executable})

@@ -80,6 +80,7 @@ def test_train_writes_everything(trained):
     assert (trained / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # starts processes
 def test_train_logged_to_a_file_writes_a_line_per_evaluation_and_no_progress_bar(data_file, tmp_path):
     """Output that is not a terminal (a log file, CI, a pipe) gets the evaluation lines, not a bar's
     carriage-return updates, one per step."""
@@ -164,6 +165,7 @@ def test_samples_are_not_cut_shorter_than_the_training_items(tmp_path, capsys):
     assert max(lengths[64]) == 64
 
 
+@pytest.mark.slow  # starts processes
 def test_score_prints_each_items_loss_in_order_from_a_file_or_standard_input(trained, tmp_path, capsys):
     checkpoint = str(trained / "model.pt")
     items = ["emma", "zzxqj", "olivia"]
@@ -185,6 +187,7 @@ def test_score_prints_each_items_loss_in_order_from_a_file_or_standard_input(tra
     ]
 
 
+@pytest.mark.slow  # starts processes
 def test_score_typed_at_a_terminal_says_how_to_end(trained):
     """Without a file and with a terminal as standard input, score waits for lines: it says so, and
     Ctrl-D (end of input) scores what was typed."""
@@ -368,6 +371,7 @@ def test_training_into_an_earlier_run_needs_resume_or_overwrite(trained, data_fi
     assert (trained / "model.pt").read_bytes() == before
 
 
+@pytest.mark.slow  # starts processes
 def test_compile_without_a_compiler_is_one_line_and_harms_nothing(trained, data_file, tmp_path):
     """The real failure: inductor finds no C++ compiler (CXX points at /bin/false, and an empty cache
     holds no kernels compiled earlier). Over an earlier run with --overwrite, which is left whole."""
@@ -414,6 +418,7 @@ def test_a_failed_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left behind
 
 
+@pytest.mark.slow  # starts processes
 def test_python_m_and_ctrl_c_saves_and_exits_cleanly(tmp_path, data_file):
     status, out, err = run_cli("--help")
     assert status == 0 and "train" in out and "sample" in out and "evaluate" in out
@@ -454,6 +459,7 @@ def test_ctrl_c_during_the_final_figures_says_resume_finishes_them(tmp_path, dat
     assert json.loads((out / "metrics.json").read_text())["steps"] == 10
 
 
+@pytest.mark.slow  # starts processes
 def test_ctrl_c_while_sampling_is_one_line(trained):
     proc = start_cli("sample", "--checkpoint", str(trained / "model.pt"), "-n", "1000000")
     assert first_line(proc)  # names come out while the rest are made (then wait on the full pipe)
@@ -463,6 +469,7 @@ def test_ctrl_c_while_sampling_is_one_line(trained):
     assert err.strip() == "wavenet-names sample: interrupted"
 
 
+@pytest.mark.slow  # starts processes
 def test_sample_into_a_closed_pipe_stops_quietly(trained):
     """`wavenet-names sample -n 100000 | head -1`: no error once the reader has what it wanted."""
     proc = start_cli("sample", "--checkpoint", str(trained / "model.pt"), "-n", "100000")

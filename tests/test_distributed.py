@@ -1,34 +1,29 @@
-"""Data-parallel training: 2 CPU ranks (gloo) under the standard launcher train the model that one
-process trains on the whole batch, and their checkpoint resumes in a single process."""
-
-import subprocess
-import sys
+"""Data-parallel training: 2 CPU ranks (gloo), started as torchrun starts them, train the model that
+one process trains on the whole batch, and their checkpoint resumes in a single process. The ranks
+are forked from this process; tests/test_restarts.py runs them under torchrun itself."""
 
 import pytest
 
 from wavenet_names.checkpoint import load_checkpoint
+from wavenet_names.cli import main
+
+from helpers import forked_ranks
+
+pytestmark = pytest.mark.slow  # every test here starts processes
 
 TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--eval-every", "10", "--samples", "2", "--seed", "3"]
 
 
-def wavenet_names(*args, ranks=None):
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks else []
-    result = subprocess.run(
-        [sys.executable, *launcher, "-m", "wavenet_names", *args], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result
-
-
 @pytest.mark.parametrize("model, data", [("conv", "list"), ("hierarchical", "list"), ("conv", "table")])
-def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, small_table_file, model, data):
+def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, small_table_file, model, data, capsys):
     """With a table, a conditional model: each rank's names bring their labels, and their start rows."""
     data_file = small_table_file if data == "table" else small_data_file
     args = ["train", "--model", model, "--data", str(data_file), "--steps", "20", "--batch-size", "32", *TINY]
     if data == "table":
         args += ["--label-dropout", "0"]  # each rank draws its own: the single process's draws are not theirs
-    two = wavenet_names(*args, "--out", str(tmp_path / "two"), ranks=2)
-    wavenet_names(*args, "--out", str(tmp_path / "one"))
+    ranks = forked_ranks([*args, "--out", str(tmp_path / "two")], 2, tmp_path / "logs")
+    assert [code for code, _ in ranks] == [0, 0], ranks
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
     a, b = load_checkpoint(tmp_path / "two" / "last.pt"), load_checkpoint(tmp_path / "one" / "last.pt")
     assert a["step"] == b["step"] == 20
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
@@ -36,8 +31,10 @@ def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, sma
     for key in b["model"]:  # weights and BatchNorm running statistics alike
         diff = (a["model"][key].float() - b["model"][key].float()).abs().max().item()
         assert diff <= 1e-5, f"{key}: {diff}"
-    assert sum(line.startswith("train ") for line in two.stdout.splitlines()) == 1  # rank 0 alone reports
+    reports = [sum(line.startswith("train ") for line in output.splitlines()) for _, output in ranks]
+    assert reports == [1, 0]  # rank 0 alone reports
 
-    resumed = wavenet_names("train", "--out", str(tmp_path / "two"), "--resume", "--steps", "25", "--samples", "0")
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "two"), "--resume", "--steps", "25", "--samples", "0"]) == 0
     assert load_checkpoint(tmp_path / "two" / "last.pt")["step"] == 25
-    assert "val" in resumed.stdout
+    assert "val" in capsys.readouterr().out

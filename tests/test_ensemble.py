@@ -280,6 +280,7 @@ def test_a_trainer_trains_one_model(small_data_file):
         Trainer(model_config, config, splits)
 
 
+@pytest.mark.slow  # starts processes
 def test_preset_max_is_an_ensemble_that_reports_its_test_loss_once(small_data_file, tmp_path, capsys):
     assert presets.TRAIN_PRESETS["max"].options["members"] > 1
     out = tmp_path / "max"  # two small members, to be quick; every other option the preset's
@@ -295,6 +296,7 @@ def test_preset_max_is_an_ensemble_that_reports_its_test_loss_once(small_data_fi
 # --- several members at once: train --members N --members-at-once K ----------------------------------
 
 
+@pytest.mark.slow  # starts processes
 def test_members_at_once_train_the_models_one_at_a_time_trains(trained, small_data_file, tmp_path):
     out = tmp_path / "at-once"
     args = ["train", "--data", str(small_data_file), "--out", str(out), *MEMBERS, "--report-test"]
@@ -314,6 +316,7 @@ def test_the_time_of_members_at_once_is_their_schedule():
 
 
 @pytest.mark.parametrize("whole_group", [True, False])
+@pytest.mark.slow  # starts processes
 def test_ctrl_c_stops_members_at_once_and_resume_finishes_them(whole_group, small_data_file, tmp_path):
     """Ctrl-C on a terminal signals every process of the command (whole_group); `kill -INT` signals
     the command alone, which passes it on. Either way each member saves and stops, and --resume,
@@ -358,6 +361,7 @@ def test_ctrl_c_stops_members_at_once_and_resume_finishes_them(whole_group, smal
     assert json.loads((out / "metrics.json").read_text())["steps"] == 400
 
 
+@pytest.mark.slow  # starts processes
 def test_a_member_whose_process_died_is_an_error_not_a_wait():
     import queue
 

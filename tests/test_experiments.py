@@ -2,6 +2,8 @@
 
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,8 @@ from wavenet_names.cli import main
 from wavenet_names.experiments import SweepConfig
 from wavenet_names.models import ModelConfig
 from wavenet_names.training import Splits, TrainConfig, TrainingInterrupted, fit
+
+from helpers import run_script
 
 
 @pytest.fixture
@@ -162,9 +166,6 @@ def test_bad_sweep_files(tmp_path, capsys, content, message):
 
 def test_loss_against_time_draws_runs_and_refuses_what_is_not_one(tmp_path):
     """experiments/loss_vs_time.py: a curve per run from its metrics.jsonl; anything else is one line."""
-    import subprocess
-    import sys
-    from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "experiments" / "loss_vs_time.py"
     fast, slow = tmp_path / "fast.jsonl", tmp_path / "slow"
@@ -174,12 +175,7 @@ def test_loss_against_time_draws_runs_and_refuses_what_is_not_one(tmp_path):
     slow.mkdir()
     (slow / "metrics.jsonl").write_text(json.dumps({"step": 5, "seconds": 100.0, "val_loss": 2.5}) + "\n")
     out = tmp_path / "curves.png"
-    done = subprocess.run(
-        [sys.executable, str(script), f"fast={fast}", f"slow={slow}", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_script(script, f"fast={fast}", f"slow={slow}", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "other.jsonl").write_text('{"step": 1}\n')
@@ -188,12 +184,7 @@ def test_loss_against_time_draws_runs_and_refuses_what_is_not_one(tmp_path):
         (f"x={tmp_path / 'none.jsonl'}", "No such file"),
         (f"x={tmp_path / 'other.jsonl'}", "no records with seconds and val_loss"),
     ]:
-        refused = subprocess.run(
-            [sys.executable, str(script), bad, "--out", str(tmp_path / "bad.png")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        refused = run_script(script, bad, "--out", str(tmp_path / "bad.png"))
         assert refused.returncode == 2 and problem in refused.stderr, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.png").exists()
 
@@ -201,9 +192,6 @@ def test_loss_against_time_draws_runs_and_refuses_what_is_not_one(tmp_path):
 def test_ensemble_size_tables_what_each_model_adds(tmp_path):
     """experiments/ensemble_size.py: the mean over runs of the first k models' val loss, with its change
     and spread; a run that is not an ensemble's is one line."""
-    import subprocess
-    import sys
-    from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "experiments" / "ensemble_size.py"
     runs = []
@@ -213,16 +201,14 @@ def test_ensemble_size_tables_what_each_model_adds(tmp_path):
         records = [{"members": k + 1, "seconds": 10.0 * (k + 1), "val_loss": v} for k, v in enumerate(losses)]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         runs.append(str(run))
-    done = subprocess.run([sys.executable, str(script), *runs], capture_output=True, text=True, timeout=120)
+    done = run_script(script, *runs)
     assert done.returncode == 0, done.stderr
     rows = [line.split(" | ") for line in done.stdout.splitlines()[2:]]
     assert len(rows) == 2
     assert rows[0][1:4] == ["2.1000", "-", "0.2000"] and rows[1][1:4] == ["2.0000", "-0.1000", "0.2000"]
     assert rows[1][5].strip(" |") == "20"
     (tmp_path / "single.jsonl").write_text(json.dumps({"step": 5, "seconds": 1.0, "val_loss": 2.0}) + "\n")
-    refused = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "single.jsonl")], capture_output=True, text=True, timeout=120
-    )
+    refused = run_script(script, str(tmp_path / "single.jsonl"))
     assert refused.returncode == 2 and "not an ensemble's metrics.jsonl" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
 
@@ -231,12 +217,6 @@ def test_conditioning_reports_loss_and_how_samples_follow_their_labels(tmp_path,
     """experiments/conditioning.py on a conditional run and its labels-hidden twin: their losses, the
     shares of samples that follow sex and decade (each a percentage, and the sex shares of the names
     found in the data), and sample lines; given two runs without labels, one line."""
-    import re
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from wavenet_names.cli import main
 
     tiny = [
         "--data",
@@ -257,12 +237,7 @@ def test_conditioning_reports_loss_and_how_samples_follow_their_labels(tmp_path,
     assert main(["train", *tiny, "--out", str(tmp_path / "labels")]) == 0
     assert main(["train", *tiny, "--no-labels", "--out", str(tmp_path / "hidden")]) == 0
     script = Path(__file__).resolve().parents[1] / "experiments" / "conditioning.py"
-    report = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "labels"), str(tmp_path / "hidden")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    report = run_script(script, str(tmp_path / "labels"), str(tmp_path / "hidden"))
     assert report.returncode == 0, report.stderr
     metrics = json.loads((tmp_path / "labels" / "metrics.json").read_text())
     assert f"| with labels | {metrics['train_loss']:.4f} | {metrics['val_loss']:.4f} |" in report.stdout
@@ -277,11 +252,6 @@ def test_conditioning_reports_loss_and_how_samples_follow_their_labels(tmp_path,
         == 3
     )
     assert "| sex=F decade=1920 | " in report.stdout and "| no label | " in report.stdout
-    refused = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "hidden"), str(tmp_path / "hidden")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    refused = run_script(script, str(tmp_path / "hidden"), str(tmp_path / "hidden"))
     assert refused.returncode == 2 and "not a model labelled with sex and decade" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1

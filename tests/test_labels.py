@@ -259,6 +259,7 @@ def test_bad_labels_are_one_line_and_harm_nothing(make_args, message, tmp_path, 
         assert (labelled_run / name).read_bytes() == content, f"{name} changed"
 
 
+@pytest.mark.slow  # starts processes
 def test_a_label_for_a_model_without_labels_is_one_line(tmp_path, all_words):
     path = tmp_path / "names.txt"
     path.write_text("\n".join(all_words[:100]) + "\n")

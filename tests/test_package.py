@@ -9,12 +9,15 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from conftest import NAMES_BY_DECADE, NAMES_TXT
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "wavenet_names"
 
 
+@pytest.mark.slow  # builds and installs a wheel, and starts the program
 def test_an_installed_wheel_carries_names_txt_and_trains_on_it_from_any_directory(tmp_path):
     """`pip install .` or `pip install git+...` (not editable): the wheel ships data/names.txt (and
     names-by-decade.tsv), and `wavenet-names train` with no --data finds it, wherever it is run from."""

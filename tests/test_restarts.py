@@ -3,12 +3,11 @@ from OUT/last.pt, by hand with --resume or by itself when torchrun restarts its 
 the weights of the same run uninterrupted. Files are only ever replaced whole, and a restart is told
 from a fresh start by torchrun's run id, so that a run started by hand is still never overwritten.
 
-Runs in one process are forked from this one (torch already imported: a fraction of a second each);
-torchrun's runs are its own processes.
+Runs in one process are forked from this one (helpers.forked: torch already imported, a fraction of
+a second each); torchrun's runs are its own processes.
 """
 
 import json
-import multiprocessing
 import os
 import random
 import signal
@@ -23,12 +22,13 @@ import torch
 from wavenet_names import cli
 from wavenet_names.checkpoint import load_checkpoint
 
-from kill_at_step import kill_before_step
+from helpers import forked, forked_ranks
+
+pytestmark = pytest.mark.slow  # every test here starts processes
 
 KILLER = str(Path(__file__).resolve().parent / "kill_at_step.py")  # kills one rank at a step (torchrun runs)
 TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--samples", "0", "--seed", "3", "--batch-size", "32"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
-FORK = multiprocessing.get_context("fork")
 
 
 def torchrun(*args, env=None, expect=0) -> subprocess.CompletedProcess:
@@ -39,26 +39,9 @@ def torchrun(*args, env=None, expect=0) -> subprocess.CompletedProcess:
     return result
 
 
-def _child(argv: list[str], kill_at_step: int | None, env: dict) -> None:
-    """A forked copy of this process running `wavenet-names ARGV`, killed by SIGKILL (which no program
-    can catch or clean up after) just before training step kill_at_step."""
-    torch.set_num_threads(1)  # no thread pool inherited half-made from the parent
-    os.environ.update(env)
-    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
-    if kill_at_step is not None:
-        kill_before_step(kill_at_step)
-    os._exit(cli.main(argv))
-
-
-def start(*argv, kill_at_step: int | None = None, env: dict | None = None):
-    child = FORK.Process(target=_child, args=(["train", *argv], kill_at_step, env or {}))
-    child.start()
-    return child
-
-
 def train(*argv, kill_at_step: int | None = None, env: dict | None = None) -> int:
     """`wavenet-names train ARGV` in a forked process; its exit status (-9: killed)."""
-    child = start(*argv, kill_at_step=kill_at_step, env=env)
+    child = forked(["train", *argv], env, kill_at_step)
     child.join(timeout=120)
     return child.exitcode
 
@@ -102,9 +85,8 @@ def test_torchrun_restarts_a_killed_rank_where_the_run_stopped(options, tmp_path
     without being told. With dropout, which draws from each rank's own random state, so that each
     rank must get its own back."""
     args = [*options, "--dropout", "0.2"]
-    torchrun(
-        "--standalone", "--nproc_per_node=2", "-m", "wavenet_names", "train", *args, "--out", str(tmp_path / "whole")
-    )
+    whole = forked_ranks(["train", *args, "--out", str(tmp_path / "whole")], 2, tmp_path / "logs")
+    assert [code for code, _ in whole] == [0, 0], whole  # the run uninterrupted, as torchrun starts its ranks
     restarted = torchrun(
         "--standalone",
         "--nproc_per_node=2",
@@ -142,8 +124,12 @@ def test_a_restart_with_another_number_of_ranks_keeps_the_global_batch(ranks, op
         assert train(*options, "--out", killed, env={"TORCHELASTIC_RUN_ID": "job-7"}) == 0
     else:
         assert train(*options, "--out", killed, env={"TORCHELASTIC_RUN_ID": "job-7"}, kill_at_step=14) == -9
-        continued = torchrun(*job, "--nproc_per_node=2", "-m", "wavenet_names", "train", *options, "--out", killed)
-        assert "at step 12 (torchrun restarted it)" in continued.stdout
+        # the job's next worker group, of 2 ranks, as torchrun starts them
+        continued = forked_ranks(
+            ["train", *options, "--out", killed], 2, tmp_path / "logs", {"TORCHELASTIC_RUN_ID": "job-7"}
+        )
+        assert [code for code, _ in continued] == [0, 0], continued
+        assert "at step 12 (torchrun restarted it)" in continued[0][1]
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["run_id"] == "job-7"
     assert train(*options, "--out", str(tmp_path / "alone")) == 0
     assert_same_run(tmp_path / "killed", tmp_path / "alone", tolerance=1e-5)  # sums over ranks in another order
@@ -204,7 +190,7 @@ def test_sigkill_at_random_moments_leaves_only_whole_files(small_data_file, tmp_
     rng, partials = random.Random(0), 0
     for attempt in range(20):
         since = time.time()
-        child = start(*args, *(["--resume"] if attempt else []))
+        child = forked(["train", *args, *(["--resume"] if attempt else [])])
         while not ((out / "last.pt").exists() and (out / "last.pt").stat().st_mtime > since):
             assert child.is_alive(), f"attempt {attempt} ended with {child.exitcode} before it saved"
             time.sleep(0.005)

@@ -160,13 +160,14 @@ def synchronised(fn: Callable, device) -> Callable:
 
 
 def interleaved_medians(fns: dict[str, Callable], repeats: int = 7, warmup: int = 2) -> dict[str, float]:
-    """Median seconds of each fn, run in turn (a, b, a, b, ...) so that a noisy machine slows both alike."""
+    """Median seconds of each fn, run in turn (a, b, b, a, a, b, ...) so that a noisy machine slows both
+    alike, and neither is always the one that runs first (after the other has filled the caches)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for round in range(repeats):
+        for name, fn in list(fns.items())[:: 1 if round % 2 == 0 else -1]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

@@ -75,3 +75,13 @@ def test_gpu_script_parses_and_stops_without_a_gpu(tmp_path):
     if result.returncode != 2:
         pytest.skip("this machine has a GPU: the script would measure it")
     assert "no CUDA GPU" in result.stderr and (tmp_path / "gpu.log").exists()
+
+
+def test_versions_compares_this_checkout_with_a_commit():
+    result = run_script(BENCH / "versions.py", "HEAD", "--blocks", "8", "--names", "16", "--repeats", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"training step, block 8, 16 names: [\d,]+ / [\d,]+ positions/s = [\d.]+x", result.stdout)
+    assert re.search(r"cached generation, 64 names: [\d,]+ / [\d,]+ names/s = [\d.]+x", result.stdout)
+    for bad, problem in [(["HEAD", "--blocks", "6"], "powers of two"), (["no-such-commit"], "no package at")]:
+        refused = run_script(BENCH / "versions.py", *bad)
+        assert refused.returncode == 2 and problem in refused.stderr, refused.stderr

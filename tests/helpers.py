@@ -1,12 +1,12 @@
 """Shared test helpers: the same names as the lecture's windows and as conv batches, and the program
-run in a forked process, as several ranks, or a script run in this one."""
+run in a forked process or as several ranks, and a script run in this process."""
 
 import contextlib
 import io
 import multiprocessing
 import os
 import runpy
-import socket
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -112,20 +112,41 @@ def forked(argv: list[str], env: dict | None = None, kill_at_step: int | None = 
     return child
 
 
-def forked_ranks(argv: list[str], ranks: int, logs: Path, env: dict | None = None) -> list[tuple[int, str]]:
-    """`wavenet-names ARGV` as `ranks` processes of one gloo group, as torchrun would start them (the
-    same environment variables, and `env`), forked from this one; each rank's exit status and output."""
-    with socket.socket() as s:  # a free port for the group's store
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def launch_ranks(argv: list[str], world_size: int, logs: Path, env: dict | None = None) -> list[tuple[int, str]]:
+    """`wavenet-names ARGV` as `world_size` processes of one gloo group, started as torchrun starts its
+    workers (the same environment variables, and `env`), without torchrun's own process; each rank's
+    exit status and output. As torchrun's agent does, this process holds the group's store, so that it
+    outlives every rank. (Forked from this process instead, a rank now and then hung as it left the
+    group: gloo and a forked copy of a process that has run torch's threads do not mix.)"""
+    store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**(env or {}), "WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env = {
+        **os.environ,
+        **(env or {}),
+        "WORLD_SIZE": str(world_size),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(store.port),
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
+        "OMP_NUM_THREADS": "1",  # as torchrun sets it for several workers
+    }
+    logged = [open(logs / f"rank-{r}.log", "w") for r in range(world_size)]  # noqa: SIM115
     children = [
-        forked(argv, {**env, "RANK": str(r), "LOCAL_RANK": str(r)}, log=logs / f"rank-{r}.log") for r in range(ranks)
+        subprocess.Popen(
+            [sys.executable, "-m", "wavenet_names", *argv],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=logged[r],
+            stderr=subprocess.STDOUT,
+        )
+        for r in range(world_size)
     ]
-    for child in children:
-        child.join(timeout=120)
-    return [(child.exitcode, (logs / f"rank-{r}.log").read_text()) for r, child in enumerate(children)]
+    try:
+        codes = [child.wait(timeout=120) for child in children]
+    finally:
+        for child, log in zip(children, logged, strict=True):
+            child.kill()
+            log.close()
+    del store
+    return [(code, (logs / f"rank-{r}.log").read_text()) for r, code in enumerate(codes)]
 
 
 class Finished(NamedTuple):

@@ -1,13 +1,14 @@
 """Data-parallel training: 2 CPU ranks (gloo), started as torchrun starts them, train the model that
 one process trains on the whole batch, and their checkpoint resumes in a single process. The ranks
-are forked from this process; tests/test_restarts.py runs them under torchrun itself."""
+start as torchrun's workers, without torchrun (helpers.launch_ranks); tests/test_restarts.py runs
+them under torchrun itself, and the single-process runs are in this process."""
 
 import pytest
 
 from wavenet_names.checkpoint import load_checkpoint
 from wavenet_names.cli import main
 
-from helpers import forked_ranks
+from helpers import launch_ranks
 
 pytestmark = pytest.mark.slow  # every test here starts processes
 
@@ -21,7 +22,7 @@ def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, sma
     args = ["train", "--model", model, "--data", str(data_file), "--steps", "20", "--batch-size", "32", *TINY]
     if data == "table":
         args += ["--label-dropout", "0"]  # each rank draws its own: the single process's draws are not theirs
-    ranks = forked_ranks([*args, "--out", str(tmp_path / "two")], 2, tmp_path / "logs")
+    ranks = launch_ranks([*args, "--out", str(tmp_path / "two")], 2, tmp_path / "logs")
     assert [code for code, _ in ranks] == [0, 0], ranks
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     a, b = load_checkpoint(tmp_path / "two" / "last.pt"), load_checkpoint(tmp_path / "one" / "last.pt")

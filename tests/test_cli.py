@@ -429,9 +429,11 @@ def test_a_failed_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # starts processes
-def test_python_m_and_ctrl_c_saves_and_exits_cleanly(tmp_path, data_file):
-    status, out, err = run_cli("--help")
-    assert status == 0 and "train" in out and "sample" in out and "evaluate" in out
+def test_python_m_and_ctrl_c_saves_and_exits_cleanly(tmp_path, data_file, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "train" in out and "sample" in out and "evaluate" in out
     out_dir = tmp_path / "run"
     proc = start_cli(
         "train", "--data", str(data_file), "--out", str(out_dir), "--steps", "1000000", "--eval-every", "10", *TINY

@@ -15,9 +15,11 @@ pytestmark = pytest.mark.slow  # every test here starts processes
 TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--eval-every", "10", "--samples", "2", "--seed", "3"]
 
 
-@pytest.mark.parametrize("model, data", [("conv", "list"), ("hierarchical", "list"), ("conv", "table")])
+@pytest.mark.parametrize("model, data", [("hierarchical", "list"), ("conv", "table")])
 def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, small_table_file, model, data, capsys):
-    """With a table, a conditional model: each rank's names bring their labels, and their start rows."""
+    """The per-position model, and with a table a conditional one: each rank's names bring their labels,
+    and their start rows. (The conv model on a list is test_restarts.py's: its runs saved by 2 ranks
+    and continued by 1, or the other way round, end as one process trains it.)"""
     data_file = small_table_file if data == "table" else small_data_file
     args = ["train", "--model", model, "--data", str(data_file), "--steps", "20", "--batch-size", "32", *TINY]
     if data == "table":

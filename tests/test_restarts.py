@@ -130,6 +130,7 @@ def test_a_restart_with_another_number_of_ranks_keeps_the_global_batch(ranks, op
         )
         assert [code for code, _ in continued] == [0, 0], continued
         assert "at step 12 (torchrun restarted it)" in continued[0][1]
+        assert [output.count("\ntrain ") for _, output in continued] == [1, 0]  # rank 0 alone reports
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["run_id"] == "job-7"
     assert train(*options, "--out", str(tmp_path / "alone")) == 0
     assert_same_run(tmp_path / "killed", tmp_path / "alone", tolerance=1e-5)  # sums over ranks in another order

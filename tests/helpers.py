@@ -1,12 +1,11 @@
-"""Shared test helpers: the same names as the lecture's windows and as conv batches, and the program
-run in a forked process or as several ranks, and a script run in this process."""
+"""Shared test helpers: the same names as the lecture's windows and as conv batches, the program run
+in a forked process, and a script run in this one."""
 
 import contextlib
 import io
 import multiprocessing
 import os
 import runpy
-import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -110,43 +109,6 @@ def forked(argv: list[str], env: dict | None = None, kill_at_step: int | None = 
     child = FORK.Process(target=_forked_main, args=(argv, env or {}, kill_at_step, log and str(log)))
     child.start()
     return child
-
-
-def launch_ranks(argv: list[str], world_size: int, logs: Path, env: dict | None = None) -> list[tuple[int, str]]:
-    """`wavenet-names ARGV` as `world_size` processes of one gloo group, started as torchrun starts its
-    workers (the same environment variables, and `env`), without torchrun's own process; each rank's
-    exit status and output. As torchrun's agent does, this process holds the group's store, so that it
-    outlives every rank. (Forked from this process instead, a rank now and then hung as it left the
-    group: gloo and a forked copy of a process that has run torch's threads do not mix.)"""
-    store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
-    logs.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        **(env or {}),
-        "WORLD_SIZE": str(world_size),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(store.port),
-        "TORCHELASTIC_USE_AGENT_STORE": "True",
-        "OMP_NUM_THREADS": "1",  # as torchrun sets it for several workers
-    }
-    logged = [open(logs / f"rank-{r}.log", "w") for r in range(world_size)]  # noqa: SIM115
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "wavenet_names", *argv],
-            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=logged[r],
-            stderr=subprocess.STDOUT,
-        )
-        for r in range(world_size)
-    ]
-    try:
-        codes = [child.wait(timeout=120) for child in children]
-    finally:
-        for child, log in zip(children, logged, strict=True):
-            child.kill()
-            log.close()
-    del store
-    return [(code, (logs / f"rank-{r}.log").read_text()) for r, code in enumerate(codes)]
 
 
 class Finished(NamedTuple):

@@ -22,7 +22,7 @@ import torch
 from wavenet_names import cli
 from wavenet_names.checkpoint import load_checkpoint
 
-from helpers import forked, launch_ranks
+from helpers import forked
 
 pytestmark = pytest.mark.slow  # every test here starts processes
 
@@ -85,8 +85,9 @@ def test_torchrun_restarts_a_killed_rank_where_the_run_stopped(options, tmp_path
     without being told. With dropout, which draws from each rank's own random state, so that each
     rank must get its own back."""
     args = [*options, "--dropout", "0.2"]
-    whole = launch_ranks(["train", *args, "--out", str(tmp_path / "whole")], 2, tmp_path / "logs")
-    assert [code for code, _ in whole] == [0, 0], whole  # the run uninterrupted, started as torchrun would
+    torchrun(
+        "--standalone", "--nproc_per_node=2", "-m", "wavenet_names", "train", *args, "--out", str(tmp_path / "whole")
+    )
     restarted = torchrun(
         "--standalone",
         "--nproc_per_node=2",
@@ -124,13 +125,9 @@ def test_a_restart_with_another_number_of_ranks_keeps_the_global_batch(ranks, op
         assert train(*options, "--out", killed, env={"TORCHELASTIC_RUN_ID": "job-7"}) == 0
     else:
         assert train(*options, "--out", killed, env={"TORCHELASTIC_RUN_ID": "job-7"}, kill_at_step=14) == -9
-        # the job's next worker group, of 2 ranks, as torchrun starts them
-        continued = launch_ranks(
-            ["train", *options, "--out", killed], 2, tmp_path / "logs", {"TORCHELASTIC_RUN_ID": "job-7"}
-        )
-        assert [code for code, _ in continued] == [0, 0], continued
-        assert "at step 12 (torchrun restarted it)" in continued[0][1]
-        assert [output.count("\ntrain ") for _, output in continued] == [1, 0]  # rank 0 alone reports
+        continued = torchrun(*job, "--nproc_per_node=2", "-m", "wavenet_names", "train", *options, "--out", killed)
+        assert "at step 12 (torchrun restarted it)" in continued.stdout
+        assert sum(line.startswith("train ") for line in continued.stdout.splitlines()) == 1  # rank 0 alone reports
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["run_id"] == "job-7"
     assert train(*options, "--out", str(tmp_path / "alone")) == 0
     assert_same_run(tmp_path / "killed", tmp_path / "alone", tolerance=1e-5)  # sums over ranks in another order

@@ -411,7 +411,7 @@ def test_truncated_and_foreign_checkpoints(trained, tmp_path, capsys):
     pickled = tmp_path / "code.pt"
     torch.save({"format": FORMAT, "model": Path("x")}, pickled)  # an arbitrary object: refused unpickled
     assert main(["sample", "--checkpoint", str(pickled)]) == 2
-    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert "not a wavenet_names checkpoint (it holds objects other than tensors" in capsys.readouterr().err
 
 
 def test_a_failed_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):

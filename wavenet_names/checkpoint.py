@@ -5,6 +5,7 @@ and written atomically (files.replace): a crash, a SIGKILL or Ctrl-C mid-write l
 file as it was.
 """
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -29,15 +30,22 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint in `path`: a file, or a run's directory, whose model.pt it reads."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / "model.pt").is_file():
+            raise CheckpointError(f"{path}: a directory without a model.pt; pass a checkpoint file")
+        path = path / "model.pt"
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch.load fails in many ways on foreign bytes (KeyError, EOFError, ...)
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except pickle.UnpicklingError:  # torch's own refusal, a paragraph long: objects only running code rebuilds
+        raise CheckpointError(f"{path}: not a wavenet_names checkpoint (it holds objects other than tensors and "
+                              "plain values)") from None  # fmt: skip
+    except Exception:  # torch.load fails in many ways on foreign bytes (KeyError, EOFError, IndexError, ...)
         raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or another format: {first_line})"
+            f"{path}: not a readable checkpoint (truncated, or not a file that wavenet-names wrote)"
         ) from None
     if not isinstance(checkpoint, dict) or "format" not in checkpoint:
         raise CheckpointError(f"{path}: not a wavenet_names checkpoint")

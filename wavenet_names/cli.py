@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, what a shell reports for a command stopped by a closed pipe
     except (DataError, CheckpointError, ValueError, OSError) as e:
         # an option's error names its field (n_layers), as the library's argument; here it is a flag (--n-layers)
-        message = e.shown(FLAGS) if isinstance(e, OptionError) else str(e)
+        message = e.shown(FLAGS) if isinstance(e, OptionError) else _said(e)
         if _is_main_process():  # under torchrun every rank fails alike: one line, not one per rank
             print(f"wavenet-names {args.command}: error: {message}", file=sys.stderr)
         return 2
@@ -78,6 +78,23 @@ def main(argv: list[str] | None = None) -> int:
             smaller = "; try a smaller --batch-size" if args.command in TRAINING_COMMANDS else ""
             print(f"wavenet-names {args.command}: error: out of memory ({asked}){smaller}", file=sys.stderr)
         return 2
+
+
+def _version() -> str:
+    """The installed package's version, as pyproject.toml gives it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wavenet_names")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
+def _said(e: Exception) -> str:
+    """An error's one line: an OSError as its file and the system's words, not "[Errno 2] ..."."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
 
 
 def _allocation_failed(e: RuntimeError) -> str | None:
@@ -97,6 +114,7 @@ def _is_main_process() -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="wavenet-names", description="A WaveNet-style character-level language model of names.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = commands.add_parser("train", help="train a model (with no options: ConvWaveNet on data/names.txt)")
@@ -387,6 +405,11 @@ def cmd_sweep(args) -> int:
 
 def _load(args, device: str | torch.device = "cpu"):
     """The model of --checkpoint, or of several as one ensemble (load_models)."""
+    if not args.checkpoint and not Path(DEFAULT_CHECKPOINT).exists():  # a new user's first `sample`
+        raise CheckpointError(
+            f"{DEFAULT_CHECKPOINT}: no such checkpoint file; train a model first "
+            "(wavenet-names train), or pass --checkpoint FILE"
+        )
     return load_models(args.checkpoint or [DEFAULT_CHECKPOINT], device)
 
 
@@ -434,6 +457,12 @@ def cmd_evaluate(args) -> int:
     data = args.data or checkpoint["train_config"]["data"]
     columns = label_columns(checkpoint)  # a table's labels are read for a conditional model
     splits = Splits.read(data, vocab, columns, use_labels=columns is not None)  # every character must be known
-    batches = splits.batches(args.split, model, device)
+    batches = splits.batches(args.split, model, device)  # (an empty split is its own error)
+    trained_on = checkpoint.get("data_fingerprint")
+    if args.split != "all" and trained_on is not None and splits.fingerprint != trained_on:
+        raise DataError(
+            f"{data}: not the data this model was trained on (its items or their order differ), so its "
+            f"{args.split} split is not the model's; --split all evaluates every item of it"
+        )
     print(f"{args.split} {evaluate(model, batches):.4f}")
     return 0

@@ -1,0 +1,94 @@
+"""What a new user trips over: a model's directory given as its checkpoint, a changed data file, files
+that are not checkpoints, an --out that cannot be, and the first `sample`
+before any `train`. Each is one line in the program's words and exit 2, or does what was meant."""
+
+import argparse
+import os
+import stat
+
+import pytest
+import torch
+
+from wavenet_names import __version__
+from wavenet_names.cli import main
+
+TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", "16", "--samples", "0"]
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory, all_words):
+    path = tmp_path_factory.mktemp("data") / "names.txt"
+    path.write_text("\n".join(all_words[:300]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_file):
+    """A run of 10 steps; tests must not modify it."""
+    out = tmp_path_factory.mktemp("run")
+    assert (
+        main(["train", "--data", str(data_file), "--out", str(out), "--steps", "10", "--eval-every", "5", *TINY]) == 0
+    )
+    return out
+
+
+def one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_runs_directory_is_its_model(trained, tmp_path, capsys):
+    assert main(["sample", "--checkpoint", str(trained / "model.pt"), "-n", "5", "--seed", "1"]) == 0
+    from_file = capsys.readouterr().out
+    assert main(["sample", "--checkpoint", str(trained), "-n", "5", "--seed", "1"]) == 0
+    assert capsys.readouterr().out == from_file
+    assert main(["sample", "--checkpoint", str(tmp_path)]) == 2
+    assert f"{tmp_path}: a directory without a model.pt" in one_error(capsys)
+
+
+def test_files_that_are_not_checkpoints_are_named_in_our_words(tmp_path, capsys):
+    pickled = tmp_path / "other.pt"
+    torch.save(argparse.Namespace(steps=3), pickled)  # a torch.save of something else: weights_only refuses it
+    text = tmp_path / "names.txt"
+    text.write_text("emma\nolivia\n")
+    for path, said in [(pickled, "not a wavenet_names checkpoint"), (text, "not a readable checkpoint")]:
+        assert main(["evaluate", "--checkpoint", str(path)]) == 2
+        error = one_error(capsys)
+        assert f"{path}: {said}" in error and "\x1b" not in error and "pop from" not in error, error
+
+
+def test_an_out_that_cannot_be_made_is_one_line_without_errno(data_file, capsys):
+    assert main(["train", "--data", str(data_file), "--out", "/proc/nope", "--steps", "2", *TINY]) == 2
+    error = one_error(capsys)
+    assert "/proc/nope" in error and "[Errno" not in error, error
+
+
+def test_checkpoints_follow_the_umask_as_every_other_file(trained):
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.pt", "last.pt", "metrics.json"):
+        assert stat.S_IMODE((trained / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_evaluate_refuses_a_split_of_data_that_has_changed(trained, data_file, tmp_path, capsys):
+    """Reordered, the same names split otherwise: its "val" would hold training names, and score better."""
+    reordered = tmp_path / "reordered.txt"
+    reordered.write_text("\n".join(reversed(data_file.read_text().split())) + "\n")
+    assert main(["evaluate", "--checkpoint", str(trained), "--data", str(reordered), "--split", "val"]) == 2
+    assert "not the data this model was trained on" in one_error(capsys)
+    assert main(["evaluate", "--checkpoint", str(trained), "--data", str(reordered), "--split", "all"]) == 0
+    assert capsys.readouterr().out.startswith("all ")
+    assert main(["evaluate", "--checkpoint", str(trained), "--split", "val"]) == 0  # its own data, unchanged
+
+
+def test_sample_before_any_train_says_to_train_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample"]) == 2
+    assert "train a model first (wavenet-names train)" in one_error(capsys)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"wavenet-names {__version__}"

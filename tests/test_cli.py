@@ -159,7 +159,7 @@ def test_samples_are_not_cut_shorter_than_the_training_items(tmp_path, capsys):
     for max_len in (None, 64):
         extra = ["--max-len", str(max_len)] if max_len else []
         assert main(["sample", "--checkpoint", str(out / "model.pt"), "-n", "20", "--seed", "0", *extra]) == 0
-        lengths[max_len] = [len(name) for name in capsys.readouterr().out.splitlines()]
+        lengths[max_len] = [len(line.split("  (cut at")[0]) for line in capsys.readouterr().out.splitlines()]
     assert 64 < max(lengths[None]) <= 150
     assert max(lengths[64]) == 64
 
@@ -222,7 +222,7 @@ def test_the_library_loads_what_train_wrote(trained, capsys):
     assert not model.training and checkpoint["step"] == json.loads((trained / "metrics.json").read_text())["best_step"]
     names = generate(model, vocab, SampleConfig(n=5, seed=3))
     assert main(["sample", "--checkpoint", str(trained / "model.pt"), "-n", "5", "--seed", "3"]) == 0
-    printed = [line.removesuffix(" *") for line in capsys.readouterr().out.splitlines()]
+    printed = [line.removesuffix(" *").split("  (cut at")[0] for line in capsys.readouterr().out.splitlines()]
     assert printed == [name or "(empty)" for name in names]  # (20 steps of training: some end at once)
 
 

@@ -21,7 +21,7 @@ from .data import DataError, Vocab, naming, parse_words
 from .labels import LabelColumns, Table, no_labels_error, read_items
 from .models import KINDS, ModelConfig
 from .options import OptionError, default, flag, option_fields, option_name
-from .sampling import SampleConfig, default_max_len, stream
+from .sampling import SampleConfig, default_max_len, stream_sampled
 from .scoring import stream_scores
 from .training import (
     DEVICES,
@@ -365,8 +365,10 @@ def _epochs(epochs: float) -> str:
 
 
 def _print_names(model, vocab: Vocab, seen: set[str], config: SampleConfig, labels=None) -> None:
-    for name in stream(model, vocab, config, labels=labels):  # printed a batch at a time, while the rest are made
-        print(f"{name or '(empty)'}{' *' if name in seen else ''}")
+    # printed a batch at a time, while the rest are made; a name cut at --max-len is no name of the data
+    for name, ended in stream_sampled(model, vocab, config, labels=labels):
+        mark = (" *" if name in seen else "") if ended else f"  (cut at --max-len {config.max_len})"
+        print(f"{name or '(empty)'}{mark}")
 
 
 def _experiment_data(args) -> tuple[Splits, str]:

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,8 @@ class SampleConfig:
     seed: int | None = option(None, "the same seed prints the same names")
     max_len: int = option(
         64,
-        "stop a name after this many characters (default: 64, or the training data's longest item if longer)",
+        "stop a name at this many characters, the prefix's included; a name stopped there is marked as cut "
+        "(default: 64, or the training data's longest item if longer)",
         show_default=False,
     )
     batch_size: int = 1024  # names generated at once: memory stays bounded however many are asked for
@@ -29,6 +31,15 @@ class SampleConfig:
         check_at_least(self, 1, "n", "batch_size", "top_k", "max_len")
         if not self.temperature > 0:
             raise OptionError("temperature", f"must be greater than 0, got {self.temperature}")
+        if len(self.prefix) > self.max_len:
+            raise OptionError("prefix", f"has {len(self.prefix)} characters, more than --max-len {self.max_len}")
+
+
+class Sampled(NamedTuple):
+    """A sampled name, and whether it ended (the model chose the end token) or was cut at max_len."""
+
+    name: str
+    ended: bool
 
 
 def default_max_len(train_words) -> int:
@@ -56,6 +67,13 @@ def stream(
     """generate()'s names, config.batch_size at a time: a caller can print the first ones while the
     rest are made, and a million names need no more memory than a batch of them (a cache holds
     every layer's last `dilation` inputs for each name)."""
+    return (sampled.name for sampled in stream_sampled(model, vocab, config, use_cache, labels))
+
+
+def stream_sampled(
+    model, vocab: Vocab, config: SampleConfig, use_cache: bool = True, labels: torch.Tensor | None = None
+) -> Iterator[Sampled]:
+    """stream()'s names, each with whether it ended or was cut at config.max_len."""
     prefix = vocab.encode(config.prefix)
     generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
     was_training = model.training
@@ -80,7 +98,8 @@ def _batch(
     use_cache: bool,
     labels: torch.Tensor | None,
 ):
-    """n names at once, one character of each per step, until every one has ended (or max_len)."""
+    """n names at once, one character of each per step, until every one has ended or is max_len
+    characters long, the prefix's included. One more draw tells whether a name that long ends there."""
     device = next(model.parameters()).device
     labels = None if labels is None else labels.to(device)  # (n, K)
     next_logits = _incremental(model, n, labels) if _cached(model, use_cache) else _windows(model, n, labels)
@@ -88,15 +107,16 @@ def _batch(
         logits = next_logits(torch.full((n,), ix, dtype=torch.long))
     names = [[] for _ in range(n)]
     done = torch.zeros(n, dtype=torch.bool)
-    for _ in range(config.max_len):
+    room = config.max_len - len(prefix)  # characters a name may add to the prefix
+    for drawn in range(room + 1):
         ix = _sample(logits, config.temperature, config.top_k, generator)  # (n,)
         done |= ix == 0
-        if done.all():
+        if done.all() or drawn == room:
             break
         for row in (~done).nonzero().flatten().tolist():
             names[row].append(int(ix[row]))
         logits = next_logits(ix)
-    return [config.prefix + vocab.decode(name) for name in names]
+    return [Sampled(config.prefix + vocab.decode(name), bool(ended)) for name, ended in zip(names, done, strict=True)]
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:

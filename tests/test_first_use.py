@@ -16,19 +16,11 @@ TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", 
 
 
 @pytest.fixture(scope="module")
-def data_file(tmp_path_factory, all_words):
-    path = tmp_path_factory.mktemp("data") / "names.txt"
-    path.write_text("\n".join(all_words[:300]) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_file):
-    """A run of 10 steps; tests must not modify it."""
+def trained(tmp_path_factory, small_data_file):
+    """A run of 10 steps on conftest's small data file; tests must not modify it."""
     out = tmp_path_factory.mktemp("run")
-    assert (
-        main(["train", "--data", str(data_file), "--out", str(out), "--steps", "10", "--eval-every", "5", *TINY]) == 0
-    )
+    args = ["--data", str(small_data_file), "--out", str(out), "--steps", "10", "--eval-every", "5"]
+    assert main(["train", *args, *TINY]) == 0
     return out
 
 
@@ -58,8 +50,8 @@ def test_files_that_are_not_checkpoints_are_named_in_our_words(tmp_path, capsys)
         assert f"{path}: {said}" in error and "\x1b" not in error and "pop from" not in error, error
 
 
-def test_an_out_that_cannot_be_made_is_one_line_without_errno(data_file, capsys):
-    assert main(["train", "--data", str(data_file), "--out", "/proc/nope", "--steps", "2", *TINY]) == 2
+def test_an_out_that_cannot_be_made_is_one_line_without_errno(small_data_file, capsys):
+    assert main(["train", "--data", str(small_data_file), "--out", "/proc/nope", "--steps", "2", *TINY]) == 2
     error = one_error(capsys)
     assert "/proc/nope" in error and "[Errno" not in error, error
 
@@ -71,10 +63,10 @@ def test_checkpoints_follow_the_umask_as_every_other_file(trained):
         assert stat.S_IMODE((trained / name).stat().st_mode) == 0o666 & ~umask, name
 
 
-def test_evaluate_refuses_a_split_of_data_that_has_changed(trained, data_file, tmp_path, capsys):
+def test_evaluate_refuses_a_split_of_data_that_has_changed(trained, small_data_file, tmp_path, capsys):
     """Reordered, the same names split otherwise: its "val" would hold training names, and score better."""
     reordered = tmp_path / "reordered.txt"
-    reordered.write_text("\n".join(reversed(data_file.read_text().split())) + "\n")
+    reordered.write_text("\n".join(reversed(small_data_file.read_text().split())) + "\n")
     assert main(["evaluate", "--checkpoint", str(trained), "--data", str(reordered), "--split", "val"]) == 2
     assert "not the data this model was trained on" in one_error(capsys)
     assert main(["evaluate", "--checkpoint", str(trained), "--data", str(reordered), "--split", "all"]) == 0

@@ -372,23 +372,16 @@ def test_training_into_an_earlier_run_needs_resume_or_overwrite(trained, data_fi
     assert (trained / "model.pt").read_bytes() == before
 
 
-@pytest.mark.slow  # compiles, as far as inductor gets
-def test_compile_without_a_compiler_is_one_line_and_harms_nothing(trained, data_file, tmp_path, monkeypatch, capsys):
-    """The real failure: inductor finds no C++ compiler (its compiler is /bin/false, and an empty cache
-    holds no kernels compiled earlier). Over an earlier run with --overwrite, which is left whole."""
-    import torch._dynamo
-    import torch._inductor.config
-
+@pytest.mark.slow  # starts a process
+def test_compile_without_a_compiler_is_one_line_and_harms_nothing(trained, data_file, tmp_path):
+    """The real failure: inductor finds no C++ compiler (CXX points at /bin/false, and an empty cache
+    holds no kernels compiled earlier). Over an earlier run with --overwrite, which is left whole. In a
+    process of its own: inductor leaves threads behind, and a process forked after them can deadlock
+    (test_restarts.py forks its runs)."""
     before = {name: (trained / name).read_bytes() for name in ("model.pt", "last.pt", "metrics.json", "metrics.jsonl")}
-    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, "/bin/false"))
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)  # nothing from this process's memory either
+    env = {**os.environ, "CXX": "/bin/false", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
     args = ["train", "--data", str(data_file), "--out", str(trained), "--overwrite", "--compile", "--steps", "5", *TINY]
-    try:
-        status = main(args)
-    finally:
-        torch._dynamo.reset()  # what it compiled, or failed to, is not the next test's
-    err = capsys.readouterr().err
+    status, _, err = run_cli(*args, env=env)
     errors = [line for line in err.splitlines() if "error" in line or "Traceback" in line]
     assert status == 2, err
     assert len(errors) == 1 and "--compile failed: torch.compile raised InvalidCxxCompiler" in errors[0], err

@@ -100,3 +100,11 @@ def test_max_len_counts_the_prefix_and_a_name_cut_there_is_marked(trained, capsy
     assert cut and ended  # an untrained model ends some names within 4 characters, not all
     assert all(len(line.split()[0]) == 4 and "*" not in line for line in cut)
     assert all(name.startswith("ka") and len(name) <= 4 for name in ended)
+
+
+def test_an_option_a_kind_does_not_read_is_refused(small_data_file, tmp_path, capsys):
+    """--model flat --n-layers 4 trained the block-3 model: flat's context is --block-size."""
+    args = ["train", "--data", str(small_data_file), "--out", str(tmp_path), "--model", "flat", "--steps", "2"]
+    assert main([*args, "--n-layers", "4"]) == 2
+    assert "--n-layers does not apply to the flat model" in one_error(capsys)
+    assert not any(tmp_path.iterdir())

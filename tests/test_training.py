@@ -32,7 +32,8 @@ def splits(all_words):
 
 
 def small_run(splits, kind="conv", **overrides):
-    model_config = ModelConfig(kind=kind, vocab_size=len(splits.vocab), n_embd=8, n_hidden=16, n_layers=2)
+    context = {"block_size": 4} if kind == "flat" else {"n_layers": 2}  # 4 characters either way
+    model_config = ModelConfig(kind=kind, vocab_size=len(splits.vocab), n_embd=8, n_hidden=16, **context)
     config = TrainConfig(**{"steps": 30, "batch_size": 16, "eval_every": 7, **overrides})
     return Trainer(model_config, config, splits)
 
@@ -333,7 +334,8 @@ def test_each_kinds_own_recipe_lowers_the_validation_loss(kind, all_words):
 def test_adamw_decays_the_weight_matrices_and_nothing_else(splits, options, decayed):
     """Weight decay shrinks what multiplies an input: Linear and Conv1d weights. Not the embedding
     (a lookup table), not the norms' gains and shifts, not a bias."""
-    options = {"n_embd": 8, "n_hidden": 16, "n_layers": 2, "weight_decay": 0.25, **options}
+    context = {} if options["model"] == "flat" else {"n_layers": 2}  # (flat has no layers to count)
+    options = {"n_embd": 8, "n_hidden": 16, **context, "weight_decay": 0.25, **options}
     trainer = Trainer(*configs(options, len(splits.vocab)), splits)
     shrink, keep = trainer.optimizer.param_groups
     names = {id(p): name for name, p in trainer.model.named_parameters()}

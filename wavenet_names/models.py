@@ -36,6 +36,7 @@ LECTURE_RECIPE = dict(
     weight_decay=0.0,
     eval_every=10_000,
 )
+FLAT_SIZES = dict(n_embd=10, n_hidden=200, block_size=3)  # the lecture's first MLP: ModelConfig fields
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Kind:
     build: Callable[["ModelConfig"], nn.Module]
     layout: type[NameBatches] | type[WindowBatches]  # how a split is batched: whole names, or windows
     options: tuple[str, ...] = ()  # the ModelConfig fields that this kind alone takes
+    unused: tuple[str, ...] = ()  # the ModelConfig fields of every kind that this kind does not read
     sizes: dict = field(default_factory=dict)  # its ModelConfig defaults, where they differ from the fields'
     recipe: dict = field(default_factory=dict)  # its TrainConfig defaults, where they differ from the fields'
     incremental: bool = False  # generates with a cache (init_cache, step): one node per layer and character
@@ -90,10 +92,11 @@ KINDS = {
             name="flat",
             summary="the lecture's first MLP over a fixed context, trained with the lecture's recipe",
             model=FlatMLP,
-            build=lambda c: FlatMLP(c.vocab_size, c.n_embd, c.n_hidden, c.block_size or 2**c.n_layers),
+            build=lambda c: FlatMLP(c.vocab_size, c.n_embd, c.n_hidden, c.block_size or FLAT_SIZES["block_size"]),
             layout=WindowBatches,
             options=("block_size",),
-            sizes=dict(n_embd=10, n_hidden=200, block_size=3),  # the lecture's first MLP
+            unused=("n_layers",),  # one hidden layer over its whole context: --block-size sets the context
+            sizes=FLAT_SIZES,
             recipe=LECTURE_RECIPE,
         ),
     ]
@@ -144,6 +147,9 @@ class ModelConfig:
             for name in other.options:
                 if other.name != self.kind and getattr(self, name) != defaults[name].default:
                     raise OptionError(name, f"is an option of the {other.name} model, not of {self.kind}")
+        for name in KINDS[self.kind].unused:
+            if getattr(self, name) != defaults[name].default:
+                raise OptionError(name, f"does not apply to the {self.kind} model, which does not read it")
         self.blocks()  # its own checks
 
     def blocks(self) -> Blocks:

@@ -11,6 +11,8 @@ import torch
 
 from wavenet_names import __version__
 from wavenet_names.cli import main
+from wavenet_names.devices import resolve_device
+from wavenet_names.options import OptionError
 
 TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", "16", "--samples", "0"]
 
@@ -108,3 +110,26 @@ def test_an_option_a_kind_does_not_read_is_refused(small_data_file, tmp_path, ca
     assert main([*args, "--n-layers", "4"]) == 2
     assert "--n-layers does not apply to the flat model" in one_error(capsys)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "name, said",
+    [
+        ("cuda:1", "--device cuda:1: cuda is not available on this machine; use cpu"),
+        ("mps", "--device mps: mps is not available on this machine; use cpu"),
+        ("meta", "--device meta: a run takes cpu, cuda, mps, xpu, not meta"),
+        ("gpu", "--device 'gpu' is not a device"),
+    ],
+)
+def test_device_takes_any_torch_device_string(name, said, small_data_file, tmp_path, capsys, monkeypatch):
+    """--device took only auto, cpu and cuda; cuda:1 and mps are torch's names for a second GPU and
+    Apple's. On this machine (no GPU) each is refused in one line; as a machine with one GPU sees them:"""
+    assert main(["train", "--data", str(small_data_file), "--out", str(tmp_path), "--device", name]) == 2
+    assert said in one_error(capsys)
+    assert main(["evaluate", "--checkpoint", "nowhere.pt", "--device", name]) == 2  # evaluate and score alike
+    assert said in one_error(capsys)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(OptionError, match="cuda:1: this machine has 1 device of type cuda, numbered from 0"):
+        resolve_device("cuda:1")
+    assert resolve_device("cuda:0") == torch.device("cuda", 0) and resolve_device("cpu") == torch.device("cpu")

@@ -18,13 +18,13 @@ import torch
 from . import experiments, presets, runs
 from .checkpoint import CheckpointError, label_columns, load_models
 from .data import DataError, Vocab, naming, parse_words
+from .devices import DEVICE_HELP, resolve_device
 from .labels import LabelColumns, Table, no_labels_error, read_items
 from .models import KINDS, ModelConfig
 from .options import OptionError, default, flag, option_fields, option_name
 from .sampling import SampleConfig, default_max_len, stream_sampled
 from .scoring import stream_scores
 from .training import (
-    DEVICES,
     Splits,
     TrainConfig,
     Trainer,
@@ -32,7 +32,6 @@ from .training import (
     evaluate,
     fit,
     out_of_memory,
-    resolve_device,
 )
 
 DEFAULT_CHECKPOINT = "out/model.pt"  # what sample, evaluate and score read when given no --checkpoint
@@ -173,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="val",
         help="the lecture's split of the data (default val); all: every item, e.g. of a file held out from training",
     )
-    ev.add_argument("--device", choices=DEVICES, default="auto")
+    ev.add_argument("--device", default="auto", help=DEVICE_HELP)
     ev.set_defaults(run=cmd_evaluate)
 
     score = commands.add_parser(
@@ -187,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "labels a conditional model reads (default -: standard input, one item per line)",
     )
     _add_checkpoint(score)
-    score.add_argument("--device", choices=DEVICES, default="auto")
+    score.add_argument("--device", default="auto", help=DEVICE_HELP)
     score.set_defaults(run=cmd_score)
     return parser
 

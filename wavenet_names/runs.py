@@ -20,6 +20,7 @@ from torch import nn
 from . import distributed
 from .checkpoint import ensemble_checkpoint, label_columns, load_checkpoint, load_model, save_checkpoint
 from .data import Vocab
+from .devices import resolve_device
 from .ensemble import Ensemble
 from .files import remove_partial_writes, write_json, write_text
 from .models import ModelConfig, count_params
@@ -37,7 +38,6 @@ from .training import (
     configs,
     evaluate,
     finish,
-    resolve_device,
 )
 
 # what runs a Trainer to its end, writing into a directory: the CLI's fit with a progress bar

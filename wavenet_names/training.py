@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import NAMES_TXT, DataError, NameBatches, Vocab, WindowBatches, naming, split_words
+from .devices import DEVICE_HELP, float64_on, parse_device
 from .files import write_json, write_text
 from .labels import LabelColumns, Table, read_items
 from .layers import sync_batchnorm
@@ -29,7 +30,6 @@ from .precision import PRECISIONS, autocast, matmuls, resolve_precision
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -62,7 +62,7 @@ class TrainConfig:
     warmup: int = option(100, "linear warmup steps (cosine and constant)")
     weight_decay: float = option(0.1, "AdamW weight decay")
     seed: int = option(42, "seed for initialisation, batches and dropout")
-    device: str = option("auto", "auto: cuda when there is a GPU", choices=DEVICES, resumable=True)
+    device: str = option("auto", DEVICE_HELP, resumable=True)
     eval_every: int = option(500, "evaluate on the validation split every N steps", resumable=True)
     report_test: bool = option(False, "evaluate the test split once, at the end (choose models by val, never by test)")
     members: int = option(
@@ -102,6 +102,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_choices(self)
+        parse_device(self.device)
         check_at_least(self, 1, "steps", "batch_size", "eval_every", "checkpoint_every", "members", "members_at_once")
         check_at_least(self, 0, "warmup")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -145,14 +146,6 @@ def configs(
     data = {"label_sizes": label_sizes} | ({} if vocab_size is None else {"vocab_size": vocab_size})
     model_config = kind_config(kind, **model, **data)
     return model_config, TrainConfig(**{**KINDS[kind].recipe, **train})
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise OptionError("device", "cuda: CUDA is not available on this machine; use cpu")
-    return torch.device(device)
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -267,14 +260,16 @@ class Splits:
 @torch.no_grad()
 def evaluate(model, batches, chunk_size: int = 2048) -> float:
     """Mean loss over every example of a split (every character of every name, end tokens included).
-    The sum stays on the device, in float64, so the host waits for it once, not at every chunk."""
+    The sum stays on the device, in float64, so the host waits for it once, not at every chunk (on a
+    device without float64, such as mps, it is taken on the CPU, chunk by chunk)."""
     was_training = model.training
     model.eval()
     try:  # however it ends (Ctrl-C in a notebook), the model goes back to the mode it was in
         total = 0.0
         for inputs, targets, labels in batches.chunks(chunk_size):
             _, loss = model(inputs, targets, labels=labels)  # the mean over the chunk's examples
-            total = total + loss.double() * (targets != -1).sum()
+            loss = loss if float64_on(loss.device) else loss.cpu()
+            total = total + loss.double() * (targets != -1).sum().to(loss.device)
     finally:
         model.train(was_training)
     return float(total) / batches.n_examples

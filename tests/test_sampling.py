@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from wavenet_names import ConvWaveNet, HierarchicalMLP, encode_names, pad_batch, tree_from_conv
-from wavenet_names.sampling import SampleConfig, generate, stream
+from wavenet_names.sampling import SampleConfig, generate, nucleus, stream
 
 from helpers import both_views, cycled_labels, sgd_steps
 
@@ -58,6 +58,17 @@ def test_prefix_top_k_and_temperature(words, vocab):
     assert clamped == generate(model, vocab, SampleConfig(n=10, seed=0))
     cold = generate(model, vocab, SampleConfig(n=5, seed=0, temperature=1e-4))
     assert cold == top1
+    assert generate(model, vocab, SampleConfig(n=5, seed=0, top_p=1e-6)) == top1  # a nucleus of one
+    assert generate(model, vocab, SampleConfig(n=10, seed=0, top_p=1.0)) == clamped  # every character
+
+
+def test_the_nucleus_is_the_fewest_most_likely_characters_that_reach_p():
+    probs = torch.tensor([[0.1, 0.5, 0.15, 0.25], [0.97, 0.01, 0.01, 0.01]])
+    kept = lambda p: (nucleus(probs, p) > 0).int().tolist()  # noqa: E731
+    assert kept(0.7) == [[0, 1, 0, 1], [1, 0, 0, 0]]  # 0.5 + 0.25 reach 0.7
+    assert kept(0.76) == [[0, 1, 1, 1], [1, 0, 0, 0]]
+    assert kept(0.975) == [[1, 1, 1, 1], [1, 1, 0, 0]]  # 0.9 is short of it; of equals, the first
+    assert torch.equal(nucleus(probs, 0.7)[0], torch.tensor([0.0, 0.5, 0.0, 0.25]))  # kept as they were
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
@@ -90,6 +101,9 @@ def test_sampling_in_a_training_loop_samples_in_eval_mode_and_leaves_it_training
         ("temperature", 0.0, "temperature"),
         ("temperature", -1.0, "temperature"),
         ("top_k", 0, "top_k must be at least 1"),
+        ("top_p", 0.0, r"top_p must be in \(0, 1\]"),
+        ("top_p", 1.5, r"top_p must be in \(0, 1\]"),
+        ("top_p", float("nan"), r"top_p must be in \(0, 1\]"),
         ("n", 0, "n must be at least 1"),
         ("batch_size", 0, "batch_size must be at least 1"),
     ],

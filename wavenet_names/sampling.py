@@ -17,6 +17,11 @@ class SampleConfig:
     n: int = option(20, "how many names", flag="-n")
     temperature: float = option(1.0, "above 1 more adventurous, below 1 safer")
     top_k: int | None = option(None, "sample only among the k most likely characters (more than the vocabulary: all)")
+    top_p: float | None = option(
+        None,
+        "nucleus sampling: only among the most likely characters whose probabilities add up to at least p, in (0, 1]",
+        show_default=False,
+    )
     prefix: str = option("", "start every name with these characters", show_default=False)
     seed: int | None = option(None, "the same seed prints the same names")
     max_len: int = option(
@@ -29,6 +34,8 @@ class SampleConfig:
 
     def __post_init__(self):
         check_at_least(self, 1, "n", "batch_size", "top_k", "max_len")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise OptionError("top_p", f"must be in (0, 1], got {self.top_p}")
         if not self.temperature > 0:
             raise OptionError("temperature", f"must be greater than 0, got {self.temperature}")
         if len(self.prefix) > self.max_len:
@@ -109,7 +116,7 @@ def _batch(
     done = torch.zeros(n, dtype=torch.bool)
     room = config.max_len - len(prefix)  # characters a name may add to the prefix
     for drawn in range(room + 1):
-        ix = _sample(logits, config.temperature, config.top_k, generator)  # (n,)
+        ix = _sample(logits, config, generator)  # (n,)
         done |= ix == 0
         if done.all() or drawn == room:
             break
@@ -119,12 +126,25 @@ def _batch(
     return [Sampled(config.prefix + vocab.decode(name), bool(ended)) for name, ended in zip(names, done, strict=True)]
 
 
-def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
-    logits = logits.float().cpu() / temperature  # (n, vocab)
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k).values[:, -1:]
+def _sample(logits: torch.Tensor, config: SampleConfig, generator) -> torch.Tensor:
+    logits = logits.float().cpu() / config.temperature  # (n, vocab)
+    if config.top_k is not None and config.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, config.top_k).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+    probs = F.softmax(logits, dim=-1)
+    if config.top_p is not None and config.top_p < 1:  # (1: every character)
+        probs = nucleus(probs, config.top_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """probs (n, vocab) cut to each row's nucleus (Holtzman et al. 2019, arXiv:1904.09751): its most
+    likely characters, the fewest whose probabilities add up to at least top_p, and the rest zero.
+    The most likely is always kept. multinomial renormalises what is left."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (n, vocab): the mass of the more likely ones
+    keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, before < top_p)
+    return probs * keep
 
 
 def _cached(model, use_cache: bool) -> bool:

@@ -44,11 +44,19 @@ def test_a_table_has_items_then_label_columns_and_an_empty_field_is_unknown():
     assert columns.encode(table, "t.tsv").tolist() == [[1, 1], [2, 1], [0, 2], [2, 2]]  # 0: unknown
 
 
-def test_a_file_is_a_table_by_its_tsv_suffix(tmp_path):
+def test_a_file_is_a_table_by_its_tsv_or_csv_suffix(tmp_path):
     (tmp_path / "a.tsv").write_bytes(TABLE)
     (tmp_path / "a.txt").write_bytes(TABLE)
-    assert read_items(tmp_path / "a.tsv").items == ["mary", "john", "alex", "alex"]
+    (tmp_path / "a.CSV").write_bytes(TABLE.replace(b"\t", b","))
+    table = read_items(tmp_path / "a.tsv")
+    assert table.items == ["mary", "john", "alex", "alex"]
+    assert read_items(tmp_path / "a.CSV") == table  # a .csv trained as lines, its header an item
     assert read_items(tmp_path / "a.txt")[0] == "name\tsex\tdecade"  # a list: one item per line, as ever
+    (tmp_path / "q.csv").write_bytes(b'name,note\n"mary, jane",x\nbo,"a ""b"""\n')  # the csv module's quoting
+    quoted = read_items(tmp_path / "q.csv")
+    assert quoted.items == ["mary, jane", "bo"] and quoted.fields == [("x",), ('a "b"',)]
+    with pytest.raises(DataError, match="q2.csv line 2: 3 fields, expected 2"):
+        parse_table(b"name,sex\nmary,F,extra\n", "q2.csv", ",")
 
 
 @pytest.mark.parametrize(

@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         "items",
         nargs="?",
         default="-",
-        help="text file, one item per line, or a .tsv table, whose "
+        help="text file, one item per line, or a .tsv or .csv table, whose "
         "labels a conditional model reads (default -: standard input, one item per line)",
     )
     _add_checkpoint(score)

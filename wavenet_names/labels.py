@@ -1,15 +1,17 @@
 """Labels: the columns of a table of items that a model can be conditioned on, such as a name's sex
 and decade (WaveNet's global conditioning, arXiv:1609.03499 section 2.5).
 
-A table is a tab-separated file (.tsv) with a header row: the first column holds the items, every
-other column a label. Each column's values are numbered from 1, in sorted order; 0 is the column's
-"unknown". An empty field reads as unknown, training puts unknown in place of a label at random
-(the models' label dropout), and `sample` uses it for every label it is not given.
+A table is a tab-separated file (.tsv), or a comma-separated one (.csv, with the csv module's
+quoting), with a header row: the first column holds the items, every other column a label. Each
+column's values are numbered from 1, in sorted order; 0 is the column's "unknown". An empty field
+reads as unknown, training puts unknown in place of a label at random (the models' label dropout),
+and `sample` uses it for every label it is not given.
 
     name    sex    decade
     mary    F      1880
 """
 
+import csv
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +21,7 @@ import torch
 from .data import DataError, decode_text, parse_words, read_text
 
 UNKNOWN = 0  # every column's value for "not given"
-TABLE_SUFFIX = ".tsv"
+DELIMITERS = {".tsv": "\t", ".csv": ","}  # a table's suffix, and what separates its fields
 
 
 @dataclass(frozen=True)
@@ -33,28 +35,26 @@ class Table:
     lines: list[int]
 
 
-def is_table(path: str | Path) -> bool:
-    return str(path).lower().endswith(TABLE_SUFFIX)
-
-
 def read_items(path: str | Path) -> list[str] | Table:
-    """A data file: a Table for a .tsv file, one item per line for any other."""
-    if not is_table(path):
+    """A data file: a Table for a .tsv or .csv file, one item per line for any other."""
+    delimiter = DELIMITERS.get(Path(path).suffix.lower())
+    if delimiter is None:
         return parse_words(read_text(path), str(path))
-    return parse_table(read_text(path), str(path))
+    return parse_table(read_text(path), str(path), delimiter)
 
 
-def parse_table(raw: bytes, source: str) -> Table:
-    """A .tsv file's bytes as a Table; `source` names them in errors. Blank lines are skipped."""
+def parse_table(raw: bytes, source: str, delimiter: str = "\t") -> Table:
+    """A table's bytes as a Table; `source` names them in errors. Blank lines are skipped. With
+    delimiter ",", fields are read as the csv module reads them ("a, b" in quotes is one field)."""
     lines = [(number, line) for number, line in enumerate(decode_text(raw, source).splitlines(), 1) if line.strip()]
     if not lines:
         raise DataError(f"{source}: empty, expected a header row, then one item per row")
-    header = tuple(name.strip() for name in lines[0][1].split("\t"))
+    header = tuple(name.strip() for name in _fields(lines[0][1], delimiter))
     if not all(header) or len(set(header)) != len(header):
         raise DataError(f"{source}: the header row must name every column once, got {' | '.join(header)}")
     items, fields, numbers = [], [], []
     for number, line in lines[1:]:
-        row = [field.strip() for field in line.split("\t")]
+        row = [field.strip() for field in _fields(line, delimiter)]
         if len(row) != len(header):
             raise DataError(f"{source} line {number}: {len(row)} fields, expected {len(header)} ({', '.join(header)})")
         if not row[0]:
@@ -65,6 +65,10 @@ def parse_table(raw: bytes, source: str) -> Table:
     if not items:
         raise DataError(f"{source}: a header row and no items, expected one item per row after it")
     return Table(items, header[1:], fields, numbers)
+
+
+def _fields(line: str, delimiter: str) -> list[str]:
+    return line.split("\t") if delimiter == "\t" else next(csv.reader([line], delimiter=delimiter))
 
 
 @dataclass(frozen=True)

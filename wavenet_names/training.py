@@ -38,7 +38,7 @@ class TrainConfig:
 
     data: str = option(
         str(NAMES_TXT),
-        "text file, one item per line, or a .tsv table with a header row: the "
+        "text file, one item per line, or a .tsv or .csv table with a header row: the "
         "items, then label columns (default: data/names.txt, 32,469 US baby names of 2017, shipped "
         "with the package; data/names-by-decade.tsv labels names with sex and decade)",
         show_default=False,
@@ -215,7 +215,7 @@ class Splits:
         label_columns: LabelColumns | None = None,
         use_labels: bool = True,
     ) -> "Splits":
-        """A data file's splits: a list, or a table (.tsv) with its labels when use_labels. label_columns:
+        """A data file's splits: a list, or a table (.tsv, .csv) with its labels when use_labels. label_columns:
         a trained model's, whose numbering the table's labels take (None: the table's own)."""
         data = read_items(path)
         if vocab is not None:  # a trained model's: every character must be one it knows

@@ -183,9 +183,18 @@ def test_score_prints_each_items_loss_in_order_from_a_file_or_standard_input(tra
             assert (status, out.splitlines(), err) == (0, expected, "")
     assert status == 2 and out == ""
     assert err.strip().splitlines() == [
-        "wavenet-names score: error: standard input: character 'J' is not in the vocabulary "
-        "(abcdefghijklmnopqrstuvwxyz), in 'Joe'"
+        "wavenet-names score: error: standard input: items with a character the model does not know: 1 of 2, "
+        "the first 'Joe' ('J'); pass --lowercase or --skip-unknown"
     ]
+    # `Anna` with a capital A aborted a whole score: lowercase it, or skip it and say so
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Emma\nzzxqj\nOlivia\n")))
+    assert main(["score", "--checkpoint", checkpoint, "--lowercase"]) == 0
+    assert capsys.readouterr() == ("\n".join(expected) + "\n", "")
+    path.write_text("emma\nJoe\nolivia\nzoë\n")
+    assert main(["score", str(path), "--checkpoint", checkpoint, "--skip-unknown"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [expected[0], expected[2]]
+    assert err == "skipped 2 of 4 items: a character the model does not know\n"
 
 
 @pytest.mark.slow  # starts processes

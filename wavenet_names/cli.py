@@ -17,7 +17,7 @@ import torch
 
 from . import experiments, presets, runs
 from .checkpoint import CheckpointError, label_columns, load_models
-from .data import DataError, Vocab, naming, parse_words
+from .data import DataError, Vocab, parse_words
 from .devices import DEVICE_HELP, resolve_device
 from .labels import LabelColumns, Table, no_labels_error, read_items
 from .models import KINDS, ModelConfig
@@ -186,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
         "labels a conditional model reads (default -: standard input, one item per line)",
     )
     _add_checkpoint(score)
+    score.add_argument("--lowercase", action="store_true", help="lowercase each item before it is scored")
+    score.add_argument(
+        "--skip-unknown",
+        action="store_true",
+        help="skip each item with a character the model does not know, and say how many were skipped "
+        "(without it, one such item is an error, before any score)",
+    )
     score.add_argument("--device", default="auto", help=DEVICE_HELP)
     score.set_defaults(run=cmd_score)
     return parser
@@ -436,10 +443,25 @@ def cmd_score(args) -> int:
     else:
         source, data = args.items, read_items(args.items)
     words, labels, shown = _items_and_labels(data, label_columns(checkpoint), source)
-    with naming(source):  # stream_scores checks every character before its first score
-        scores = stream_scores(model, vocab, words, labels)
-        for word, fields, loss in zip(words, shown, scores, strict=True):  # printed as they come
-            print(f"{loss:.4f}\t{word}{fields}")
+    if args.lowercase:
+        words = [word.lower() for word in words]
+    unknown = [i for i, word in enumerate(words) if not vocab.knows(word)]
+    if unknown and not args.skip_unknown:
+        first = words[unknown[0]]
+        raise DataError(
+            f"{source}: items with a character the model does not know: {len(unknown):,} of {len(words):,}, the "
+            f"first {first[:40]!r} ({''.join(sorted(set(first) - set(vocab.chars)))!r}); "
+            "pass --lowercase or --skip-unknown"
+        )
+    if unknown:
+        kept = sorted(set(range(len(words))) - set(unknown))
+        words, shown = [words[i] for i in kept], [shown[i] for i in kept]
+        labels = None if labels is None else labels[kept]
+    for word, fields, loss in zip(words, shown, stream_scores(model, vocab, words, labels), strict=True):
+        print(f"{loss:.4f}\t{word}{fields}")  # printed as they come
+    if unknown:
+        total = len(unknown) + len(words)
+        print(f"skipped {len(unknown):,} of {total:,} items: a character the model does not know", file=sys.stderr)
     return 0
 
 

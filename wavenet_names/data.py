@@ -115,6 +115,10 @@ class Vocab:
                 raise DataError(f"character {ch!r} is not in the vocabulary ({self._shown()}), in {item!r}")
         return [stoi[ch] for ch in word]
 
+    def knows(self, word: str) -> bool:
+        """Whether every character of `word` is in the vocabulary."""
+        return all(ch in self.stoi for ch in word)
+
     def check(self, words: list[str]) -> None:
         """Raise encode()'s error for the first item with a character outside the vocabulary."""
         if not set("".join(words)) <= self.stoi.keys():

@@ -17,7 +17,7 @@ import torch
 from wavenet_names.checkpoint import FORMAT, load_checkpoint, load_model, save_checkpoint
 from wavenet_names.cli import _print_names, main
 from wavenet_names.data import NameBatches, read_words
-from wavenet_names.sampling import SampleConfig, generate
+from wavenet_names.sampling import SampleConfig, Seen, generate
 from wavenet_names.scoring import score
 from wavenet_names.training import Splits, Trainer, evaluate
 
@@ -110,9 +110,16 @@ def test_seen_names_are_marked(vocab, capsys):
     model = ConvWaveNet(len(vocab), 8, 16, 2).eval()
     config = SampleConfig(n=6, seed=1)
     names = generate(model, vocab, config)
-    _print_names(model, vocab, {names[0], names[3]}, config)
+    _print_names(model, vocab, Seen(frozenset({names[0], names[3]}), frozenset({names[1]})), config)
     lines = capsys.readouterr().out.splitlines()
-    assert [line.endswith(" *") for line in lines] == [True, False, False, True, False, False]
+    assert [line.removeprefix(name or "(empty)") for line, name in zip(lines, names, strict=True)] == [
+        " *",
+        " +",
+        "",
+        " *",
+        "",
+        "",
+    ]
 
 
 def test_evaluate_prints_split_and_loss(trained, data_file, capsys):

@@ -41,7 +41,7 @@ def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, sma
     for key in b["model"]:  # weights and BatchNorm running statistics alike
         diff = (a["model"][key].float() - b["model"][key].float()).abs().max().item()
         assert diff <= 1e-5, f"{key}: {diff}"
-    assert sum(line.startswith("train ") for line in two.stdout.splitlines()) == 1  # rank 0 alone reports
+    assert sum(line.startswith("best model ") for line in two.stdout.splitlines()) == 1  # rank 0 alone reports
 
     capsys.readouterr()
     assert main(["train", "--out", str(tmp_path / "two"), "--resume", "--steps", "25", "--samples", "0"]) == 0

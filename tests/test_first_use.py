@@ -3,6 +3,7 @@ that are not checkpoints, an --out that cannot be, and the first `sample`
 before any `train`. Each is one line in the program's words and exit 2, or does what was meant."""
 
 import argparse
+import json
 import os
 import stat
 
@@ -10,9 +11,12 @@ import pytest
 import torch
 
 from wavenet_names import __version__
+from wavenet_names.checkpoint import load_checkpoint
 from wavenet_names.cli import main
 from wavenet_names.devices import resolve_device
 from wavenet_names.options import OptionError
+from wavenet_names.sampling import Seen
+from wavenet_names.training import Splits
 
 TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", "16", "--samples", "0"]
 
@@ -133,3 +137,31 @@ def test_device_takes_any_torch_device_string(name, said, small_data_file, tmp_p
     with pytest.raises(OptionError, match="cuda:1: this machine has 1 device of type cuda, numbered from 0"):
         resolve_device("cuda:1")
     assert resolve_device("cuda:0") == torch.device("cuda", 0) and resolve_device("cpu") == torch.device("cpu")
+
+
+def test_trains_last_lines_say_what_each_figure_is_and_every_file_written(small_data_file, tmp_path, capsys):
+    """The final train figure is model.pt's over the whole split, not the step line's running mean;
+    last.pt and metrics.jsonl were written but not listed."""
+    args = ["--data", str(small_data_file), "--out", str(tmp_path), "--steps", "4", "--eval-every", "2"]
+    assert main(["train", *args, *TINY]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    steps = [line for line in lines if line.startswith("step ")]
+    best, wrote = lines[len(steps)], lines[len(steps) + 1]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert best.startswith(
+        f"best model (step {metrics['best_step']}): train {metrics['train_loss']:.4f}  "
+        f"val {metrics['val_loss']:.4f}  over the whole splits  ("
+    )
+    listed = [name.split(" (")[0] for name in wrote.removeprefix("wrote ").split(", ")]
+    assert sorted(listed) == sorted(str(path) for path in tmp_path.iterdir())  # every file, and no other
+
+
+def test_samples_are_marked_training_held_out_or_new(trained, small_data_file):
+    """72 of 1,384 "new" samples were names of val or test: the checkpoint now holds those too."""
+    splits = Splits.read(small_data_file)
+    seen = Seen.of_checkpoint(load_checkpoint(trained / "model.pt"))
+    assert seen == Seen(frozenset(splits.train), frozenset(splits.val + splits.test)) == splits.seen
+    train, val, test = splits.train[0], splits.val[0], splits.test[0]
+    assert [seen.mark(name) for name in (train, val, test, "zzqx")] == [" *", " +", " +", ""]
+    earlier = {"train_words": "\n".join(splits.train)}  # an earlier version's checkpoint: no held-out words
+    assert Seen.of_checkpoint(earlier).mark(val) == "" and Seen.of_checkpoint(earlier).mark(train) == " *"

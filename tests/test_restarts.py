@@ -127,7 +127,9 @@ def test_a_restart_with_another_number_of_ranks_keeps_the_global_batch(ranks, op
         assert train(*options, "--out", killed, env={"TORCHELASTIC_RUN_ID": "job-7"}, kill_at_step=14) == -9
         continued = torchrun(*job, "--nproc_per_node=2", "-m", "wavenet_names", "train", *options, "--out", killed)
         assert "at step 12 (torchrun restarted it)" in continued.stdout
-        assert sum(line.startswith("train ") for line in continued.stdout.splitlines()) == 1  # rank 0 alone reports
+        assert (
+            sum(line.startswith("best model ") for line in continued.stdout.splitlines()) == 1
+        )  # rank 0 alone reports
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["run_id"] == "job-7"
     assert train(*options, "--out", str(tmp_path / "alone")) == 0
     assert_same_run(tmp_path / "killed", tmp_path / "alone", tolerance=1e-5)  # sums over ranks in another order

@@ -64,6 +64,7 @@ def ensemble_checkpoint(members: list[dict], train_config: dict) -> dict:
         "vocab": first["vocab"],
         "data_fingerprint": first["data_fingerprint"],
         "train_words": first["train_words"],
+        "held_out_words": first.get("held_out_words", ""),
         "labels": first.get("labels"),
         "members": [member["model"] for member in members],  # one state dict per model
     }

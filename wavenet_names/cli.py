@@ -22,7 +22,7 @@ from .devices import DEVICE_HELP, resolve_device
 from .labels import LabelColumns, Table, no_labels_error, read_items
 from .models import KINDS, ModelConfig
 from .options import OptionError, default, flag, option_fields, option_name
-from .sampling import SampleConfig, default_max_len, stream_sampled
+from .sampling import MARKS, SampleConfig, Seen, default_max_len, stream_sampled
 from .scoring import stream_scores
 from .training import (
     Splits,
@@ -267,7 +267,7 @@ def cmd_train(args) -> int:
     if trained is None:  # a rank of several, not the first
         return 0
     _print_trained(trained, request.out)
-    _print_samples(trained.model, trained.vocab, trained.train_words, args.samples)
+    _print_samples(trained.model, trained.vocab, trained.seen, args.samples)
     return 0
 
 
@@ -333,7 +333,8 @@ def _print_trained(trained: runs.Trained, out: Path) -> None:
         config = metrics["train_config"]
         alone = ", ".join(f"{m['val_loss']:.4f}" for m in metrics["members"])
         print(
-            f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters in "
+            f"ensemble: train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  over the whole splits  "
+            f"({metrics['params']:,} parameters in "
             f"{config['members']} models of {config['steps']} steps, {config['members_at_once']} at a time, "
             f"{metrics['seconds']:.0f} s of training; val of each alone {alone})"
         )
@@ -343,13 +344,16 @@ def _print_trained(trained: runs.Trained, out: Path) -> None:
             f"{out / 'member-N'}"
         )
         return
+    # the step lines' train figure is the mean of the batches since the evaluation before; these are
+    # model.pt's, over every item of each split
     print(
-        f"train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  ({metrics['params']:,} parameters, "
-        f"{trainer.step} steps, {_epochs(trainer.epochs)}, {trainer.seconds:.0f} s; "
-        f"best at step {metrics['best_step']})"
+        f"best model (step {metrics['best_step']}): train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  "
+        f"over the whole splits  ({metrics['params']:,} parameters, {trainer.step} steps, "
+        f"{_epochs(trainer.epochs)}, {trainer.seconds:.0f} s)"
     )
     _print_test(metrics)
-    print(f"wrote {out / 'model.pt'}, {out / 'loss.png'}, {out / 'metrics.json'}")
+    written = ["model.pt (the best)", "last.pt (for --resume)", "metrics.jsonl", "metrics.json", "loss.png"]
+    print(f"wrote {', '.join(str(out / name) for name in written)}")
 
 
 def _print_test(metrics: dict) -> None:
@@ -357,12 +361,12 @@ def _print_test(metrics: dict) -> None:
         print(f"test {metrics['test_loss']:.4f}  (the test split, evaluated once, at the end)")
 
 
-def _print_samples(model, vocab: Vocab, train_words: list[str], n_samples: int) -> None:
-    """A few names at the end of training, those of the training split marked."""
+def _print_samples(model, vocab: Vocab, seen: Seen, n_samples: int) -> None:
+    """A few names at the end of training, marked as the data holds them."""
     if n_samples:
-        print("samples (* = in the training data):")
-        config = SampleConfig(n=n_samples, seed=0, max_len=default_max_len(train_words))
-        _print_names(model, vocab, set(train_words), config)
+        print(f"samples ({MARKS}):")
+        config = SampleConfig(n=n_samples, seed=0, max_len=default_max_len(seen.train))
+        _print_names(model, vocab, seen, config)
 
 
 def _epochs(epochs: float) -> str:
@@ -370,10 +374,10 @@ def _epochs(epochs: float) -> str:
     return f"{epochs:.0f} epochs" if epochs >= 10 else f"{epochs:.2g} epochs"
 
 
-def _print_names(model, vocab: Vocab, seen: set[str], config: SampleConfig, labels=None) -> None:
+def _print_names(model, vocab: Vocab, seen: Seen, config: SampleConfig, labels=None) -> None:
     # printed a batch at a time, while the rest are made; a name cut at --max-len is no name of the data
     for name, ended in stream_sampled(model, vocab, config, labels=labels):
-        mark = (" *" if name in seen else "") if ended else f"  (cut at --max-len {config.max_len})"
+        mark = seen.mark(name) if ended else f"  (cut at --max-len {config.max_len})"
         print(f"{name or '(empty)'}{mark}")
 
 
@@ -423,14 +427,14 @@ def _load(args, device: str | torch.device = "cpu"):
 
 def cmd_sample(args) -> int:
     model, vocab, checkpoint = _load(args)
-    seen = checkpoint.get("train_words", "").split("\n")
-    config = SampleConfig(**{"max_len": default_max_len(seen), **_given(args, SampleConfig)})
+    seen = Seen.of_checkpoint(checkpoint)
+    config = SampleConfig(**{"max_len": default_max_len(seen.train), **_given(args, SampleConfig)})
     vocab.encode(config.prefix)  # an unknown prefix character is an error before anything is printed
     columns = label_columns(checkpoint)
     if args.label and columns is None:
         raise no_labels_error("--label")
     labels = columns.parse(args.label) if columns is not None else None  # (K,), unknown where not given
-    _print_names(model, vocab, set(seen), config, labels)
+    _print_names(model, vocab, seen, config, labels)
     return 0
 
 

@@ -27,6 +27,7 @@ from .models import ModelConfig, count_params
 from .options import OptionError
 from .presets import TRAIN_PRESETS
 from .processes import run_at_once
+from .sampling import Seen
 from .training import (
     Splits,
     TrainConfig,
@@ -63,7 +64,7 @@ class Trained:
     metrics: dict  # as metrics.json holds them
     model: nn.Module
     vocab: Vocab
-    train_words: list[str]  # the training split, which samples are marked against
+    seen: Seen  # the data's items by split, which samples are marked against
     trainer: Trainer | None = None  # a single run's, at its last step; None for an ensemble
 
 
@@ -106,7 +107,7 @@ def train(
             metrics, model = finish(trainer, out)  # on a large list, a minute over the whole training split
         except KeyboardInterrupt:  # every step is saved in last.pt: --resume computes the figures again
             raise TrainingInterrupted(trainer.step, out / "last.pt") from None
-        return Trained(metrics, model, trainer.splits.vocab, trainer.splits.train, trainer)
+        return Trained(metrics, model, trainer.splits.vocab, trainer.splits.seen, trainer)
     finally:
         distributed.cleanup()
 
@@ -213,7 +214,7 @@ def _train_ensemble(request: Request, model_config: ModelConfig, config: TrainCo
     if "diverged" in metrics:
         raise ValueError(metrics["diverged"])
     model, vocab, _ = load_model(out / "model.pt")
-    return Trained(metrics, model, vocab, splits.train)
+    return Trained(metrics, model, vocab, splits.seen)
 
 
 def run(

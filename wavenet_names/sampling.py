@@ -49,6 +49,28 @@ class Sampled(NamedTuple):
     ended: bool
 
 
+@dataclass(frozen=True)
+class Seen:
+    """The items of the data a model was trained on, by split, so that a sample can be told apart as
+    one of the training split (marked *), one of val or test (+, held out: a name the model has
+    never seen, but no new one either), or new, as makemore tells them."""
+
+    train: frozenset[str]
+    held_out: frozenset[str]  # val and test
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: dict) -> "Seen":
+        """What a checkpoint records (an earlier version's: its training split alone)."""
+        words = [checkpoint.get(key, "") for key in ("train_words", "held_out_words")]
+        return cls(*(frozenset(w.split("\n")) - {""} for w in words))
+
+    def mark(self, name: str) -> str:
+        return " *" if name in self.train else " +" if name in self.held_out else ""
+
+
+MARKS = "* = in the training split, + = in val or test, unmarked = new"
+
+
 def default_max_len(train_words) -> int:
     """The sample command's --max-len: 64 characters, or the longest item the model was trained on if
     that is longer (a product list's titles), so that no sample is cut shorter than the data it imitates."""

@@ -27,6 +27,7 @@ from .models import KINDS, ModelConfig, batches_for, build_model, count_params, 
 from .options import OptionError, check_at_least, check_choices, default, option, option_fields, option_name
 from .plots import plot_losses
 from .precision import PRECISIONS, autocast, matmuls, resolve_precision
+from .sampling import Seen
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -229,6 +230,11 @@ class Splits:
         return cls.from_words(data.items, vocab, columns.encode(data, str(path)), columns)
 
     @property
+    def seen(self) -> Seen:
+        """The items of each split, which a sample is marked against."""
+        return Seen(frozenset(self.train), frozenset(self.val + self.test))
+
+    @property
     def label_sizes(self) -> tuple[int, ...]:
         """What ModelConfig.label_sizes a model of these splits has: () without labels."""
         return self.label_columns.sizes if self.label_columns is not None else ()
@@ -395,7 +401,8 @@ class Trainer:
             "train_config": asdict(self.config),
             "vocab": "".join(self.splits.vocab.chars),
             "data_fingerprint": self.splits.fingerprint,
-            "train_words": "\n".join(self.splits.train),  # so `sample` can mark names it has seen
+            "train_words": "\n".join(self.splits.train),  # so that `sample` marks names the data holds
+            "held_out_words": "\n".join(self.splits.val + self.splits.test),  # (sampling.Seen)
             "labels": self.splits.label_columns.saved() if self.splits.label_columns else None,  # their names
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

@@ -30,6 +30,7 @@ def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, sma
     and continued by 1, or the other way round, end as one process trains it.)"""
     data_file = small_table_file if data == "table" else small_data_file
     args = ["train", "--model", model, "--data", str(data_file), "--steps", "20", "--batch-size", "32", *TINY]
+    args += ["--patience", "2", "--max-time", "3600"]  # never met here, but their checks are collectives on 2 ranks
     if data == "table":
         args += ["--label-dropout", "0"]  # each rank draws its own: the single process's draws are not theirs
     two = torchrun(*args, "--out", str(tmp_path / "two"))

@@ -165,3 +165,11 @@ def test_samples_are_marked_training_held_out_or_new(trained, small_data_file):
     assert [seen.mark(name) for name in (train, val, test, "zzqx")] == [" *", " +", " +", ""]
     earlier = {"train_words": "\n".join(splits.train)}  # an earlier version's checkpoint: no held-out words
     assert Seen.of_checkpoint(earlier).mark(val) == "" and Seen.of_checkpoint(earlier).mark(train) == " *"
+
+
+def test_a_run_stopped_early_says_where_and_why(small_data_file, tmp_path, capsys):
+    args = ["--data", str(small_data_file), "--out", str(tmp_path), "--steps", "100", "--max-time", "1e-6"]
+    assert main(["train", *args, *TINY]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [lines[0], "stopped at step 1 of 100: its --max-time of 1e-06 s of training is spent"]
+    assert lines[0].startswith("step       1  train ") and lines[2].startswith("best model (step 1): ")

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
+from wavenet_names import training
 from wavenet_names.checkpoint import load_checkpoint
 from wavenet_names.data import Vocab, bucket
 from wavenet_names.models import KINDS, ModelConfig
@@ -56,6 +57,40 @@ def test_interrupt_then_resume_equals_one_run(splits, tmp_path, kind, optimizer)
         assert torch.equal(a, b), name
     assert resumed.train_losses == pytest.approx(whole.train_losses, abs=0)
     assert len(resumed.train_losses) == 30
+
+
+def test_patience_stops_when_val_has_not_improved_for_that_many_evaluations(splits, tmp_path, monkeypatch):
+    """A small list over-trains: its best val came at step 500 and rose after. Here the validation
+    losses are given, so that when it stops is known."""
+    val_losses = iter([3.0, 2.0, 2.5, 2.0, 1.0])  # the best at the 2nd evaluation; the 4th only equals it
+    monkeypatch.setattr(training, "evaluate", lambda model, batches: next(val_losses, 0.5))
+    trainer = small_run(splits, eval_every=1, patience=2)
+    fit(trainer, tmp_path)
+    assert trainer.step == 4 and [r["step"] for r in trainer.history] == [1, 2, 3, 4]
+    assert trainer.stopped == "val has not improved for 2 evaluations, since step 2 (--patience)"
+    assert load_checkpoint(tmp_path / "model.pt")["step"] == 2 and load_checkpoint(tmp_path / "last.pt")["step"] == 4
+    assert training.finish(trainer, tmp_path)[0]["stopped"] == trainer.stopped
+
+
+def test_max_time_stops_at_that_much_training_and_evaluates_there(splits, tmp_path, monkeypatch):
+    """--max-time counts training time over resumed sessions alike: a clock here that moves 1 s a step."""
+    now = [0.0]
+    monkeypatch.setattr(training.time, "perf_counter", lambda: now[0])
+
+    def timed(trainer):
+        step = trainer.train_step
+        trainer.train_step = lambda: (now.__setitem__(0, now[0] + 1.0), step())[1]
+        return trainer
+
+    trainer = timed(small_run(splits, max_time=5.5))  # evaluations every 7 steps
+    fit(trainer, tmp_path)
+    assert trainer.step == 6 and [r["step"] for r in trainer.history] == [6]  # evaluated where it stopped
+    assert trainer.stopped == "its --max-time of 5.5 s of training is spent" and trainer.seconds == 6.0
+    for max_time, steps, evaluations in [(5.5, 6, [6]), (8.5, 9, [6, 7, 9])]:  # resumed: the same limit, then more
+        checkpoint = load_checkpoint(tmp_path / "last.pt")
+        resumed = timed(Trainer.from_checkpoint(checkpoint, splits, torch.device("cpu"), {"max_time": max_time}))
+        fit(resumed, tmp_path)
+        assert resumed.step == steps and [r["step"] for r in resumed.history] == evaluations
 
 
 def test_checkpoints_and_metrics(splits, tmp_path):
@@ -381,6 +416,8 @@ OTHER_VALUES = {
     "precision": "bf16",
     "compile": True,
     "checkpoint_every": 2,
+    "patience": 5,
+    "max_time": 3600.0,
     "members": 2,
     "members_at_once": 2,
     "labels": False,

@@ -344,6 +344,8 @@ def _print_trained(trained: runs.Trained, out: Path) -> None:
             f"{out / 'member-N'}"
         )
         return
+    if "stopped" in metrics:
+        print(f"stopped at step {trainer.step} of {trainer.config.steps}: {metrics['stopped']}")
     # the step lines' train figure is the mean of the batches since the evaluation before; these are
     # model.pt's, over every item of each split
     print(

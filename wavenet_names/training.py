@@ -93,6 +93,20 @@ class TrainConfig:
         resumable=True,
         negatable=True,
     )
+    patience: int | None = option(
+        None,
+        "stop early when the validation loss has not improved for this many evaluations "
+        "(model.pt keeps the best; default: train every step)",
+        resumable=True,
+        show_default=False,
+    )
+    max_time: float | None = option(
+        None,
+        "stop after this many seconds of training, over every resumed session, with an evaluation "
+        "there; the learning rate's schedule still spans --steps (default: no limit)",
+        resumable=True,
+        show_default=False,
+    )
     checkpoint_every: int | None = option(
         None,
         "also save OUT/last.pt every N steps between evaluations, so "
@@ -105,7 +119,10 @@ class TrainConfig:
         check_choices(self)
         parse_device(self.device)
         check_at_least(self, 1, "steps", "batch_size", "eval_every", "checkpoint_every", "members", "members_at_once")
+        check_at_least(self, 1, "patience")
         check_at_least(self, 0, "warmup")
+        if self.max_time is not None and not (self.max_time > 0 and math.isfinite(self.max_time)):
+            raise OptionError("max_time", f"must be a positive number of seconds, got {self.max_time}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise OptionError("lr", f"must be a positive number, got {self.lr}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
@@ -294,6 +311,7 @@ class Trainer:
     seconds: float = 0.0  # training time so far, over all resumed sessions
     train_losses: list[float] = field(default_factory=list)  # one per step, for the loss plot
     history: list[dict] = field(default_factory=list)  # one record per evaluation
+    stopped: str | None = None  # why fit stopped before config.steps (config.patience, config.max_time)
     context: distributed.Context = field(default_factory=distributed.Context)
 
     def __post_init__(self):
@@ -534,7 +552,8 @@ def fit(
     on_eval: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict:
-    """Train to config.steps, evaluating every eval_every steps. Writes into `out`:
+    """Train to config.steps, evaluating every eval_every steps, or until config.patience or
+    config.max_time stops it sooner, with an evaluation there (trainer.stopped then says why). Writes into `out`:
     last.pt (the latest state, for --resume and restarts: at every evaluation, and every
     checkpoint_every steps), model.pt (the best by validation loss) and metrics.jsonl (one record per
     evaluation). When should_stop() turns true (the CLI's Ctrl-C), saves last.pt at a step boundary
@@ -556,7 +575,14 @@ def fit(
         recent, saved_at = [], now
         return trainer.ranks_rng()  # a collective: every rank, at the same step
 
-    while trainer.step < config.steps:
+    def time_up() -> bool:  # every rank agrees: each measures its own time
+        spent = config.max_time is not None and trainer.seconds + time.perf_counter() - saved_at >= config.max_time
+        return config.max_time is not None and distributed.any_rank(spent, trainer.device)
+
+    # a resumed run whose time was spent trains no further; a run with no evaluation yet trains to one
+    evaluated = distributed.any_rank(bool(trainer.history), trainer.device)  # (rank 0 keeps the history)
+    trainer.stopped = _stop_reason(trainer, time_up()) if evaluated else None
+    while trainer.step < config.steps and trainer.stopped is None:
         if distributed.any_rank(should_stop(), trainer.device):
             ranks_rng = bank()
             if main:
@@ -567,7 +593,8 @@ def fit(
         positions += n
         if on_step is not None:
             on_step(trainer.step, loss, positions / (time.perf_counter() - t0 + 1e-9))
-        if trainer.step % config.eval_every == 0 or trainer.step == config.steps:
+        out_of_time = time_up()
+        if trainer.step % config.eval_every == 0 or trainer.step == config.steps or out_of_time:
             ranks_rng = bank()
             if main:
                 record = _evaluation(trainer, out, ranks_rng, positions, time.perf_counter() - t0)
@@ -575,11 +602,29 @@ def fit(
                     on_eval(record)
             positions, t0 = 0, time.perf_counter()
             saved_at = t0  # the evaluation's time is not training time
+            trainer.stopped = _stop_reason(trainer, out_of_time)
         elif config.checkpoint_every and trainer.step % config.checkpoint_every == 0:
             ranks_rng = bank()
             if main:
                 save_checkpoint(trainer.checkpoint(ranks_rng), out / "last.pt")
     return record
+
+
+def _stop_reason(trainer: Trainer, out_of_time: bool) -> str | None:
+    """Why training stops here, before config.steps, or None: the time is spent, or the validation
+    loss has not improved for config.patience evaluations (rank 0's history, which every rank hears)."""
+    config, history = trainer.config, trainer.history
+    if out_of_time:
+        return f"its --max-time of {config.max_time:g} s of training is spent"
+    if config.patience is None:
+        return None
+    best = min(range(len(history)), key=lambda i: history[i]["val_loss"], default=None)  # the first of equals
+    since = 0 if best is None else len(history) - 1 - best
+    if not distributed.any_rank(since >= config.patience, trainer.device):
+        return None
+    if best is None:  # a rank other than 0, which keeps no history
+        return "val has not improved (--patience)"
+    return f"val has not improved for {since} evaluations, since step {history[best]['step']} (--patience)"
 
 
 def _evaluation(trainer: Trainer, out: Path, ranks_rng: list[dict], positions: int, seconds: float) -> dict:
@@ -632,6 +677,7 @@ def finish(trainer: Trainer, out: Path) -> tuple[dict, torch.nn.Module]:
         "best_step": best["step"],
         "seconds": round(trainer.seconds, 2),
         "params": count_params(model),
+        **({"stopped": trainer.stopped} if trainer.stopped else {}),
         "model": asdict(trainer.model_config),
         "train_config": asdict(trainer.config),
     }

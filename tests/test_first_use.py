@@ -173,3 +173,17 @@ def test_a_run_stopped_early_says_where_and_why(small_data_file, tmp_path, capsy
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == [lines[0], "stopped at step 1 of 100: its --max-time of 1e-06 s of training is spent"]
     assert lines[0].startswith("step       1  train ") and lines[2].startswith("best model (step 1): ")
+
+
+def test_samples_at_each_evaluation_leave_the_run_as_it_was(small_data_file, tmp_path, capsys):
+    args = ["train", "--data", str(small_data_file), "--steps", "4", "--eval-every", "2", "--dropout", "0.2", *TINY]
+    assert main([*args, "--out", str(tmp_path / "quiet")]) == 0
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "shown"), "--eval-samples", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shown = [line for line in lines if line.startswith("  samples: ")]
+    assert len(shown) == 2 and all(len(line.split(", ")) == 3 for line in shown)
+    assert lines.index(shown[0]) == 1  # after its evaluation's line
+    quiet, loud = (load_checkpoint(tmp_path / name / "last.pt") for name in ("quiet", "shown"))
+    assert torch.equal(quiet["train_losses"], loud["train_losses"])  # dropout drew the same numbers
+    assert all(torch.equal(quiet["model"][k], loud["model"][k]) for k in quiet["model"])

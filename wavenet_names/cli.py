@@ -5,6 +5,7 @@ training saves and exits 130; anywhere else it exits 130 too, with one line and 
 """
 
 import argparse
+import functools
 import multiprocessing
 import os
 import re
@@ -126,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run saved in OUT/last.pt")
     train.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
     train.add_argument("--samples", type=int, default=10, help="names to print at the end (default 10)")
+    train.add_argument(
+        "--eval-samples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print N names at each evaluation, from one seed, so that each line shows the same draws "
+        "from a better model; training draws the same numbers either way (default 0)",
+    )
     _add_model_options(train)
     _add_options(train.add_argument_group("training"), TrainConfig)
     train.set_defaults(run=cmd_train)
@@ -259,11 +268,14 @@ def _given(args, *classes) -> dict:
 
 def cmd_train(args) -> int:
     """Train in this process, or as one rank of `torchrun ... -m wavenet_names train` (rank 0 prints)."""
-    if args.samples < 0:
-        raise ValueError(f"--samples cannot be negative, got {args.samples}")
+    for name in ("samples", "eval_samples"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} cannot be negative, got {getattr(args, name)}")
     given = _given(args, ModelConfig, TrainConfig)
     request = runs.Request(Path(args.out), given, args.preset, args.resume, args.overwrite)
-    trained = runs.train(request, _run_with_progress, _run_member, on_restart=_say_restarted)
+    runner = functools.partial(_run_with_progress, eval_samples=args.eval_samples)
+    member_runner = functools.partial(_run_member, eval_samples=args.eval_samples)
+    trained = runs.train(request, runner, member_runner, on_restart=_say_restarted)
     if trained is None:  # a rank of several, not the first
         return 0
     _print_trained(trained, request.out)
@@ -276,15 +288,19 @@ def _say_restarted(trainer: Trainer, out: Path) -> None:
         print(f"continuing this run from {out / 'last.pt'}, at step {trainer.step} (torchrun restarted it)")
 
 
-def _run_member(trainer: Trainer, out: Path) -> None:
+def _run_member(trainer: Trainer, out: Path, eval_samples: int = 0) -> None:
     """An ensemble's member: its run, its evaluation lines labelled with its directory. Several at
     once, each in a process of its own, print their evaluations alone: one bar each would be a mess."""
     print(f"{out}: seed {trainer.config.seed}, from step {trainer.step}", flush=True)
     alone = multiprocessing.parent_process() is None
-    _run_with_progress(trainer, out, label=f"{out.name}  ", draw_bar=alone)
+    _run_with_progress(trainer, out, label=f"{out.name}  ", draw_bar=alone, eval_samples=eval_samples)
 
 
-def _run_with_progress(trainer: Trainer, out: Path, label: str = "", draw_bar: bool = True) -> None:
+def _run_with_progress(
+    trainer: Trainer, out: Path, label: str = "", draw_bar: bool = True, eval_samples: int = 0
+) -> None:
+    """fit, with a progress bar on a terminal, a line per evaluation (and eval_samples names), and
+    Ctrl-C as a request to save and stop."""
     from tqdm import tqdm
 
     stop = {"requested": False}
@@ -316,8 +332,13 @@ def _run_with_progress(trainer: Trainer, out: Path, label: str = "", draw_bar: b
             f"{label}step {record['step']:>7}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}  "
             f"lr {record['lr']:.2e}  {record['positions_per_second']:,.0f} positions/s"
         )
+        if eval_samples:  # seeded on their own, in eval mode: training's random numbers are untouched
+            config = SampleConfig(n=eval_samples, seed=0, max_len=default_max_len(seen.train))
+            names = [f"{name}{seen.mark(name).strip()}" for name, _ in stream_sampled(trainer.model, vocab, config)]
+            bar.write(f"{label}  samples: {', '.join(names)}")
         sys.stdout.flush()  # a log file gets each line when it is made
 
+    seen, vocab = trainer.splits.seen, trainer.splits.vocab
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         fit(trainer, out, on_step, on_eval, should_stop=lambda: stop["requested"])

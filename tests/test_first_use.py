@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import stat
+import sys
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from wavenet_names import __version__
 from wavenet_names.checkpoint import load_checkpoint
 from wavenet_names.cli import main
 from wavenet_names.devices import resolve_device
+from wavenet_names.logs import SCALARS
 from wavenet_names.options import OptionError
 from wavenet_names.sampling import Seen
 from wavenet_names.training import Splits
@@ -187,3 +189,22 @@ def test_samples_at_each_evaluation_leave_the_run_as_it_was(small_data_file, tmp
     quiet, loud = (load_checkpoint(tmp_path / name / "last.pt") for name in ("quiet", "shown"))
     assert torch.equal(quiet["train_losses"], loud["train_losses"])  # dropout drew the same numbers
     assert all(torch.equal(quiet["model"][k], loud["model"][k]) for k in quiet["model"])
+
+
+def test_tensorboard_logs_every_evaluation_as_metrics_jsonl_has_it(small_data_file, tmp_path, capsys, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ["train", "--data", str(small_data_file), "--out", str(tmp_path / "run"), "--steps", "4"]
+    assert main([*args, "--eval-every", "2", "--tensorboard", str(tmp_path / "tb"), *TINY]) == 0
+    assert f"for TensorBoard in {tmp_path / 'tb'}" in capsys.readouterr().out
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert sorted(events.Tags()["scalars"]) == sorted(SCALARS)
+    for tag, key in SCALARS.items():
+        logged = [(e.step, e.value) for e in events.Scalars(tag)]
+        assert logged == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in records], tag
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as without the tensorboard extra
+    assert main([*args, "--overwrite", "--tensorboard", str(tmp_path / "tb2"), *TINY]) == 2
+    assert "--tensorboard needs the tensorboard package: pip install" in one_error(capsys)
+    assert not (tmp_path / "tb2").exists()
+    assert [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == records

@@ -21,6 +21,7 @@ from .checkpoint import CheckpointError, label_columns, load_models
 from .data import DataError, Vocab, parse_words
 from .devices import DEVICE_HELP, resolve_device
 from .labels import LabelColumns, Table, no_labels_error, read_items
+from .logs import TensorBoardLog
 from .models import KINDS, ModelConfig
 from .options import OptionError, default, flag, option_fields, option_name
 from .sampling import MARKS, SampleConfig, Seen, default_max_len, stream_sampled
@@ -127,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run saved in OUT/last.pt")
     train.add_argument("--overwrite", action="store_true", help="start afresh even if OUT holds a checkpoint")
     train.add_argument("--samples", type=int, default=10, help="names to print at the end (default 10)")
+    train.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also log each evaluation's train and val loss, learning rate and positions/s for TensorBoard "
+        "(tensorboard --logdir DIR); needs the tensorboard extra",
+    )
     train.add_argument(
         "--eval-samples",
         type=int,
@@ -273,12 +280,17 @@ def cmd_train(args) -> int:
             raise ValueError(f"--{name.replace('_', '-')} cannot be negative, got {getattr(args, name)}")
     given = _given(args, ModelConfig, TrainConfig)
     request = runs.Request(Path(args.out), given, args.preset, args.resume, args.overwrite)
-    runner = functools.partial(_run_with_progress, eval_samples=args.eval_samples)
-    member_runner = functools.partial(_run_member, eval_samples=args.eval_samples)
+    shown = dict(eval_samples=args.eval_samples, tensorboard=args.tensorboard and Path(args.tensorboard))
+    if args.tensorboard:
+        TensorBoardLog.check()  # before any training: a missing package is one line now, not at the first evaluation
+    runner = functools.partial(_run_with_progress, **shown)
+    member_runner = functools.partial(_run_member, **shown)
     trained = runs.train(request, runner, member_runner, on_restart=_say_restarted)
     if trained is None:  # a rank of several, not the first
         return 0
     _print_trained(trained, request.out)
+    if args.tensorboard:
+        print(f"logged each evaluation for TensorBoard in {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
     _print_samples(trained.model, trained.vocab, trained.seen, args.samples)
     return 0
 
@@ -288,19 +300,25 @@ def _say_restarted(trainer: Trainer, out: Path) -> None:
         print(f"continuing this run from {out / 'last.pt'}, at step {trainer.step} (torchrun restarted it)")
 
 
-def _run_member(trainer: Trainer, out: Path, eval_samples: int = 0) -> None:
+def _run_member(trainer: Trainer, out: Path, eval_samples: int = 0, tensorboard: Path | None = None) -> None:
     """An ensemble's member: its run, its evaluation lines labelled with its directory. Several at
     once, each in a process of its own, print their evaluations alone: one bar each would be a mess."""
     print(f"{out}: seed {trainer.config.seed}, from step {trainer.step}", flush=True)
     alone = multiprocessing.parent_process() is None
-    _run_with_progress(trainer, out, label=f"{out.name}  ", draw_bar=alone, eval_samples=eval_samples)
+    log = tensorboard and tensorboard / out.name  # a member's own run of the ensemble's logs
+    _run_with_progress(trainer, out, f"{out.name}  ", alone, eval_samples, log)
 
 
 def _run_with_progress(
-    trainer: Trainer, out: Path, label: str = "", draw_bar: bool = True, eval_samples: int = 0
+    trainer: Trainer,
+    out: Path,
+    label: str = "",
+    draw_bar: bool = True,
+    eval_samples: int = 0,
+    tensorboard: Path | None = None,
 ) -> None:
-    """fit, with a progress bar on a terminal, a line per evaluation (and eval_samples names), and
-    Ctrl-C as a request to save and stop."""
+    """fit, with a progress bar on a terminal, a line per evaluation (and eval_samples names, and a
+    TensorBoard log in `tensorboard`), and Ctrl-C as a request to save and stop."""
     from tqdm import tqdm
 
     stop = {"requested": False}
@@ -332,6 +350,8 @@ def _run_with_progress(
             f"{label}step {record['step']:>7}  train {record['train_loss']:.4f}  val {record['val_loss']:.4f}  "
             f"lr {record['lr']:.2e}  {record['positions_per_second']:,.0f} positions/s"
         )
+        if log is not None:
+            log(record)
         if eval_samples:  # seeded on their own, in eval mode: training's random numbers are untouched
             config = SampleConfig(n=eval_samples, seed=0, max_len=default_max_len(seen.train))
             names = [f"{name}{seen.mark(name).strip()}" for name, _ in stream_sampled(trainer.model, vocab, config)]
@@ -339,12 +359,15 @@ def _run_with_progress(
         sys.stdout.flush()  # a log file gets each line when it is made
 
     seen, vocab = trainer.splits.seen, trainer.splits.vocab
+    log = TensorBoardLog(tensorboard) if tensorboard is not None and trainer.context.is_main else None
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         fit(trainer, out, on_step, on_eval, should_stop=lambda: stop["requested"])
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
+        if log is not None:
+            log.close()
 
 
 def _print_trained(trained: runs.Trained, out: Path) -> None:

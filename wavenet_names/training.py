@@ -311,8 +311,8 @@ class Trainer:
     seconds: float = 0.0  # training time so far, over all resumed sessions
     train_losses: list[float] = field(default_factory=list)  # one per step, for the loss plot
     history: list[dict] = field(default_factory=list)  # one record per evaluation
-    stopped: str | None = None  # why fit stopped before config.steps (config.patience, config.max_time)
     context: distributed.Context = field(default_factory=distributed.Context)
+    stopped: str | None = None  # why fit stopped before config.steps (config.patience, config.max_time)
 
     def __post_init__(self):
         if self.config.members != 1:  # each member is a run of its own: runs.run trains them
@@ -478,7 +478,7 @@ class Trainer:
             checkpoint["seconds"],
             checkpoint["train_losses"].tolist(),
             list(checkpoint["history"]),
-            context,
+            context=context,
         )
         trainer.model.load_state_dict(checkpoint["model"])
         trainer.optimizer.load_state_dict(checkpoint["optimizer"])

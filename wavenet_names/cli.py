@@ -423,8 +423,13 @@ def _epochs(epochs: float) -> str:
 def _print_names(model, vocab: Vocab, seen: Seen, config: SampleConfig, labels=None) -> None:
     # printed a batch at a time, while the rest are made; a name cut at --max-len is no name of the data
     for name, ended in stream_sampled(model, vocab, config, labels=labels):
-        mark = seen.mark(name) if ended else f"  (cut at --max-len {config.max_len})"
+        mark = seen.mark(name) if ended else f"  (cut at {_cut_at(name, config)})"
         print(f"{name or '(empty)'}{mark}")
+
+
+def _cut_at(name: str, config: SampleConfig) -> str:
+    """Why a name stopped before the model ended it: --max-len, or the most the model can read."""
+    return f"--max-len {config.max_len}" if len(name) == config.max_len else f"the model's longest, {len(name)}"
 
 
 def _experiment_data(args) -> tuple[Splits, str]:

@@ -178,7 +178,9 @@ def sweep(
     for point in sweep_config.points():
         name = run_name(point)
         options = {k: v for k, v in {**sweep_config.base, **point}.items() if k != "name"}  # a run's name is no option
-        model_config, config = configs({"data": data, **options}, len(splits.vocab), splits.label_sizes)
+        model_config, config = configs(
+            {"data": data, **options}, len(splits.vocab), splits.label_sizes, splits.positions
+        )
         metrics = run(model_config, config, splits, out / "runs" / name, runner)
         rows.append({"run": name, **point, **{k: metrics[k] for k in RESULT_KEYS}})
         write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

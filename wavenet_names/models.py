@@ -20,8 +20,10 @@ from torch import nn
 
 from .data import NameBatches, Vocab, WindowBatches
 from .ensemble import Ensemble
+from .gru import GRU
 from .mlp import FlatMLP, HierarchicalMLP
 from .options import OptionError, check_at_least, check_choices, option
+from .transformer import Transformer
 from .wavenet import NORMS, Blocks, ConvWaveNet
 
 # The lecture's recipe for its per-position models: batches of 32 windows, SGD at 0.1, then 0.01 for
@@ -37,6 +39,10 @@ LECTURE_RECIPE = dict(
     eval_every=10_000,
 )
 FLAT_SIZES = dict(n_embd=10, n_hidden=200, block_size=3)  # the lecture's first MLP: ModelConfig fields
+
+# makemore's own recipe for its models (its train.py defaults): batches of 32, AdamW at 5e-4 with
+# weight decay 0.01, a constant rate. TrainConfig fields.
+MAKEMORE_RECIPE = dict(batch_size=32, optimizer="adamw", lr=5e-4, schedule="constant", warmup=0, weight_decay=0.01)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class Kind:
     windowed: bool = True
     fixed_shapes: bool = False  # its forward takes rows: a batch laid out in a bucket (NameBatches.sample)
     conditional: bool = False  # takes labels (label_sizes, label_dropout): a table's label columns
+    positional: bool = False  # has a position table: ModelConfig.positions, the data's longest item + 1
 
 
 KINDS = {
@@ -99,6 +106,32 @@ KINDS = {
             sizes=FLAT_SIZES,
             recipe=LECTURE_RECIPE,
         ),
+        Kind(
+            name="transformer",
+            summary="makemore's Transformer: causal self-attention over the whole name",
+            model=Transformer,
+            build=lambda c: Transformer(c.vocab_size, c.positions, c.n_embd, c.n_head, c.n_layers),
+            layout=NameBatches,
+            options=("n_head",),
+            unused=("n_hidden",),  # its MLP is 4 n_embd wide, as makemore's
+            sizes=dict(n_embd=64, n_layers=4),  # makemore's
+            recipe=MAKEMORE_RECIPE,
+            incremental=True,
+            windowed=False,
+            positional=True,
+        ),
+        Kind(
+            name="gru",
+            summary="makemore's GRU: a recurrent model of the whole name",
+            model=GRU,
+            build=lambda c: GRU(c.vocab_size, c.n_embd, c.n_hidden),
+            layout=NameBatches,
+            unused=("n_layers",),  # one cell
+            sizes=dict(n_embd=64, n_hidden=64),  # makemore's n_embd and n_embd2
+            recipe=MAKEMORE_RECIPE,
+            incremental=True,
+            windowed=False,
+        ),
     ]
 }
 
@@ -113,10 +146,12 @@ class ModelConfig:
     )
     vocab_size: int = 27  # not an option: the data's
     label_sizes: tuple[int, ...] = ()  # not an option: each label column's values and unknown (labels.py)
+    positions: int | None = None  # not an option: a positional kind's, the data's longest item + 1
     n_embd: int = option(24, "embedding size")
     n_hidden: int = option(128, "hidden units per layer")
     n_layers: int = option(3, "tree levels: a context of 2**n-layers characters")
     block_size: int | None = option(None, "context length (the trees see 2**n-layers characters)")
+    n_head: int = option(4, "attention heads; n-embd must be a multiple of it")
     batchnorm_bug: bool = option(False, "the lecture's batch-norm bug: statistics over the batch dimension only")
     # the parts of a full WaveNet block (see wavenet.Blocks); the defaults are the lecture's tree
     gated: bool = option(Blocks.gated, "tanh(W_f x) * sigmoid(W_g x) units")
@@ -141,7 +176,7 @@ class ModelConfig:
             raise OptionError(
                 "kind", f"{self.kind} takes no labels ({takers} do): train it with --no-labels, on the items alone"
             )
-        check_at_least(self, 1, "vocab_size", "n_embd", "n_hidden", "n_layers", "block_size")
+        check_at_least(self, 1, "vocab_size", "n_embd", "n_hidden", "n_layers", "block_size", "n_head", "positions")
         defaults = ModelConfig.__dataclass_fields__
         for other in KINDS.values():
             for name in other.options:
@@ -163,6 +198,8 @@ def kind_config(kind: str, **options) -> ModelConfig:
 
 
 def build_model(config: ModelConfig) -> nn.Module:
+    if KINDS[config.kind].positional and config.positions is None:
+        raise ValueError(f"a {config.kind} model needs positions, the data's longest item + 1 (see runs.sized_for)")
     return KINDS[config.kind].build(config)
 
 

@@ -23,7 +23,7 @@ from .data import Vocab
 from .devices import resolve_device
 from .ensemble import Ensemble
 from .files import remove_partial_writes, write_json, write_text
-from .models import ModelConfig, count_params
+from .models import KINDS, ModelConfig, count_params
 from .options import OptionError
 from .presets import TRAIN_PRESETS
 from .processes import run_at_once
@@ -182,8 +182,10 @@ def _rank_device(device: torch.device, context: distributed.Context) -> torch.de
 
 
 def sized_for(model_config: ModelConfig, splits: Splits) -> ModelConfig:
-    """The model config with the data's vocabulary and label columns (it refuses labels it cannot take)."""
-    return replace(model_config, vocab_size=len(splits.vocab), label_sizes=splits.label_sizes)
+    """The model config with the data's vocabulary and label columns (it refuses labels it cannot take),
+    and for a positional kind the data's positions."""
+    positions = {"positions": splits.positions} if KINDS[model_config.kind].positional else {}
+    return replace(model_config, vocab_size=len(splits.vocab), label_sizes=splits.label_sizes, **positions)
 
 
 def _refuse_over_earlier(request: Request) -> None:

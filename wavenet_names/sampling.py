@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Vocab
+from .ensemble import Ensemble
 from .models import kind_of
 from .options import OptionError, check_at_least, option
 
@@ -131,12 +132,14 @@ def _batch(
     characters long, the prefix's included. One more draw tells whether a name that long ends there."""
     device = next(model.parameters()).device
     labels = None if labels is None else labels.to(device)  # (n, K)
+    room = min(config.max_len, longest_name(model) or config.max_len) - len(prefix)  # what a name may add
+    if room < 0:
+        raise ValueError(f"the prefix has {len(prefix)} characters; this model reads names of {longest_name(model)}")
     next_logits = _incremental(model, n, labels) if _cached(model, use_cache) else _windows(model, n, labels)
     for ix in [0] + prefix:  # the '.' before the name, then the prefix
         logits = next_logits(torch.full((n,), ix, dtype=torch.long))
     names = [[] for _ in range(n)]
     done = torch.zeros(n, dtype=torch.bool)
-    room = config.max_len - len(prefix)  # characters a name may add to the prefix
     for drawn in range(room + 1):
         ix = _sample(logits, config, generator)  # (n,)
         done |= ix == 0
@@ -167,6 +170,15 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (n, vocab): the mass of the more likely ones
     keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, before < top_p)
     return probs * keep
+
+
+def longest_name(model) -> int | None:
+    """The most characters a name sampled from `model` can have, or None: a positional kind reads
+    `positions` inputs, a name's '.' and its characters (of an ensemble, the fewest of its members')."""
+    if not kind_of(model).positional:
+        return None
+    members = model.members if isinstance(model, Ensemble) else [model]
+    return min(member.positions for member in members) - 1
 
 
 def _cached(model, use_cache: bool) -> bool:

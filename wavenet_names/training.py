@@ -152,16 +152,19 @@ def changed_settings(saved_model: dict, saved_train: dict, given: dict, may_chan
 
 
 def configs(
-    options: dict, vocab_size: int | None = None, label_sizes: tuple[int, ...] = ()
+    options: dict, vocab_size: int | None = None, label_sizes: tuple[int, ...] = (), positions: int | None = None
 ) -> tuple[ModelConfig, TrainConfig]:
     """A run's configs from options by name, as `train`'s flags, presets and sweep files name them
     ({"model": "flat", "lr": 0.01, ...}): the model kind's own defaults and recipe, then the options.
-    vocab_size and label_sizes: the data's (see Splits), where it is known."""
+    vocab_size, label_sizes and positions: the data's (see Splits), where it is known; positions
+    reaches a positional kind alone."""
     by_field = as_fields(options)
     model = {k: v for k, v in by_field.items() if k in ModelConfig.__dataclass_fields__}
     train = {k: v for k, v in by_field.items() if k in TrainConfig.__dataclass_fields__}
     kind = model.pop("kind", default(OPTIONS["model"]))
     data = {"label_sizes": label_sizes} | ({} if vocab_size is None else {"vocab_size": vocab_size})
+    if kind in KINDS and KINDS[kind].positional and positions is not None:
+        data["positions"] = positions
     model_config = kind_config(kind, **model, **data)
     return model_config, TrainConfig(**{**KINDS[kind].recipe, **train})
 
@@ -245,6 +248,12 @@ class Splits:
             return cls.from_words(data.items, vocab)
         columns = label_columns or LabelColumns.of(data)
         return cls.from_words(data.items, vocab, columns.encode(data, str(path)), columns)
+
+    @property
+    def positions(self) -> int:
+        """What ModelConfig.positions a positional model of these splits has: the longest item, of any
+        split, and its end token (makemore's block_size)."""
+        return max(len(w) for w in self.train + self.val + self.test) + 1
 
     @property
     def seen(self) -> Seen:

@@ -1,0 +1,123 @@
+"""makemore's Transformer: causal self-attention over the whole name, the model makemore's users
+would pick instead of a WaveNet.
+
+The same model as makemore's (a GPT-2 block, Radford et al. 2019; Vaswani et al. 2017,
+arXiv:1706.03762): token and learnt position embeddings, n_layers blocks of pre-norm attention and
+an MLP of 4 n_embd with tanh GELU, a final LayerNorm and a head without bias. Its defaults, 4
+layers, 4 heads, n_embd 64, have 204,544 parameters on data/names.txt, whose positions are the
+longest name and its end token (16). Sampling keeps each layer's keys and values: one new
+character attends to those of the characters before it, and nothing is recomputed.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import language_model_loss
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, positions: int):
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"--n-embd {n_embd} must be a multiple of --n-head {n_head}")
+        self.n_head = n_head
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)  # queries, keys and values of every head at once
+        self.c_proj = nn.Linear(n_embd, n_embd)
+        mask = torch.tril(torch.ones(positions, positions, dtype=torch.bool))
+        self.register_buffer("mask", mask, persistent=False)  # (T, T): position t sees 0..t
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, C) -> q, k, v, each (B, n_head, T, C / n_head)."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """makemore's attention, written out: q (B, nh, Tq, hs) over k, v (B, nh, Tk, hs) -> (B, Tq, C)."""
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))  # (B, nh, Tq, Tk)
+        if mask is not None:
+            att = att.masked_fill(~mask, float("-inf"))
+        y = F.softmax(att, dim=-1) @ v  # (B, nh, Tq, hs)
+        B, _, Tq, _ = y.shape
+        return self.c_proj(y.transpose(1, 2).reshape(B, Tq, -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.heads(x)
+        T = x.shape[1]
+        return self.attend(q, k, v, self.mask[:T, :T])
+
+    def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        """x (B, 1, C), one new position: its keys and values join the cache's, and it attends to all of them."""
+        q, k, v = self.heads(x)
+        cache["k"] = k if cache.get("k") is None else torch.cat([cache["k"], k], dim=2)
+        cache["v"] = v if cache.get("v") is None else torch.cat([cache["v"], v], dim=2)
+        return self.attend(q, cache["k"], cache["v"], None)  # every cached position is earlier: no mask
+
+
+class Block(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, positions: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head, positions)
+        self.ln_2 = nn.LayerNorm(n_embd)
+        self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(n_embd, 4 * n_embd), c_proj=nn.Linear(4 * n_embd, n_embd)))
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp.c_proj(F.gelu(self.mlp.c_fc(x), approximate="tanh"))  # makemore's NewGELU
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.feed_forward(self.ln_2(x))
+
+    def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        x = x + self.attn.step(self.ln_1(x), cache)
+        return x + self.feed_forward(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    """forward(idx (B, T), targets (B, T)) -> logits (B, T, vocab), loss: output t has read
+    idx[:, : t + 1], T at most `positions`. The package's whole-name layout with one '.' before each
+    name (block_size 1) is makemore's: idx starts with the '.' token."""
+
+    block_size = 1  # the '.' tokens before a name in its layout (data.pad_batch)
+
+    def __init__(self, vocab_size: int, positions: int, n_embd: int = 64, n_head: int = 4, n_layers: int = 4):
+        super().__init__()
+        self.positions = positions  # the longest input: a name of positions - 1 characters, and its '.'
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.wpe = nn.Embedding(positions, n_embd)
+        self.h = nn.ModuleList([Block(n_embd, n_head, positions) for _ in range(n_layers)])
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, labels: torch.Tensor | None = None):
+        if labels is not None:
+            raise ValueError("the transformer model takes no labels")
+        T = idx.shape[1]
+        if T > self.positions:
+            raise ValueError(f"an item of {T - 1} characters: this transformer reads at most {self.positions - 1}")
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))  # (B, T, n_embd)
+        for block in self.h:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
+        return logits, language_model_loss(logits, targets)
+
+    def init_cache(self, batch_size: int, labels: torch.Tensor | None = None) -> dict:
+        """Each layer's keys and values so far, none yet, and the next position."""
+        if labels is not None:
+            raise ValueError("the transformer model takes no labels")
+        return {"t": 0, "layers": [{} for _ in self.h]}
+
+    def step(self, cache: dict, token: torch.Tensor) -> torch.Tensor:
+        """Feed one character per row, token (B,); returns the logits (B, vocab) for the next one."""
+        t = cache["t"]
+        if t >= self.positions:
+            raise ValueError(f"this transformer reads at most {self.positions} positions")
+        x = (self.wte(token) + self.wpe.weight[t])[:, None]  # (B, 1, n_embd)
+        for block, layer_cache in zip(self.h, cache["layers"], strict=True):
+            x = block.step(x, layer_cache)
+        cache["t"] = t + 1
+        return self.lm_head(self.ln_f(x))[:, 0]

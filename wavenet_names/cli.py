@@ -170,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     lecture.add_argument("--data", help="default: data/names.txt")
     lecture.add_argument("--seed", type=int, default=42, help="default 42")
     lecture.set_defaults(run=cmd_lecture)
+    race = kinds.add_parser(
+        "race", help="train every kind with its own recipe against the clock, on one split; write a table and a plot"
+    )
+    race.add_argument(
+        "--budgets",
+        type=_budgets,
+        default=experiments.RACE_BUDGETS,
+        help="seconds of training, comma-separated: the table's columns; each kind trains up to the largest "
+        f"(default {','.join(map(str, experiments.RACE_BUDGETS))})",
+    )
+    race.add_argument("--out", default="out/race", help="directory for the runs, results.md and race.png")
+    race.add_argument("--data", help="default: data/names.txt")
+    race.add_argument("--seed", type=int, default=42, help="default 42")
+    race.set_defaults(run=cmd_race)
     sweep = kinds.add_parser("sweep", help="train every point of a grid or random search, resumably")
     sweep_help = "a JSON sweep file (its format: help(wavenet_names.experiments.SweepConfig))"
     sweep.add_argument("--config", required=True, help=sweep_help)
@@ -453,6 +467,29 @@ def cmd_lecture(args) -> int:
     for row in rows:
         _print_run(row["preset"], row)
     print((out / "results.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _budgets(text: str) -> tuple[float, ...]:
+    try:
+        budgets = tuple(sorted(float(part) for part in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds separated by commas, such as 30,60, got {text!r}") from None
+    if not all(0 < b < float("inf") for b in budgets):
+        raise argparse.ArgumentTypeError(f"every budget must be a positive number of seconds, got {text!r}")
+    return budgets
+
+
+def cmd_race(args) -> int:
+    splits, data = _experiment_data(args)
+    out = Path(args.out)
+    for row in experiments.race(splits, data, out, _run_with_progress, args.budgets, seed=args.seed):
+        print(
+            f"{row['entrant']}: {row['params']:,} parameters, {row['positions_per_second']:,.0f} positions/s",
+            flush=True,
+        )
+    print((out / "results.md").read_text(encoding="utf-8"), end="")
+    print(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'race.png'}")
     return 0
 
 

@@ -258,26 +258,26 @@ def test_conditioning_reports_loss_and_how_samples_follow_their_labels(tmp_path,
 
 
 def test_the_race_keeps_each_budgets_best_val_and_reads_back(tmp_path, splits):
-    """Two small entrants for budgets of 0.2 and 0.5 s of training: each row's best val within a
+    """Two small entrants for budgets of 0.1 and 0.3 s of training: each row's best val within a
     budget is the lowest of the evaluations its run made by then, the table bolds each budget's
     lowest, and the same race again trains nothing."""
     entrants = (
         experiments.Entrant("conv", {"model": "conv", "n_embd": 8, "n_hidden": 16, "eval_every": 15}),
         experiments.Entrant("gru", {"model": "gru", "n_embd": 8, "n_hidden": 8, "eval_every": 15}),
     )
-    rows = experiments.race(splits, "tiny.txt", tmp_path, plain, (0.2, 0.5), entrants)
+    rows = experiments.race(splits, "tiny.txt", tmp_path, plain, (0.1, 0.3), entrants)
     assert [r["entrant"] for r in rows] == ["conv", "gru"]
     for row in rows:
         history = [json.loads(line) for line in (tmp_path / row["entrant"] / "metrics.jsonl").read_text().splitlines()]
-        assert history[-1]["seconds"] >= 0.5 or row["steps"] == 4000  # trained to the largest budget
-        early = [r["val_loss"] for r in history if r["seconds"] <= 0.2]
-        assert row["best_val"]["0.2"] == (min(early) if early else None)
-        assert row["best_val"]["0.5"] == min(r["val_loss"] for r in history)
+        assert history[-1]["seconds"] >= 0.3 or row["steps"] == 4000  # trained to the largest budget
+        early = [r["val_loss"] for r in history if r["seconds"] <= 0.1]
+        assert row["best_val"]["0.1"] == (min(early) if early else None)
+        assert row["best_val"]["0.3"] == min(r["val_loss"] for r in history)
     table = (tmp_path / "results.md").read_text()
-    best = min(r["best_val"]["0.5"] for r in rows)
-    assert f"**{best:.4f}**" in table and "| 0.2 s | 0.5 s |" in table
+    best = min(r["best_val"]["0.3"] for r in rows)
+    assert f"**{best:.4f}**" in table and "| 0.1 s | 0.3 s |" in table
     assert (tmp_path / "race.png").stat().st_size > 0
-    assert experiments.race(splits, "tiny.txt", tmp_path, never, (0.2, 0.5), entrants) == rows
+    assert experiments.race(splits, "tiny.txt", tmp_path, never, (0.1, 0.3), entrants) == rows
 
 
 def test_race_budgets_must_be_seconds(capsys):

@@ -148,8 +148,8 @@ class ModelConfig:
     label_sizes: tuple[int, ...] = ()  # not an option: each label column's values and unknown (labels.py)
     positions: int | None = None  # not an option: a positional kind's, the data's longest item + 1
     n_embd: int = option(24, "embedding size")
-    n_hidden: int = option(128, "hidden units per layer")
-    n_layers: int = option(3, "tree levels: a context of 2**n-layers characters")
+    n_hidden: int = option(128, "hidden units per layer (gru: its state's size)")
+    n_layers: int = option(3, "tree levels: a context of 2**n-layers characters (transformer: its blocks)")
     block_size: int | None = option(None, "context length (the trees see 2**n-layers characters)")
     n_head: int = option(4, "attention heads; n-embd must be a multiple of it")
     batchnorm_bug: bool = option(False, "the lecture's batch-norm bug: statistics over the batch dimension only")

@@ -367,12 +367,13 @@ def _run_with_progress(
         if log is not None:
             log(record)
         if eval_samples:  # seeded on their own, in eval mode: training's random numbers are untouched
-            config = SampleConfig(n=eval_samples, seed=0, max_len=default_max_len(seen.train))
-            names = [f"{name}{seen.mark(name).strip()}" for name, _ in stream_sampled(trainer.model, vocab, config)]
-            bar.write(f"{label}  samples: {', '.join(names)}")
+            drawn_names = stream_sampled(trainer.model, trainer.splits.vocab, sample_config)
+            bar.write(f"{label}  samples: {', '.join(f'{name}{seen.mark(name).strip()}' for name, _ in drawn_names)}")
         sys.stdout.flush()  # a log file gets each line when it is made
 
-    seen, vocab = trainer.splits.seen, trainer.splits.vocab
+    if eval_samples:  # the marks' sets and the config, once for the run, not at each evaluation
+        seen = trainer.splits.seen
+        sample_config = SampleConfig(n=eval_samples, seed=0, max_len=default_max_len(seen.train))
     log = TensorBoardLog(tensorboard) if tensorboard is not None and trainer.context.is_main else None
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:

@@ -585,8 +585,10 @@ def fit(
         return trainer.ranks_rng()  # a collective: every rank, at the same step
 
     def time_up() -> bool:  # every rank agrees: each measures its own time
-        spent = config.max_time is not None and trainer.seconds + time.perf_counter() - saved_at >= config.max_time
-        return config.max_time is not None and distributed.any_rank(spent, trainer.device)
+        if config.max_time is None:
+            return False
+        spent = trainer.seconds + time.perf_counter() - saved_at >= config.max_time
+        return distributed.any_rank(spent, trainer.device)
 
     # a resumed run whose time was spent trains no further; a run with no evaluation yet trains to one
     evaluated = distributed.any_rank(bool(trainer.history), trainer.device)  # (rank 0 keeps the history)

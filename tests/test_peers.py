@@ -18,8 +18,11 @@ PEERS = pytest.mark.parametrize("kind", ["transformer", "gru"])
 
 
 def small(kind: str, vocab_size: int, positions: int):
-    """A small model of `kind`, at its (seeded) random initialisation."""
-    sizes = dict(n_embd=16, n_layers=2, n_head=2) if kind == "transformer" else dict(n_embd=16, n_hidden=24)
+    """A small model of `kind`, at its (seeded) random initialisation. The transformer has dropout,
+    which eval mode must switch off everywhere for the checks below to hold."""
+    sizes = (
+        dict(n_embd=16, n_layers=2, n_head=2, dropout=0.3) if kind == "transformer" else dict(n_embd=16, n_hidden=24)
+    )
     torch.manual_seed(0)
     return build_model(ModelConfig(kind=kind, vocab_size=vocab_size, positions=positions, **sizes))
 
@@ -74,10 +77,27 @@ def test_padding_and_neighbours_change_no_score(kind, words, vocab):
     assert evaluate(model, NameBatches(words, vocab, model.block_size)) == pytest.approx(mean, rel=1e-6)
 
 
+def test_the_transformers_dropout_draws_in_training_alone_and_adds_no_parameter(vocab, words):
+    idx, targets = batch(words[:8], vocab)
+    model = small("transformer", len(vocab), 16)
+    assert count_params(model) == count_params(
+        build_model(
+            ModelConfig(kind="transformer", vocab_size=len(vocab), positions=16, n_embd=16, n_layers=2, n_head=2)
+        )
+    )
+    model.train()
+    first, second = model(idx, targets)[1], model(idx, targets)[1]
+    assert first != second  # each training forward draws its own dropout
+    model.eval()
+    assert model(idx, targets)[1] == model(idx, targets)[1]
+    with pytest.raises(ValueError, match="does not apply to the gru model"):
+        ModelConfig(kind="gru", dropout=0.1)
+
+
 def test_the_transformer_samples_and_scores_no_more_than_its_positions(vocab):
     model = small("transformer", len(vocab), 6).eval()  # a '.' and 5 characters
     assert longest_name(model) == 5 and longest_name(small("gru", len(vocab), 6)) is None
-    names = generate(model, vocab, SampleConfig(n=200, seed=0, max_len=64))
+    names = generate(model, vocab, SampleConfig(n=200, seed=0, cut_at=64))
     assert max(map(len, names)) == 5  # an untrained model reaches the limit often
     with pytest.raises(ValueError, match="an item of 6 characters: this transformer reads at most 5"):
         score(model, vocab, ["abcdef"])

@@ -78,7 +78,7 @@ KINDS = {
                 c.vocab_size, c.n_embd, c.n_hidden, c.n_layers, c.blocks(), c.label_sizes, c.label_dropout
             ),
             layout=NameBatches,
-            options=("gated", "residual", "skip", "cycles", "dropout", "norm"),
+            options=("gated", "residual", "skip", "cycles", "norm"),
             incremental=True,
             fixed_shapes=True,
             conditional=True,
@@ -92,6 +92,7 @@ KINDS = {
             ),
             layout=WindowBatches,
             options=("batchnorm_bug",),
+            unused=("dropout",),
             recipe=LECTURE_RECIPE,
             conditional=True,
         ),
@@ -102,7 +103,7 @@ KINDS = {
             build=lambda c: FlatMLP(c.vocab_size, c.n_embd, c.n_hidden, c.block_size or FLAT_SIZES["block_size"]),
             layout=WindowBatches,
             options=("block_size",),
-            unused=("n_layers",),  # one hidden layer over its whole context: --block-size sets the context
+            unused=("n_layers", "dropout"),  # one hidden layer over its whole context: --block-size sets it
             sizes=FLAT_SIZES,
             recipe=LECTURE_RECIPE,
         ),
@@ -110,7 +111,7 @@ KINDS = {
             name="transformer",
             summary="makemore's Transformer: causal self-attention over the whole name",
             model=Transformer,
-            build=lambda c: Transformer(c.vocab_size, c.positions, c.n_embd, c.n_head, c.n_layers),
+            build=lambda c: Transformer(c.vocab_size, c.positions, c.n_embd, c.n_head, c.n_layers, c.dropout),
             layout=NameBatches,
             options=("n_head",),
             unused=("n_hidden",),  # its MLP is 4 n_embd wide, as makemore's
@@ -126,7 +127,7 @@ KINDS = {
             model=GRU,
             build=lambda c: GRU(c.vocab_size, c.n_embd, c.n_hidden),
             layout=NameBatches,
-            unused=("n_layers",),  # one cell
+            unused=("n_layers", "dropout"),  # one cell
             sizes=dict(n_embd=64, n_hidden=64),  # makemore's n_embd and n_embd2
             recipe=MAKEMORE_RECIPE,
             incremental=True,
@@ -158,7 +159,9 @@ class ModelConfig:
     residual: bool = option(Blocks.residual, "residual 1x1 connections")
     skip: bool = option(Blocks.skip, "the head reads the sum of skip connections")
     cycles: int = option(Blocks.cycles, "repeat the dilations 1, 2, ... this many times")
-    dropout: float = option(Blocks.dropout, "dropout on each layer's activation")
+    dropout: float = option(
+        Blocks.dropout, "dropout on each layer's activation (transformer: GPT-2's, on embeddings, attention, branches)"
+    )
     norm: str = option(Blocks.norm, "normalisation", choices=NORMS)
     label_dropout: float = option(
         0.1,

@@ -7,6 +7,10 @@ an MLP of 4 n_embd with tanh GELU, a final LayerNorm and a head without bias. It
 layers, 4 heads, n_embd 64, have 204,544 parameters on data/names.txt, whose positions are the
 longest name and its end token (16). Sampling keeps each layer's keys and values: one new
 character attends to those of the characters before it, and nothing is recomputed.
+
+makemore's model has no dropout; this one adds GPT-2's (as nanoGPT places it: on the embeddings,
+the attention weights, and each residual branch), off by default, because on 32,000 names it
+overfits within minutes of training.
 """
 
 import math
@@ -19,13 +23,15 @@ from .losses import language_model_loss
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, positions: int):
+    def __init__(self, n_embd: int, n_head: int, positions: int, dropout: float = 0.0):
         super().__init__()
         if n_embd % n_head:
             raise ValueError(f"--n-embd {n_embd} must be a multiple of --n-head {n_head}")
         self.n_head = n_head
         self.c_attn = nn.Linear(n_embd, 3 * n_embd)  # queries, keys and values of every head at once
         self.c_proj = nn.Linear(n_embd, n_embd)
+        self.attn_dropout = nn.Dropout(dropout)  # on the attention weights
+        self.resid_dropout = nn.Dropout(dropout)  # on the branch's output, before the residual sum
         mask = torch.tril(torch.ones(positions, positions, dtype=torch.bool))
         self.register_buffer("mask", mask, persistent=False)  # (T, T): position t sees 0..t
 
@@ -40,9 +46,9 @@ class CausalSelfAttention(nn.Module):
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))  # (B, nh, Tq, Tk)
         if mask is not None:
             att = att.masked_fill(~mask, float("-inf"))
-        y = F.softmax(att, dim=-1) @ v  # (B, nh, Tq, hs)
+        y = self.attn_dropout(F.softmax(att, dim=-1)) @ v  # (B, nh, Tq, hs)
         B, _, Tq, _ = y.shape
-        return self.c_proj(y.transpose(1, 2).reshape(B, Tq, -1))
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, Tq, -1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.heads(x)
@@ -58,15 +64,16 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, positions: int):
+    def __init__(self, n_embd: int, n_head: int, positions: int, dropout: float = 0.0):
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd)
-        self.attn = CausalSelfAttention(n_embd, n_head, positions)
+        self.attn = CausalSelfAttention(n_embd, n_head, positions, dropout)
         self.ln_2 = nn.LayerNorm(n_embd)
         self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(n_embd, 4 * n_embd), c_proj=nn.Linear(4 * n_embd, n_embd)))
+        self.mlp_dropout = nn.Dropout(dropout)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp.c_proj(F.gelu(self.mlp.c_fc(x), approximate="tanh"))  # makemore's NewGELU
+        return self.mlp_dropout(self.mlp.c_proj(F.gelu(self.mlp.c_fc(x), approximate="tanh")))  # makemore's NewGELU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -84,12 +91,21 @@ class Transformer(nn.Module):
 
     block_size = 1  # the '.' tokens before a name in its layout (data.pad_batch)
 
-    def __init__(self, vocab_size: int, positions: int, n_embd: int = 64, n_head: int = 4, n_layers: int = 4):
+    def __init__(
+        self,
+        vocab_size: int,
+        positions: int,
+        n_embd: int = 64,
+        n_head: int = 4,
+        n_layers: int = 4,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.positions = positions  # the longest input: a name of positions - 1 characters, and its '.'
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(positions, n_embd)
-        self.h = nn.ModuleList([Block(n_embd, n_head, positions) for _ in range(n_layers)])
+        self.drop = nn.Dropout(dropout)  # on the summed embeddings
+        self.h = nn.ModuleList([Block(n_embd, n_head, positions, dropout) for _ in range(n_layers)])
         self.ln_f = nn.LayerNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
 
@@ -99,7 +115,7 @@ class Transformer(nn.Module):
         T = idx.shape[1]
         if T > self.positions:
             raise ValueError(f"an item of {T - 1} characters: this transformer reads at most {self.positions - 1}")
-        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))  # (B, T, n_embd)
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))  # (B, T, n_embd)
         for block in self.h:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
@@ -116,7 +132,7 @@ class Transformer(nn.Module):
         t = cache["t"]
         if t >= self.positions:
             raise ValueError(f"this transformer reads at most {self.positions} positions")
-        x = (self.wte(token) + self.wpe.weight[t])[:, None]  # (B, 1, n_embd)
+        x = self.drop(self.wte(token) + self.wpe.weight[t])[:, None]  # (B, 1, n_embd)
         for block, layer_cache in zip(self.h, cache["layers"], strict=True):
             x = block.step(x, layer_cache)
         cache["t"] = t + 1

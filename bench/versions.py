@@ -93,8 +93,9 @@ def main() -> int:
             f"  evaluation of the val split: {n / times['mine']:,.0f} / {n / times['theirs']:,.0f} positions/s "
             f"= {times['theirs'] / times['mine']:.3f}x"
         )
-        config = {"mine": current.SampleConfig(n=64, seed=0, max_len=20)}
-        config["theirs"] = earlier.SampleConfig(n=64, seed=0, max_len=20)
+        config = {"mine": current.SampleConfig(n=64, seed=0, cut_at=20)}
+        limit = "cut_at" if "cut_at" in earlier.SampleConfig.__dataclass_fields__ else "max_len"  # its earlier name
+        config["theirs"] = earlier.SampleConfig(n=64, seed=0, **{limit: 20})
         sample = {
             "mine": lambda: current.generate(mine["model"].eval(), vocab, config["mine"]),
             "theirs": lambda: earlier.generate(theirs["model"].eval(), earlier.Vocab(vocab.chars), config["theirs"]),

@@ -144,7 +144,7 @@ def eval_pass(model, kind: str, words: list[str], vocab: Vocab, device):
 def sampling(model, vocab: Vocab, use_cache: bool, n: int = 8):
     """Generate n names (seed 0, the same names either way). Returns (fn, names)."""
     model.eval()
-    config = SampleConfig(n=n, seed=0, max_len=20)
+    config = SampleConfig(n=n, seed=0, cut_at=20)
     return (lambda: generate(model, vocab, config, use_cache=use_cache)), n
 
 

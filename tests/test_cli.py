@@ -155,7 +155,7 @@ def test_items_with_dots_train_sample_and_evaluate(tmp_path, capsys):
 
 def test_samples_are_not_cut_shorter_than_the_training_items(tmp_path, capsys):
     """Items of 150 characters (product titles): by default a sample may run as long as the longest
-    of them, not the 64 characters that suit names; --max-len still caps it. A model one step from its
+    of them, not the 64 characters that suit names; --cut-at still caps it. A model one step from its
     random start rarely ends an item among 151 tokens, so most samples run long."""
     data = tmp_path / "titles.txt"
     data.write_text("".join("".join(chr(0x100 + (i + j) % 150) for j in range(150)) + "\n" for i in range(10)))
@@ -163,10 +163,10 @@ def test_samples_are_not_cut_shorter_than_the_training_items(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "1", *TINY[:-2], "--samples", "0"]) == 0
     capsys.readouterr()
     lengths = {}
-    for max_len in (None, 64):
-        extra = ["--max-len", str(max_len)] if max_len else []
+    for cut_at in (None, 64):
+        extra = ["--cut-at", str(cut_at)] if cut_at else []
         assert main(["sample", "--checkpoint", str(out / "model.pt"), "-n", "20", "--seed", "0", *extra]) == 0
-        lengths[max_len] = [len(line.split("  (cut at")[0]) for line in capsys.readouterr().out.splitlines()]
+        lengths[cut_at] = [len(line.split("  (cut at")[0]) for line in capsys.readouterr().out.splitlines()]
     assert 64 < max(lengths[None]) <= 150
     assert max(lengths[64]) == 64
 

@@ -72,7 +72,7 @@ def test_the_loss_is_the_mean_of_the_members_probabilities(kind, words, vocab):
 def test_cached_generation_is_the_ensembles_own(words, vocab):
     """The cache of each member, mixed at every step, samples the names that recomputing samples."""
     ensemble = Ensemble([ConvWaveNet(len(vocab), 8, 16, 3) for _ in range(2)]).eval()
-    config = SampleConfig(n=30, seed=0, max_len=20)
+    config = SampleConfig(n=30, seed=0, cut_at=20)
     assert generate(ensemble, vocab, config, use_cache=True) == generate(ensemble, vocab, config, use_cache=False)
 
 

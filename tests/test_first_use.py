@@ -94,16 +94,16 @@ def test_version(capsys):
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"wavenet-names {__version__}"
 
 
-def test_max_len_counts_the_prefix_and_a_name_cut_there_is_marked(trained, capsys):
-    """--prefix abcdefghij --max-len 3 gave 'abcdefghijoug'; a name cut at the limit could get a *."""
-    assert main(["sample", "--checkpoint", str(trained), "--prefix", "abcdefghij", "--max-len", "3"]) == 2
-    assert "--prefix has 10 characters, more than --max-len 3" in one_error(capsys)
+def test_cut_at_counts_the_prefix_and_a_name_cut_there_is_marked(trained, capsys):
+    """--prefix abcdefghij with a limit of 3 gave 'abcdefghijoug'; a name cut at the limit could get a *."""
+    assert main(["sample", "--checkpoint", str(trained), "--prefix", "abcdefghij", "--cut-at", "3"]) == 2
+    assert "--prefix has 10 characters, more than --cut-at 3" in one_error(capsys)
     assert (
-        main(["sample", "--checkpoint", str(trained), "-n", "200", "--seed", "0", "--prefix", "ka", "--max-len", "4"])
+        main(["sample", "--checkpoint", str(trained), "-n", "200", "--seed", "0", "--prefix", "ka", "--cut-at", "4"])
         == 0
     )
     lines = capsys.readouterr().out.splitlines()
-    cut = [line for line in lines if line.endswith("  (cut at --max-len 4)")]
+    cut = [line for line in lines if line.endswith("  (cut at --cut-at 4)")]
     ended = [line.removesuffix(" *") for line in lines if line not in cut]
     assert cut and ended  # an untrained model ends some names within 4 characters, not all
     assert all(len(line.split()[0]) == 4 and "*" not in line for line in cut)

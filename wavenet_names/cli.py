@@ -18,13 +18,14 @@ import torch
 
 from . import experiments, presets, runs
 from .checkpoint import CheckpointError, label_columns, load_models
-from .data import DataError, Vocab, parse_words
+from .constraints import Constraints, TooRare, stream_constrained
+from .data import DataError, Vocab, parse_words, read_words
 from .devices import DEVICE_HELP, resolve_device
 from .labels import LabelColumns, Table, no_labels_error, read_items
 from .logs import TensorBoardLog
 from .models import KINDS, ModelConfig
 from .options import OptionError, default, flag, option_fields, option_name
-from .sampling import MARKS, SampleConfig, Seen, default_max_len, stream_sampled
+from .sampling import MARKS, SampleConfig, Seen, default_cut_at, stream_sampled
 from .scoring import stream_scores
 from .training import (
     Splits,
@@ -39,7 +40,7 @@ from .training import (
 DEFAULT_CHECKPOINT = "out/model.pt"  # what sample, evaluate and score read when given no --checkpoint
 TRAINING_COMMANDS = ("train", "experiment")  # what a second Ctrl-C cuts short, and a smaller batch helps
 # how the command line spells each option's field, for errors the library raises about it
-FLAGS = {f.name: flag(f) for cls in (ModelConfig, TrainConfig, SampleConfig) for f in option_fields(cls)}
+FLAGS = {f.name: flag(f) for cls in (ModelConfig, TrainConfig, SampleConfig, Constraints) for f in option_fields(cls)}
 
 
 class Parser(argparse.ArgumentParser):
@@ -157,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         "a label not given is unknown",
     )
     _add_options(sample, SampleConfig)
+    constraints = sample.add_argument_group(
+        "constraints", "names that break one are drawn again: those kept follow the model's distribution given them"
+    )
+    _add_options(constraints, Constraints)
+    constraints.add_argument("--exclude", metavar="FILE", help="a file of names to leave out, one per line")
     sample.set_defaults(run=cmd_sample)
 
     experiment = commands.add_parser("experiment", help="the lecture's results table, or a sweep over options")
@@ -373,7 +379,7 @@ def _run_with_progress(
 
     if eval_samples:  # the marks' sets and the config, once for the run, not at each evaluation
         seen = trainer.splits.seen
-        sample_config = SampleConfig(n=eval_samples, seed=0, max_len=default_max_len(seen.train))
+        sample_config = SampleConfig(n=eval_samples, seed=0, cut_at=default_cut_at(seen.train))
     log = TensorBoardLog(tensorboard) if tensorboard is not None and trainer.context.is_main else None
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
@@ -426,7 +432,7 @@ def _print_samples(model, vocab: Vocab, seen: Seen, n_samples: int) -> None:
     """A few names at the end of training, marked as the data holds them."""
     if n_samples:
         print(f"samples ({MARKS}):")
-        config = SampleConfig(n=n_samples, seed=0, max_len=default_max_len(seen.train))
+        config = SampleConfig(n=n_samples, seed=0, cut_at=default_cut_at(seen.train))
         _print_names(model, vocab, seen, config)
 
 
@@ -435,16 +441,21 @@ def _epochs(epochs: float) -> str:
     return f"{epochs:.0f} epochs" if epochs >= 10 else f"{epochs:.2g} epochs"
 
 
-def _print_names(model, vocab: Vocab, seen: Seen, config: SampleConfig, labels=None) -> None:
-    # printed a batch at a time, while the rest are made; a name cut at --max-len is no name of the data
-    for name, ended in stream_sampled(model, vocab, config, labels=labels):
+def _print_names(model, vocab: Vocab, seen: Seen, config: SampleConfig, labels=None, constraints=None) -> None:
+    """Printed a batch at a time, while the rest are made; a name cut at --cut-at is no name of the
+    data. Under constraints, every name printed is one the model ended."""
+    if constraints is not None and constraints.any():
+        names = stream_constrained(model, vocab, config, constraints, seen, labels)
+    else:
+        names = stream_sampled(model, vocab, config, labels=labels)
+    for name, ended in names:
         mark = seen.mark(name) if ended else f"  (cut at {_cut_at(name, config)})"
         print(f"{name or '(empty)'}{mark}")
 
 
 def _cut_at(name: str, config: SampleConfig) -> str:
-    """Why a name stopped before the model ended it: --max-len, or the most the model can read."""
-    return f"--max-len {config.max_len}" if len(name) == config.max_len else f"the model's longest, {len(name)}"
+    """Why a name stopped before the model ended it: --cut-at, or the most the model can read."""
+    return f"--cut-at {config.cut_at}" if len(name) == config.cut_at else f"the model's longest, {len(name)}"
 
 
 def _experiment_data(args) -> tuple[Splits, str]:
@@ -515,15 +526,22 @@ def _load(args, device: str | torch.device = "cpu"):
 
 
 def cmd_sample(args) -> int:
+    exclude = () if args.exclude is None else tuple(read_words(args.exclude))
+    constraints = Constraints(**_given(args, Constraints), exclude=exclude)
     model, vocab, checkpoint = _load(args)
     seen = Seen.of_checkpoint(checkpoint)
-    config = SampleConfig(**{"max_len": default_max_len(seen.train), **_given(args, SampleConfig)})
+    config = SampleConfig(**{"cut_at": default_cut_at(seen.train), **_given(args, SampleConfig)})
     vocab.encode(config.prefix)  # an unknown prefix character is an error before anything is printed
+    constraints.check(config, vocab)
     columns = label_columns(checkpoint)
     if args.label and columns is None:
         raise no_labels_error("--label")
     labels = columns.parse(args.label) if columns is not None else None  # (K,), unknown where not given
-    _print_names(model, vocab, seen, config, labels)
+    try:
+        _print_names(model, vocab, seen, config, labels, constraints)
+    except TooRare as e:  # the names found are printed: say why there are not more
+        print(f"wavenet-names sample: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,6 +1,7 @@
 """Sampling new names from any model: incremental with ConvWaveNet's cache, by windows otherwise."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -25,26 +26,26 @@ class SampleConfig:
     )
     prefix: str = option("", "start every name with these characters", show_default=False)
     seed: int | None = option(None, "the same seed prints the same names")
-    max_len: int = option(
+    cut_at: int = option(
         64,
-        "stop a name at this many characters, the prefix's included; a name stopped there is marked as cut "
-        "(default: 64, or the training data's longest item if longer)",
+        "a safety limit: stop drawing a name at this many characters, the prefix's included, and mark it as "
+        "cut (default: 64, or the training data's longest item if longer; --max-len keeps only shorter names)",
         show_default=False,
     )
     batch_size: int = 1024  # names generated at once: memory stays bounded however many are asked for
 
     def __post_init__(self):
-        check_at_least(self, 1, "n", "batch_size", "top_k", "max_len")
+        check_at_least(self, 1, "n", "batch_size", "top_k", "cut_at")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise OptionError("top_p", f"must be in (0, 1], got {self.top_p}")
         if not self.temperature > 0:
             raise OptionError("temperature", f"must be greater than 0, got {self.temperature}")
-        if len(self.prefix) > self.max_len:
-            raise OptionError("prefix", f"has {len(self.prefix)} characters, more than --max-len {self.max_len}")
+        if len(self.prefix) > self.cut_at:
+            raise OptionError("prefix", f"has {len(self.prefix)} characters, more than --cut-at {self.cut_at}")
 
 
 class Sampled(NamedTuple):
-    """A sampled name, and whether it ended (the model chose the end token) or was cut at max_len."""
+    """A sampled name, and whether it ended (the model chose the end token) or was cut at cut_at."""
 
     name: str
     ended: bool
@@ -72,10 +73,10 @@ class Seen:
 MARKS = "* = in the training split, + = in val or test, unmarked = new"
 
 
-def default_max_len(train_words) -> int:
-    """The sample command's --max-len: 64 characters, or the longest item the model was trained on if
+def default_cut_at(train_words) -> int:
+    """The sample command's --cut-at: 64 characters, or the longest item the model was trained on if
     that is longer (a product list's titles), so that no sample is cut shorter than the data it imitates."""
-    return max([SampleConfig.max_len, *map(len, train_words)])
+    return max([SampleConfig.cut_at, *map(len, train_words)])
 
 
 def generate(
@@ -103,16 +104,29 @@ def stream(
 def stream_sampled(
     model, vocab: Vocab, config: SampleConfig, use_cache: bool = True, labels: torch.Tensor | None = None
 ) -> Iterator[Sampled]:
-    """stream()'s names, each with whether it ended or was cut at config.max_len."""
+    """stream()'s names, each with whether it ended or was cut at config.cut_at."""
+    with sampler(model, vocab, config, use_cache, labels) as draw:
+        for start in range(0, config.n, config.batch_size):
+            yield from draw(min(config.batch_size, config.n - start))
+
+
+@contextmanager
+def sampler(
+    model, vocab: Vocab, config: SampleConfig, use_cache: bool = True, labels: torch.Tensor | None = None
+) -> Iterator[Callable[[int], list[Sampled]]]:
+    """draw(n), which samples n more names at once (config.n aside), from one random stream: the same
+    seed gives the same names for the same sizes of draws. The model is in eval mode inside."""
     prefix = vocab.encode(config.prefix)
     generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
+
+    def draw(n: int) -> list[Sampled]:
+        batch_labels = None if labels is None else labels.expand(n, -1)  # (n, K)
+        return _batch(model, vocab, config, prefix, n, generator, use_cache, batch_labels)
+
     was_training = model.training
     model.eval()  # BatchNorm's running statistics: a name must not depend on those sampled beside it
     try:  # and afterwards the mode it was in: a training loop may sample to see how it is going
-        for start in range(0, config.n, config.batch_size):
-            n = min(config.batch_size, config.n - start)
-            batch_labels = None if labels is None else labels.expand(n, -1)  # (n, K)
-            yield from _batch(model, vocab, config, prefix, n, generator, use_cache, batch_labels)
+        yield draw
     finally:
         model.train(was_training)
 
@@ -128,11 +142,11 @@ def _batch(
     use_cache: bool,
     labels: torch.Tensor | None,
 ):
-    """n names at once, one character of each per step, until every one has ended or is max_len
+    """n names at once, one character of each per step, until every one has ended or is cut_at
     characters long, the prefix's included. One more draw tells whether a name that long ends there."""
     device = next(model.parameters()).device
     labels = None if labels is None else labels.to(device)  # (n, K)
-    room = min(config.max_len, longest_name(model) or config.max_len) - len(prefix)  # what a name may add
+    room = min(config.cut_at, longest_name(model) or config.cut_at) - len(prefix)  # what a name may add
     if room < 0:
         raise ValueError(f"the prefix has {len(prefix)} characters; this model reads names of {longest_name(model)}")
     next_logits = _incremental(model, n, labels) if _cached(model, use_cache) else _windows(model, n, labels)

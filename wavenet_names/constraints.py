@@ -1,0 +1,130 @@
+"""Constraints on sampled names: a length range, an ending, only new names, a list to avoid, no repeats.
+
+A constraint changes which names are kept, never how one is drawn: names are sampled from the model
+as they always are, and those that break a constraint are thrown away and drawn again, in batches.
+So the names kept follow the model's own distribution given the constraint, exactly. Masking
+instead (forbidding the end token until a name is long enough, say) would not: it moves the mass of
+the short names onto whichever longer names follow them, not in proportion to their probabilities.
+Only --prefix is applied in the drawing itself, by feeding its characters; that too is exact,
+since a name's first characters come first.
+
+A rare constraint costs many draws: `tries` bounds them, and TooRare says how many were found.
+"""
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from .data import Vocab
+from .options import OptionError, check_at_least, option
+from .sampling import SampleConfig, Sampled, Seen, sampler
+
+TRIES_PER_NAME = 1000  # the default bound on draws, per name asked for
+SMALLEST_DRAW = 64  # the fewest names drawn at once after the first draw
+
+
+@dataclass
+class Constraints:
+    """What a kept name must be. A length counts the prefix's characters."""
+
+    min_len: int | None = option(None, "only names of at least this many characters", show_default=False)
+    max_len: int | None = option(
+        None,
+        "only names of at most this many characters: longer ones are drawn again, not cut short",
+        show_default=False,
+    )
+    ends_with: str = option("", "only names that end with these characters", show_default=False)
+    new: bool = option(False, "only names that the data does not hold, in any of its splits")
+    exclude: tuple[str, ...] = ()  # names to leave out (sample --exclude FILE: one per line)
+    unique: bool = option(False, "no name twice")
+    tries: int | None = option(
+        None,
+        f"give up after drawing this many names in all (default: {TRIES_PER_NAME:,} per name asked for)",
+        show_default=False,
+    )
+
+    def __post_init__(self):
+        self.exclude = tuple(self.exclude)
+        check_at_least(self, 1, "min_len", "max_len", "tries")
+        if self.min_len is not None and self.max_len is not None and self.min_len > self.max_len:
+            raise OptionError(("min_len", "max_len"), f"leave no length: {self.min_len} > {self.max_len}")
+
+    def any(self) -> bool:
+        """Whether any constraint is set (other than the bound on tries)."""
+        return any(getattr(self, f.name) != f.default for f in fields(self) if f.name != "tries")
+
+    def check(self, config: SampleConfig, vocab: Vocab) -> None:
+        """Refuse what no name could meet, before any drawing: an ending of unknown characters, or a
+        prefix longer than --max-len."""
+        vocab.encode(self.ends_with)  # (an unknown character is its own error)
+        if self.max_len is not None and len(config.prefix) > self.max_len:
+            raise OptionError("max_len", f"is {self.max_len}, shorter than the prefix {config.prefix!r}")
+
+    def accepts(self, seen: Seen) -> Callable[[Sampled], bool]:
+        """The test that a drawn name must pass; with `unique`, it remembers the names it has passed."""
+        excluded = frozenset(self.exclude)
+        kept: set[str] = set()
+        lowest, highest = self.min_len or 0, self.max_len or math.inf
+
+        def accepts(sampled: Sampled) -> bool:
+            name = sampled.name
+            ok = (
+                sampled.ended  # a name cut at --cut-at (or the model's longest) has no length or ending yet
+                and lowest <= len(name) <= highest
+                and name.endswith(self.ends_with)
+                and not (self.new and (name in seen.train or name in seen.held_out))
+                and name not in excluded
+                and not (self.unique and name in kept)
+            )
+            if ok and self.unique:
+                kept.add(name)
+            return ok
+
+        return accepts
+
+
+class TooRare(Exception):
+    """Fewer names met the constraints than were asked for, within the bound on tries."""
+
+    def __init__(self, found: int, wanted: int, tries: int):
+        self.found, self.wanted, self.tries = found, wanted, tries
+        super().__init__(
+            f"found {found:,} of {wanted:,} names that meet the constraints in {tries:,} tries; "
+            "loosen them, or allow more with --tries"
+        )
+
+
+def stream_constrained(
+    model,
+    vocab: Vocab,
+    config: SampleConfig,
+    constraints: Constraints,
+    seen: Seen,
+    labels: torch.Tensor | None = None,
+) -> Iterator[Sampled]:
+    """config.n names that meet `constraints`, drawn and redrawn in batches, yielded as they are found;
+    raises TooRare after the last one found if the bound on tries ran out first.
+
+    The first draw is config.n names, so that constraints every name meets give the names of no
+    constraint. Later draws are sized by the share kept so far, for what is still missing. With
+    max_len, a name is cut at max_len + 1 characters: it is rejected whatever would follow."""
+    constraints.check(config, vocab)
+    accepts = constraints.accepts(seen)
+    tries = constraints.tries or TRIES_PER_NAME * config.n
+    if constraints.max_len is not None:
+        config = replace(config, cut_at=min(config.cut_at, constraints.max_len + 1))
+    found = drawn = 0
+    with sampler(model, vocab, config, labels=labels) as draw:
+        while found < config.n and drawn < tries:
+            missing = config.n - found
+            size = missing if drawn == 0 else max(SMALLEST_DRAW, math.ceil(missing * drawn / max(found, 1)))
+            size = min(size, config.batch_size, tries - drawn)
+            for sampled in draw(size):
+                if found < config.n and accepts(sampled):
+                    found += 1
+                    yield sampled
+            drawn += size
+    if found < config.n:
+        raise TooRare(found, config.n, drawn)

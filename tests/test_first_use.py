@@ -82,12 +82,6 @@ def test_evaluate_refuses_a_split_of_data_that_has_changed(trained, small_data_f
     assert main(["evaluate", "--checkpoint", str(trained), "--split", "val"]) == 0  # its own data, unchanged
 
 
-def test_sample_before_any_train_says_to_train_first(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    assert main(["sample"]) == 2
-    assert "train a model first (wavenet-names train)" in one_error(capsys)
-
-
 def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from . import experiments, presets, runs
-from .checkpoint import CheckpointError, label_columns, load_models
+from . import experiments, presets, runs, shipped
+from .checkpoint import CheckpointError, label_columns, load_models, training_data
 from .constraints import Constraints, TooRare, stream_constrained
 from .data import DataError, Vocab, parse_words, read_words
 from .devices import DEVICE_HELP, resolve_device
@@ -37,7 +37,7 @@ from .training import (
     out_of_memory,
 )
 
-DEFAULT_CHECKPOINT = "out/model.pt"  # what sample, evaluate and score read when given no --checkpoint
+DEFAULT_CHECKPOINT = "out/model.pt"  # what sample, evaluate and score read when given no --checkpoint, if it is there
 TRAINING_COMMANDS = ("train", "experiment")  # what a second Ctrl-C cuts short, and a smaller batch helps
 # how the command line spells each option's field, for errors the library raises about it
 FLAGS = {f.name: flag(f) for cls in (ModelConfig, TrainConfig, SampleConfig, Constraints) for f in option_fields(cls)}
@@ -199,6 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--data", help="default: data/names.txt")
     sweep.set_defaults(run=cmd_sweep)
 
+    ship = commands.add_parser(
+        "ship", help="train the models that the package ships again, with the default recipe, and write them"
+    )
+    ship.add_argument(
+        "--out", default="out/shipped", help="directory for the two runs, resumable (default out/shipped)"
+    )
+    ship.add_argument(
+        "--into",
+        default=str(shipped.DIRECTORY),
+        help="where to write the slim checkpoints and trained.json (default: the package's own)",
+    )
+    ship.set_defaults(run=cmd_ship)
+
     ev = commands.add_parser("evaluate", help="print the mean loss of a checkpoint over a whole split")
     _add_checkpoint(ev)
     ev.add_argument("--data", help="default: the file the checkpoint was trained on")
@@ -239,8 +252,9 @@ def _add_checkpoint(command: argparse.ArgumentParser) -> None:
         "--checkpoint",
         action="append",
         metavar="FILE",
-        help="default out/model.pt; given more than once, the models as one ensemble, their "
-        "next-character distributions averaged",
+        help=f"a checkpoint file, a run's directory, or a shipped model: {', '.join(shipped.SHIPPED)} "
+        f"(default: {DEFAULT_CHECKPOINT} if there is one, else the shipped {shipped.DEFAULT}); given more than "
+        "once, the models as one ensemble, their next-character distributions averaged",
     )
 
 
@@ -515,14 +529,25 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_ship(args) -> int:
+    into = Path(args.into)
+    for name, row in shipped.ship(_run_with_progress, Path(args.out), into).items():
+        print(f"{name}: train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  ({row['params']:,} parameters)")
+    written = ", ".join(str(shipped.path_of(name, into)) for name in shipped.SHIPPED)
+    print(f"wrote {written} and {into / shipped.RECORD}")
+    return 0
+
+
+def _checkpoints(args) -> list[Path]:
+    """--checkpoint's paths; without one, the model that `train` wrote, or before any training the
+    shipped one."""
+    given = args.checkpoint or [DEFAULT_CHECKPOINT if Path(DEFAULT_CHECKPOINT).exists() else shipped.DEFAULT]
+    return [shipped.resolve(spec) for spec in given]
+
+
 def _load(args, device: str | torch.device = "cpu"):
     """The model of --checkpoint, or of several as one ensemble (load_models)."""
-    if not args.checkpoint and not Path(DEFAULT_CHECKPOINT).exists():  # a new user's first `sample`
-        raise CheckpointError(
-            f"{DEFAULT_CHECKPOINT}: no such checkpoint file; train a model first "
-            "(wavenet-names train), or pass --checkpoint FILE"
-        )
-    return load_models(args.checkpoint or [DEFAULT_CHECKPOINT], device)
+    return load_models(_checkpoints(args), device)
 
 
 def cmd_sample(args) -> int:
@@ -588,7 +613,7 @@ def _items_and_labels(data: list[str] | Table, columns: LabelColumns | None, sou
 def cmd_evaluate(args) -> int:
     device = resolve_device(args.device)
     model, vocab, checkpoint = _load(args, device)
-    data = args.data or checkpoint["train_config"]["data"]
+    data = args.data or training_data(checkpoint)
     columns = label_columns(checkpoint)  # a table's labels are read for a conditional model
     splits = Splits.read(data, vocab, columns, use_labels=columns is not None)  # every character must be known
     batches = splits.batches(args.split, model, device)  # (an empty split is its own error)

@@ -20,7 +20,8 @@ PACKAGE = ROOT / "wavenet_names"
 @pytest.mark.slow  # builds and installs a wheel, and starts the program
 def test_an_installed_wheel_carries_names_txt_and_trains_on_it_from_any_directory(tmp_path):
     """`pip install .` or `pip install git+...` (not editable): the wheel ships data/names.txt (and
-    names-by-decade.tsv), and `wavenet-names train` with no --data finds it, wherever it is run from."""
+    names-by-decade.tsv), the shipped models and serve's page; `sample` before any training reads
+    the shipped model, and `wavenet-names train` with no --data finds the data, wherever it is run from."""
     source = tmp_path / "source"  # a clean copy: no build/ left by an earlier build can slip files in
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "out", "__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -34,16 +35,22 @@ def test_an_installed_wheel_carries_names_txt_and_trains_on_it_from_any_director
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("wavenet_names/datasets/names.txt") == NAMES_TXT.read_bytes()
         assert archive.read("wavenet_names/datasets/names-by-decade.tsv") == NAMES_BY_DECADE.read_bytes()
+        for shipped in ("trained/names.pt", "trained/names-by-decade.pt", "trained/trained.json", "page.html"):
+            assert archive.read(f"wavenet_names/{shipped}") == (PACKAGE / shipped).read_bytes()
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)
 
     elsewhere = tmp_path / "elsewhere"  # no data/ here, and not the repository
     elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    first = [sys.executable, "-m", "wavenet_names", "sample", "-n", "3", "--seed", "0"]  # before any train
+    result = subprocess.run(first, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 3, result.stderr
     tiny = ["--steps", "2", "--eval-every", "1", "--n-embd", "4", "--n-hidden", "8", "--samples", "0"]
     result = subprocess.run(
         [sys.executable, "-m", "wavenet_names", "train", "--out", "run", *tiny],
         cwd=elsewhere,
-        env={**os.environ, "PYTHONPATH": str(site)},
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,

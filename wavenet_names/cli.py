@@ -199,6 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--data", help="default: data/names.txt")
     sweep.set_defaults(run=cmd_sweep)
 
+    serve = commands.add_parser("serve", help="names over HTTP from one model: a JSON API, and a page to get them")
+    _add_checkpoint(serve)
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default 127.0.0.1: this machine alone; 0.0.0.0: every network interface)",
+    )
+    serve.add_argument("--port", type=int, default=8000, help="default 8000; 0: a free port, printed when it starts")
+    serve.add_argument(
+        "--window-ms",
+        type=float,
+        default=5.0,
+        help="how long a request waits for others to share its generation pass (default 5)",
+    )
+    serve.add_argument(
+        "--no-batching",
+        action="store_true",
+        help="draw for one request at a time, to measure what batching gives",
+    )
+    serve.set_defaults(run=cmd_serve)
+
     ship = commands.add_parser(
         "ship", help="train the models that the package ships again, with the default recipe, and write them"
     )
@@ -526,6 +547,30 @@ def cmd_sweep(args) -> int:
     rows = experiments.sweep(config, splits, data, out, _run_with_progress, on_result=_print_run)
     print(experiments.summary_table(rows), end="")
     print(f"wrote {out / 'results.jsonl'} and {out / 'summary.md'}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import socket
+
+    import uvicorn
+
+    from .server import create_app  # here: FastAPI's import costs every other command nothing
+
+    if not 0 <= args.port < 65536:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    if not args.window_ms >= 0:
+        raise ValueError(f"--window-ms must be a number of milliseconds, not negative, got {args.window_ms}")
+    checkpoints = _checkpoints(args)
+    app = create_app(checkpoints, args.window_ms / 1000, not args.no_batching)
+    listener = socket.create_server((args.host, args.port))  # bound here, so that its port can be printed
+    port = listener.getsockname()[1]
+    print(
+        f"serving {', '.join(map(str, checkpoints))} on http://{args.host}:{port}/ (its API: /docs); Ctrl-C stops",
+        flush=True,
+    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 

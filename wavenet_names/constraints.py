@@ -96,6 +96,52 @@ class TooRare(Exception):
         )
 
 
+class Search:
+    """One request's constrained draws, in batches: how many to draw next, which to keep, and when to
+    stop. The first draw is the names asked for, so that constraints every name meets keep the
+    names of no constraint; later draws are sized by the share kept so far, for what is missing."""
+
+    def __init__(self, wanted: int, accepts: Callable[[Sampled], bool], tries: int, batch_size: int):
+        self.wanted, self.accepts, self.tries, self.batch_size = wanted, accepts, tries, batch_size
+        self.found: list[Sampled] = []
+        self.drawn = 0
+
+    @classmethod
+    def of(cls, wanted: int, constraints: Constraints, seen: Seen, batch_size: int) -> "Search":
+        return cls(wanted, constraints.accepts(seen), constraints.tries or TRIES_PER_NAME * wanted, batch_size)
+
+    @property
+    def done(self) -> bool:
+        """Every name found, or the bound on tries reached."""
+        return len(self.found) == self.wanted or self.drawn >= self.tries
+
+    def next_size(self) -> int:
+        missing, found = self.wanted - len(self.found), len(self.found)
+        size = missing if self.drawn == 0 else max(SMALLEST_DRAW, math.ceil(missing * self.drawn / max(found, 1)))
+        return min(size, self.batch_size, self.tries - self.drawn)
+
+    def take(self, drawn: list[Sampled]) -> list[Sampled]:
+        """Keep what passes of a draw, up to the names still missing; returns the names kept."""
+        self.drawn += len(drawn)
+        kept = []
+        for sampled in drawn:
+            if len(self.found) < self.wanted and self.accepts(sampled):
+                self.found.append(sampled)
+                kept.append(sampled)
+        return kept
+
+    def shortfall(self) -> "TooRare | None":
+        return None if len(self.found) == self.wanted else TooRare(len(self.found), self.wanted, self.drawn)
+
+
+def for_constraints(config: SampleConfig, constraints: Constraints) -> SampleConfig:
+    """The sampling config that a search draws with: under max_len, a name is cut at max_len + 1
+    characters, since it is rejected whatever would follow."""
+    if constraints.max_len is None:
+        return config
+    return replace(config, cut_at=min(config.cut_at, constraints.max_len + 1))
+
+
 def stream_constrained(
     model,
     vocab: Vocab,
@@ -104,27 +150,12 @@ def stream_constrained(
     seen: Seen,
     labels: torch.Tensor | None = None,
 ) -> Iterator[Sampled]:
-    """config.n names that meet `constraints`, drawn and redrawn in batches, yielded as they are found;
-    raises TooRare after the last one found if the bound on tries ran out first.
-
-    The first draw is config.n names, so that constraints every name meets give the names of no
-    constraint. Later draws are sized by the share kept so far, for what is still missing. With
-    max_len, a name is cut at max_len + 1 characters: it is rejected whatever would follow."""
+    """config.n names that meet `constraints`, drawn and redrawn in batches (Search), yielded as they
+    are found; raises TooRare after the last one found if the bound on tries ran out first."""
     constraints.check(config, vocab)
-    accepts = constraints.accepts(seen)
-    tries = constraints.tries or TRIES_PER_NAME * config.n
-    if constraints.max_len is not None:
-        config = replace(config, cut_at=min(config.cut_at, constraints.max_len + 1))
-    found = drawn = 0
-    with sampler(model, vocab, config, labels=labels) as draw:
-        while found < config.n and drawn < tries:
-            missing = config.n - found
-            size = missing if drawn == 0 else max(SMALLEST_DRAW, math.ceil(missing * drawn / max(found, 1)))
-            size = min(size, config.batch_size, tries - drawn)
-            for sampled in draw(size):
-                if found < config.n and accepts(sampled):
-                    found += 1
-                    yield sampled
-            drawn += size
-    if found < config.n:
-        raise TooRare(found, config.n, drawn)
+    search = Search.of(config.n, constraints, seen, config.batch_size)
+    with sampler(model, vocab, for_constraints(config, constraints), labels=labels) as draw:
+        while not search.done:
+            yield from search.take(draw(search.next_size()))
+    if search.shortfall() is not None:
+        raise search.shortfall()

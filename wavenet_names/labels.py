@@ -117,24 +117,24 @@ class LabelColumns:
             rows.append(row)
         return torch.tensor(rows, dtype=torch.long).view(len(rows), len(self.names))
 
-    def parse(self, given: list[str]) -> torch.Tensor:
+    def parse(self, given: list[str], what: str = "--label") -> torch.Tensor:
         """`sample --label` values, ["sex=F", "decade=1920"], as numbers (len(names),): unknown where
-        not given."""
+        not given. `what` names them in errors (the server's "label")."""
         labels = torch.zeros(len(self.names), dtype=torch.long)
         seen = set()
         for pair in given:
             name, equals, value = pair.partition("=")
             if not equals:
-                raise DataError(f"--label {pair!r}: expected COLUMN=VALUE, e.g. {self._example()}")
+                raise DataError(f"{what} {pair!r}: expected COLUMN=VALUE, e.g. {self._example()}")
             if name not in self.names:
-                raise DataError(f"--label {pair}: {name!r} is not a label of this model ({self._listed()})")
+                raise DataError(f"{what} {pair}: {name!r} is not a label of this model ({self._listed()})")
             if name in seen:
-                raise DataError(f"--label {name} is given twice")
+                raise DataError(f"{what} {name} is given twice")
             seen.add(name)
             k = self.names.index(name)
             number = self._number(k, value)
             if number is None:
-                raise DataError(f"--label {pair}: {value!r} is not a value of {name} ({self.choices(k)})")
+                raise DataError(f"{what} {pair}: {value!r} is not a value of {name} ({self.choices(k)})")
             labels[k] = number
         return labels
 

@@ -1,9 +1,16 @@
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from wavenet_names import Vocab, read_words
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest -n N, N workers share the cores: one thread each, and the same for the processes a
+    # test starts (they read OMP_NUM_THREADS), or every worker's threads fight over every core.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 NAMES_TXT = Path(__file__).resolve().parents[1] / "data" / "names.txt"  # the repository's own copy
 NAMES_BY_DECADE = NAMES_TXT.with_name("names-by-decade.tsv")

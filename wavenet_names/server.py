@@ -288,6 +288,8 @@ async def _too_large(send, limit: int) -> None:
 
 def create_app(checkpoints: list[str | Path], window: float = WINDOW, batching: bool = True) -> FastAPI:
     """The server's app, for uvicorn (wavenet-names serve) or a test's client."""
+    if not math.isfinite(window) or window < 0:
+        raise ValueError(f"the batching window must be a number of seconds, not negative, got {window}")
     server = NameServer(checkpoints, window, batching)
     page = files("wavenet_names").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -339,6 +341,4 @@ def create_app(checkpoints: list[str | Path], window: float = WINDOW, batching: 
         return {"scores": [{"item": item, "loss": loss} for item, loss in zip(request.items, losses, strict=True)]}
 
     app.add_middleware(BodyLimit)
-    if not math.isfinite(window) or window < 0:
-        raise ValueError(f"the batching window must be a number of seconds, not negative, got {window}")
     return app

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from wavenet_names import shipped
 from wavenet_names.cli import main
-from wavenet_names.server import MAX_BODY, MAX_NAMES, NameServer, SampleRequest, create_app
+from wavenet_names.server import MAX_BODY, MAX_NAMES, NameServer, SampleRequest, create_app, listening_socket
 
 BY_DECADE = shipped.path_of("names-by-decade")
 
@@ -121,9 +122,10 @@ def test_score_takes_what_score_takes_and_refuses_an_unknown_character(plain):
     assert response.status_code == 422 and "'!'" in response.json()["detail"]
 
 
-def test_requests_that_arrive_together_share_one_generation_pass():
+@pytest.mark.parametrize("window", [0.05, 0.0])  # 0: those already queued still share the pass
+def test_requests_that_arrive_together_share_one_generation_pass(window):
     """Eight requests at once, with the same settings and other labels: one pass of their 8 x 4 rows."""
-    server = NameServer([BY_DECADE], window=0.05)
+    server = NameServer([BY_DECADE], window=window)
     passes = []
     draw = server.draw
     server.draw = lambda jobs: (passes.append([job.config.n for job in jobs]), draw(jobs))[1]
@@ -142,6 +144,28 @@ def test_requests_that_arrive_together_share_one_generation_pass():
 
 
 # --- over a real socket -----------------------------------------------------------------------------
+
+
+def test_the_servers_connections_send_at_once():
+    """Nagle's algorithm off (TCP_NODELAY) on every connection that serve's socket accepts: with it on,
+    a response's body, written after its head, waits 40 ms for the client's delayed ACK."""
+    listener = listening_socket("127.0.0.1", 0)
+    accepted = []
+
+    async def accept_one():
+        def connected(reader, writer):
+            accepted.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(connected, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        while not accepted:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    asyncio.run(asyncio.wait_for(accept_one(), 10))
+    assert accepted and accepted[0] != 0
 
 
 @pytest.fixture(scope="module")

@@ -551,11 +551,9 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import socket
-
     import uvicorn
 
-    from .server import create_app  # here: FastAPI's import costs every other command nothing
+    from .server import create_app, listening_socket  # here: FastAPI's import costs every other command nothing
 
     if not 0 <= args.port < 65536:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
@@ -563,7 +561,7 @@ def cmd_serve(args) -> int:
         raise ValueError(f"--window-ms must be a number of milliseconds, not negative, got {args.window_ms}")
     checkpoints = _checkpoints(args)
     app = create_app(checkpoints, args.window_ms / 1000, not args.no_batching)
-    listener = socket.create_server((args.host, args.port))  # bound here, so that its port can be printed
+    listener = listening_socket(args.host, args.port)  # bound here, so that its port can be printed
     port = listener.getsockname()[1]
     print(
         f"serving {', '.join(map(str, checkpoints))} on http://{args.host}:{port}/ (its API: /docs); Ctrl-C stops",

@@ -17,6 +17,7 @@ The model runs in one worker thread, so the event loop stays free to take reques
 
 import asyncio
 import math
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.resources import files
@@ -174,6 +175,10 @@ class NameServer:
                     job.search.take(drawn[start : start + size])
                     start += size
 
+    def serve_seeded(self, job: Job) -> SampleResponse:
+        self.draw_seeded(job)
+        return self.respond([job])[0]
+
     def draw_seeded(self, job: Job) -> None:
         """A seeded request alone, with its own random stream, as `sample --seed` draws it."""
         if not job.constraints.any():
@@ -185,6 +190,11 @@ class NameServer:
                 job.search.found.append(sampled)
         except TooRare as e:
             job.search.drawn = e.tries
+
+    def serve(self, jobs: list[Job]) -> list[SampleResponse]:
+        """Draw for the jobs and answer them, in one hand-off to the model's thread."""
+        self.draw(jobs)
+        return self.respond(jobs)
 
     def respond(self, jobs: list[Job]) -> list[SampleResponse]:
         """Every job's names with their marks and losses, scored in one pass."""
@@ -212,8 +222,7 @@ class NameServer:
     async def sample(self, job: Job) -> SampleResponse:
         loop = asyncio.get_running_loop()
         if job.config.seed is not None:
-            await loop.run_in_executor(self.executor, self.draw_seeded, job)
-            return (await loop.run_in_executor(self.executor, self.respond, [job]))[0]
+            return await loop.run_in_executor(self.executor, self.serve_seeded, job)
         job.future = loop.create_future()
         await self.queue.put(job)
         return await job.future
@@ -225,13 +234,15 @@ class NameServer:
             jobs = [await self.queue.get()]
             deadline = loop.time() + self.window
             while self.batching and sum(job.config.n for job in jobs) < MAX_ROWS:
+                if not self.queue.empty():  # those that came while the last pass ran, without waiting
+                    jobs.append(self.queue.get_nowait())
+                    continue
                 try:
                     jobs.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
                 except asyncio.TimeoutError:  # (TimeoutError itself from Python 3.11)
                     break
             try:
-                await loop.run_in_executor(self.executor, self.draw, jobs)
-                responses = await loop.run_in_executor(self.executor, self.respond, jobs)
+                responses = await loop.run_in_executor(self.executor, self.serve, jobs)
             except Exception as e:  # one bad pass must not stop the server: its requests get the error
                 for job in jobs:
                     if not job.future.done():
@@ -284,6 +295,25 @@ async def _too_large(send, limit: int) -> None:
     body = f'{{"detail": "the request body is over {limit:,} bytes"}}'.encode()
     await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) and listening, for uvicorn to serve on.
+
+    It names IPPROTO_TCP, not 0 as socket.create_server does, since asyncio turns Nagle's algorithm
+    off (TCP_NODELAY) only on the connections of sockets that name it. With Nagle on, the body of
+    every response, written after its head, waited for the client's delayed ACK: 40 ms each.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 def create_app(checkpoints: list[str | Path], window: float = WINDOW, batching: bool = True) -> FastAPI:

@@ -8,8 +8,7 @@ from wavenet_names import Vocab, read_words
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Under pytest -n N, N workers share the cores: one thread each, and the same for the processes a
-    # test starts (they read OMP_NUM_THREADS), or every worker's threads fight over every core. Not
-    # the README's command yet: there, three Ctrl-C tests time out.
+    # test starts (they read OMP_NUM_THREADS), or every worker's threads fight over every core.
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 

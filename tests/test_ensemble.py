@@ -333,7 +333,7 @@ def test_ctrl_c_stops_members_at_once_and_resume_finishes_them(whole_group, smal
         "--members-at-once",
         "2",
         "--steps",
-        "400",
+        "1200",  # a few seconds of training: the Ctrl-C comes well before either member ends
         "--eval-every",
         "10",
         *TINY,
@@ -356,9 +356,10 @@ def test_ctrl_c_stops_members_at_once_and_resume_finishes_them(whole_group, smal
     assert proc.returncode == 130, err
     assert f"continue with: wavenet-names train --out {out} --resume" in err and "Traceback" not in err, err
     steps = [load_checkpoint(out / f"member-{i}" / "last.pt")["step"] for i in (1, 2)]
-    assert all(10 <= s < 400 for s in steps), steps
-    assert main(["train", "--out", str(out), "--resume", "--members-at-once", "1"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["steps"] == 400
+    assert all(10 <= s < 1200 for s in steps), steps
+    if whole_group:  # (the same resume after either signal: it is checked once)
+        assert main(["train", "--out", str(out), "--resume", "--members-at-once", "1"]) == 0
+        assert json.loads((out / "metrics.json").read_text())["steps"] == 1200
 
 
 @pytest.mark.slow  # starts processes

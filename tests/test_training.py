@@ -340,7 +340,7 @@ def test_every_kind_memorises_16_names(kind, all_words):
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_each_kinds_own_recipe_lowers_the_validation_loss(kind, all_words):
     """200 steps of each kind's defaults and recipe (AdamW for conv, the lecture's SGD for the
-    per-position models, makemore's AdamW for its models), on the real names: from about the uniform
+    per-position models, their tuned AdamW for makemore's models), on the real names: from about the uniform
     guess, log 27 = 3.30, well down. (makemore's Transformer keeps PyTorch's initialisation, whose
     logits start further from uniform.)"""
     splits = Splits.from_words(all_words[:10_000])  # val: 1,000 names, each evaluated twice

@@ -37,8 +37,8 @@ def tiny(kind: str) -> list[str]:
 def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, small_table_file, model, data, capsys):
     """The per-position model; with a table a conditional one, each rank's names bringing their labels
     and their start rows; and makemore's Transformer and GRU, models of whole names without BatchNorm.
-    (The conv model on a list is test_restarts.py's: its runs saved by 2
-    ranks and continued by 1, or the other way round, end as one process trains it.)"""
+    (The conv model on a list is test_restarts.py's: its runs saved by 2 ranks and continued by 1, or
+    the other way round, end as one process trains it.)"""
     data_file = small_table_file if data == "table" else small_data_file
     args = ["train", "--model", model, "--data", str(data_file), "--steps", "20", "--batch-size", "32", *tiny(model)]
     args += ["--patience", "2", "--max-time", "3600"]  # never met here, but their checks are collectives on 2 ranks

@@ -6,11 +6,14 @@ import io
 import multiprocessing
 import os
 import runpy
+import select
+import subprocess
 import sys
 import traceback
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
@@ -105,10 +108,36 @@ def _forked_main(argv: list[str], env: dict, kill_at_step: int | None, log: str 
 
 
 def forked(argv: list[str], env: dict | None = None, kill_at_step: int | None = None, log: Path | None = None):
-    """`wavenet-names ARGV` in a forked process, started; join() it, and read its exitcode (-9: killed)."""
+    """`wavenet-names ARGV` in a forked process, started; joined() gives its exitcode (-9: killed)."""
     child = FORK.Process(target=_forked_main, args=(argv, env or {}, kill_at_step, log and str(log)))
     child.start()
     return child
+
+
+def joined(child, timeout: float = 120) -> int:
+    """A forked child's exit code once it ends; killed, and the test failed, if it runs past `timeout` s."""
+    child.join(timeout)
+    if child.is_alive():
+        child.kill()
+        child.join(10)
+        pytest.fail(f"a forked wavenet-names was still running after {timeout} s")
+    return child.exitcode
+
+
+def start_cli(*args) -> subprocess.Popen:
+    """The entry point running in the background, its stdout and stderr piped to the test."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "wavenet_names", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def first_line(proc: subprocess.Popen, timeout: float = 60) -> str:
+    """proc's first line of output, failing (not hanging) if it prints nothing within `timeout` s."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        proc.kill()
+        pytest.fail(f"no output within {timeout} s")
+    return proc.stdout.readline()
 
 
 class Finished(NamedTuple):

@@ -4,7 +4,6 @@ import io
 import json
 import math
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from wavenet_names.data import NameBatches, read_words
 from wavenet_names.sampling import SampleConfig, Seen, generate
 from wavenet_names.scoring import score
 from wavenet_names.training import Splits, Trainer, evaluate
+
+from helpers import first_line, start_cli
 
 TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", "16", "--samples", "3"]
 
@@ -52,22 +53,6 @@ def run_cli(*args, env=None, stdin: str | None = None):
         input=stdin,
     )
     return result.returncode, result.stdout, result.stderr
-
-
-def start_cli(*args) -> subprocess.Popen:
-    """The entry point running in the background, its stdout and stderr piped to the test."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "wavenet_names", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def first_line(proc: subprocess.Popen, timeout: float = 60) -> str:
-    """proc's first line of output, failing (not hanging) if it prints nothing within `timeout` s."""
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        proc.kill()
-        pytest.fail(f"no output within {timeout} s")
-    return proc.stdout.readline()
 
 
 def test_train_writes_everything(trained):

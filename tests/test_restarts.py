@@ -22,7 +22,7 @@ import torch
 from wavenet_names import cli
 from wavenet_names.checkpoint import load_checkpoint
 
-from helpers import forked
+from helpers import forked, joined
 
 pytestmark = pytest.mark.slow  # every test here starts processes
 
@@ -41,9 +41,7 @@ def torchrun(*args, env=None, expect=0) -> subprocess.CompletedProcess:
 
 def train(*argv, kill_at_step: int | None = None, env: dict | None = None) -> int:
     """`wavenet-names train ARGV` in a forked process; its exit status (-9: killed)."""
-    child = forked(["train", *argv], env, kill_at_step)
-    child.join(timeout=120)
-    return child.exitcode
+    return joined(forked(["train", *argv], env, kill_at_step))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -191,12 +189,15 @@ def test_sigkill_at_random_moments_leaves_only_whole_files(small_data_file, tmp_
     for attempt in range(20):
         since = time.time()
         child = forked(["train", *args, *(["--resume"] if attempt else [])])
+        deadline = time.monotonic() + 60
         while not ((out / "last.pt").exists() and (out / "last.pt").stat().st_mtime > since):
             assert child.is_alive(), f"attempt {attempt} ended with {child.exitcode} before it saved"
+            if time.monotonic() > deadline:
+                joined(child, timeout=0)  # kills it, and fails the test
             time.sleep(0.005)
         time.sleep(rng.uniform(0, 0.1))
         os.kill(child.pid, signal.SIGKILL)
-        child.join()
+        assert joined(child, timeout=30) == -signal.SIGKILL
         for path in out.iterdir():
             if path.name.startswith("."):
                 partials += 1  # a write the kill cut short: never under the real name

@@ -21,6 +21,8 @@ from wavenet_names import shipped
 from wavenet_names.cli import main
 from wavenet_names.server import MAX_BODY, MAX_NAMES, NameServer, SampleRequest, create_app, listening_socket
 
+from helpers import first_line
+
 BY_DECADE = shipped.path_of("names-by-decade")
 
 
@@ -173,7 +175,7 @@ def served(tmp_path_factory):
     """`wavenet-names serve --port 0` in a process of its own: its address, and its process."""
     command = [sys.executable, "-m", "wavenet_names", "serve", "--checkpoint", "names-by-decade", "--port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
+    line = first_line(process)
     assert "serving" in line, process.stderr.read()
     address = line.split(" on ")[1].split()[0]
     yield address, process
@@ -217,7 +219,8 @@ def test_a_server_under_64_clients_makes_no_error_and_does_not_grow(served):
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join()
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in threads), "a client got no answer in 120 s"
 
     load(4)  # warm: the allocator's pools and the model's buffers reach their size
     before = resident_kib(process.pid)

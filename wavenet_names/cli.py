@@ -386,14 +386,9 @@ def _run_with_progress(
     # a bar on a terminal; in a log file, a pipe or CI, only the evaluation lines (a bar's carriage-return
     # updates would be thousands of lines there)
     drawn = draw_bar and trainer.context.is_main and sys.stderr.isatty()
-    bar = tqdm(
-        total=trainer.config.steps,
-        initial=trainer.step,
-        unit="step",
-        dynamic_ncols=True,
-        file=sys.stderr,
-        disable=not drawn,
-    )
+    bar = _Lines()
+    if drawn:
+        bar = tqdm(total=trainer.config.steps, initial=trainer.step, unit="step", dynamic_ncols=True, file=sys.stderr)
 
     def on_step(step, loss, positions_per_second):
         bar.update(1)
@@ -424,6 +419,24 @@ def _run_with_progress(
         bar.close()
         if log is not None:
             log.close()
+
+
+class _Lines:
+    """What a progress bar does where none is drawn: its lines printed, nothing else. No tqdm at all: a
+    tqdm bar, even disabled, takes tqdm's write lock, a multiprocessing lock that a forked process shares
+    with its parent, so that one killed while holding it would stop every other for good."""
+
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, **kwargs) -> None:
+        pass
+
+    def write(self, line: str) -> None:
+        print(line)
+
+    def close(self) -> None:
+        pass
 
 
 def _print_trained(trained: runs.Trained, out: Path) -> None:

@@ -8,6 +8,7 @@ the batch's positions (DistributedDataParallel averages gradients over ranks), a
 statistics are reduced over all ranks (see layers.BatchNorm and layers.sync_batchnorm).
 """
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -66,8 +67,11 @@ def setup(device: str) -> Context:
 
 
 def cleanup() -> None:
+    """Leave the process group, every rank at once, once nothing holds it (Trainer.undistribute): its
+    gloo threads end here, in a whole interpreter, so that a finished run exits 0 on every rank."""
     if dist.is_initialized():
         dist.barrier()
+        gc.collect()  # what still refers to the group in a cycle goes first
         dist.destroy_process_group()
 
 

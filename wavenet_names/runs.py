@@ -90,6 +90,7 @@ def train(
     if settings is not None and settings[1].members > 1:
         return _train_ensemble(request, *settings, member_runner or runner)
     context = distributed.setup(request.options.get("device", "auto"))
+    trainer = None
     try:
         trainer = _restarted(out, context)
         if trainer is not None and on_restart is not None:
@@ -109,6 +110,8 @@ def train(
             raise TrainingInterrupted(trainer.step, out / "last.pt") from None
         return Trained(metrics, model, trainer.splits.vocab, trainer.splits.seen, trainer)
     finally:
+        if trainer is not None and context.active:
+            trainer.undistribute()
         distributed.cleanup()
 
 

@@ -374,6 +374,12 @@ class Trainer:
         self.forward = self._trainable(DistributedDataParallel(self.model, device_ids=device_ids))
         return self
 
+    def undistribute(self) -> None:
+        """Let go of DistributedDataParallel, whose reducer holds the process group: released before
+        the group is destroyed (distributed.cleanup), not at the interpreter's exit, where destroying
+        gloo's threads in a half-torn-down interpreter aborted a finished run (SIGABRT) now and then."""
+        self.forward = self._trainable(self.model)
+
     def train_step(self) -> tuple[torch.Tensor, int]:
         """One update; returns the batch loss (a tensor, so that the GPU need not wait) and how many
         positions this rank trained."""

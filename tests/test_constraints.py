@@ -44,8 +44,8 @@ def masked(model, vocab, n: int, lowest: int, highest: int, seed: int) -> list[s
     """What the constraint must not be: the end token forbidden before `lowest` characters, and forced
     at `highest`. Every name meets the range, but the short names' mass goes to their continuations."""
     generator = torch.Generator().manual_seed(seed)
-    cache = model.init_cache(n)
-    logits = model.step(cache, torch.zeros(n, dtype=torch.long))
+    state = model.init_state(n)
+    logits, state = model.step(torch.zeros(n, dtype=torch.long), state)
     names = [[] for _ in range(n)]
     done = torch.zeros(n, dtype=torch.bool)
     with torch.no_grad():
@@ -58,7 +58,7 @@ def masked(model, vocab, n: int, lowest: int, highest: int, seed: int) -> list[s
             done |= ix == 0
             for row in (~done).nonzero().flatten().tolist():
                 names[row].append(int(ix[row]))
-            logits = model.step(cache, ix)
+            logits, state = model.step(ix, state)
     return [vocab.decode(name) for name in names]
 
 

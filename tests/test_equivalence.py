@@ -143,7 +143,7 @@ def test_conv_on_any_window_is_the_tree(n_layers, labelled, words, vocab):
     tree, conv, _, _ = paired_models("trained_tree", n_layers, torch.float64, words, vocab, labelled)
     X = torch.randint(1, len(vocab), (64, 2**n_layers))  # windows that do not start with '.'
     labels = random_labels(64) if labelled else None
-    conv_logits, _ = conv(X, labels=labels)  # (N, 1, vocab)
+    conv_logits = conv.forward_full(X, labels)  # (N, 1, vocab)
     assert conv_logits.shape == (len(X), 1, len(vocab))
     torch.testing.assert_close(conv_logits[:, 0], tree(X, labels=labels)[0], rtol=0, atol=1e-9)
 

@@ -58,8 +58,11 @@ def test_cached_generation_gives_the_full_forward_logits(kind, words, vocab):
     model = small(kind, len(vocab), 16).eval()
     idx, _ = batch(words[:8], vocab)
     full, _ = model(idx)  # (B, T, vocab)
-    cache = model.init_cache(idx.shape[0])
-    stepped = torch.stack([model.step(cache, idx[:, t]) for t in range(idx.shape[1])], dim=1)
+    state, stepped = model.init_state(idx.shape[0]), []
+    for t in range(idx.shape[1]):
+        logits, state = model.step(idx[:, t], state)
+        stepped.append(logits)
+    stepped = torch.stack(stepped, dim=1)
     assert torch.allclose(stepped, full, atol=1e-5)
 
 

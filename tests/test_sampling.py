@@ -26,11 +26,11 @@ def test_cached_generation_gives_the_full_forward_logits(n_layers, labelled, wor
     labels = cycled_labels(len(batch), LABEL_SIZES) if labelled else None
     idx, targets = pad_batch(*encode_names(batch, vocab), model.block_size)
     full, _ = model(idx, labels=labels)  # (B, T, vocab): every position at once
-    cache = model.init_cache(len(batch), labels)
+    state = model.init_state(len(batch), labels)
     for j in range(targets.shape[1]):  # feed '.', then each character: output j sees idx[:, j + block - 1]
-        logits = model.step(cache, idx[:, j + model.block_size - 1])
+        logits, state = model.step(idx[:, j + model.block_size - 1], state)
         assert (logits - full[:, j]).abs().max() <= 1e-5
-    assert cache.t == targets.shape[1]
+    assert state.t == targets.shape[1]
 
 
 @LABELLED

@@ -62,9 +62,9 @@ def test_causality_padding_and_cached_generation(name, words, vocab):
     alone, _ = model(*pad_batch(*encode_names(words[:1], vocab), model.block_size))
     torch.testing.assert_close(alone[0], logits[0, : len(words[0]) + 1], rtol=0, atol=1e-10)
     full, _ = model(idx)
-    cache = model.init_cache(len(idx))
+    state = model.init_state(len(idx))
     for j in range(targets.shape[1]):
-        step_logits = model.step(cache, idx[:, j + model.block_size - 1])
+        step_logits, state = model.step(idx[:, j + model.block_size - 1], state)
         assert (step_logits - full[:, j]).abs().max() <= 1e-5
     config = SampleConfig(n=10, seed=4)
     assert generate(model, vocab, config) == generate(model, vocab, config, use_cache=False)
@@ -77,7 +77,7 @@ def test_packing_equals_the_plain_convolution_over_every_padding_column(name, wo
     model = trained(OPTIONS[name], words, vocab)
     idx, targets = pad_batch(*encode_names(words, vocab), model.block_size)
     packed, _ = model(idx, targets)
-    plain = model._forward_full(idx)  # (B, T - block_size + 1, vocab), every column computed
+    plain = model.forward_full(idx)  # (B, T - block_size + 1, vocab), every column computed
     valid = targets != -1
     torch.testing.assert_close(packed[valid], plain[valid], rtol=0, atol=1e-10)
 

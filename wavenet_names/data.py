@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import torch
 
+from .packing import bucket, packed_rows
+
 
 def shipped(name: str) -> Path:
     """A data file that comes with the package: data/NAME in a source checkout (and an editable
@@ -225,23 +227,6 @@ class Chunk(NamedTuple):
     inputs: torch.Tensor
     targets: torch.Tensor
     labels: torch.Tensor | None = None
-
-
-def bucket(n: int) -> int:
-    """n rounded up to the next of 8 steps per power of two (8, 9, 10, ... 15, 16, 18, 20, ...): few
-    sizes, each at most 1/8 larger than n, so that a step captured or compiled per size is made a few
-    times, not once per batch."""
-    if n <= 8:
-        return 8
-    granule = 1 << (n.bit_length() - 4)  # an eighth of the power of two at or below n
-    return -(-n // granule) * granule
-
-
-def packed_rows(lengths: torch.Tensor, labelled: bool = False) -> int:
-    """How many rows ConvWaveNet packs names of these lengths (B,) into: the start rows, the nodes over
-    the padding that every name's first position reads (one shared row, or one per name for a model
-    with labels: the label changes them), then one per character. Counted on the CPU (lengths live there)."""
-    return (len(lengths) if labelled else 1) + int(lengths.sum())
 
 
 class NameBatches:

@@ -39,14 +39,20 @@ class Ensemble(nn.Module):
         return logits, language_model_loss(logits, targets)
 
     @torch.no_grad()
-    def init_cache(self, batch_size: int, labels: torch.Tensor | None = None) -> list:
-        """One generation cache per member (see ConvWaveNet.init_cache)."""
-        return [m.init_cache(batch_size, labels) for m in self.members]
+    def init_state(self, batch_size: int, labels: torch.Tensor | None = None) -> tuple:
+        """One generation state per member (see ConvWaveNet.init_state)."""
+        return tuple(m.init_state(batch_size, labels) for m in self.members)
 
     @torch.no_grad()
-    def step(self, caches: list, token: torch.Tensor) -> torch.Tensor:
-        """Feed one character per row to every member; the mixture's next-character logits (B, vocab)."""
-        return self._mixture([m.step(cache, token) for m, cache in zip(self.members, caches, strict=True)])
+    def step(self, token: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        """Feed one character per row to every member; the mixture's next-character logits (B, vocab),
+        and every member's state after it."""
+        stepped = [m.step(token, s) for m, s in zip(self.members, state, strict=True)]
+        return self._mixture([logits for logits, _ in stepped]), tuple(s for _, s in stepped)
+
+    def forward_full(self, idx: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The mixture of the members' forward_full: logits over every column (see ConvWaveNet.forward_full)."""
+        return self._mixture([m.forward_full(idx, labels) for m in self.members])
 
     def _mixture(self, logits: list[torch.Tensor]) -> torch.Tensor:
         """log(mean_m softmax(logits_m)), computed in log space: (M of (..., vocab)) -> (..., vocab)."""

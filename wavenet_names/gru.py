@@ -57,13 +57,14 @@ class GRU(nn.Module):
         logits = self.lm_head(torch.stack(states, dim=1))  # (B, T, vocab)
         return logits, language_model_loss(logits, targets)
 
-    def init_cache(self, batch_size: int, labels: torch.Tensor | None = None) -> dict:
-        """The state of batch_size names before their first character: a GRU's whole cache."""
+    def init_state(self, batch_size: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The state of batch_size names before their first character, (B, n_embd2): a GRU's whole cache."""
         if labels is not None:
             raise ValueError("the gru model takes no labels")
-        return {"h": self.start.expand(batch_size, -1)}
+        return self.start.expand(batch_size, -1)
 
-    def step(self, cache: dict, token: torch.Tensor) -> torch.Tensor:
-        """Feed one character per row, token (B,); returns the logits (B, vocab) for the next one."""
-        cache["h"] = self.cell(self.wte(token), cache["h"])
-        return self.lm_head(cache["h"])
+    def step(self, token: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed one character per row, token (B,); returns the logits (B, vocab) for the next one, and
+        the state after it."""
+        h = self.cell(self.wte(token), state)  # (B, n_embd2)
+        return self.lm_head(h), h

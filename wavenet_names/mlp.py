@@ -4,7 +4,9 @@
 - HierarchicalMLP: the lecture's "WaveNet" tree: pairs, pairs of pairs, ...
 
 Both follow the package's contract, forward(idx, targets=None, labels=None) -> (logits, loss), with
--1 targets ignored by the loss; HierarchicalMLP can be conditioned on labels, as ConvWaveNet.
+-1 targets ignored by the loss; HierarchicalMLP can be conditioned on labels, as ConvWaveNet. Both
+also run over every window of a longer row, forward_full, as ConvWaveNet does: what sampling by
+windows calls.
 """
 
 import torch
@@ -13,6 +15,19 @@ from torch import nn
 
 from .layers import BatchDimOnlyBatchNorm, BatchNorm, FlattenConsecutive, LabelEmbedding, init_lecture, label_vectors
 from .losses import language_model_loss
+
+
+def over_windows(model: nn.Module, idx: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """A per-position model's logits for every window of block_size columns of idx (B, T): (B, T -
+    block_size + 1, vocab), output j having read idx[:, j : j + block_size]. labels (B, K): each row's."""
+    B, T = idx.shape
+    if T < model.block_size:
+        raise ValueError(f"idx needs at least block_size={model.block_size} columns, got {T}")
+    windows = idx.unfold(1, model.block_size, 1)  # (B, n, block_size)
+    n = windows.shape[1]
+    labels = None if labels is None else labels.repeat_interleave(n, 0)  # (B * n, K): a row's for each window
+    logits, _ = model(windows.reshape(B * n, -1), labels=labels)  # (B * n, vocab)
+    return logits.view(B, n, -1)
 
 
 class FlatMLP(nn.Module):
@@ -33,6 +48,9 @@ class FlatMLP(nn.Module):
         x = rearrange(self.wte(idx), "b t c -> b (t c)")  # (B, block_size * n_embd)
         logits = self.lm_head(self.hidden(x))  # (B, vocab)
         return logits, language_model_loss(logits, targets)
+
+    def forward_full(self, idx: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return over_windows(self, idx, labels)
 
 
 class HierarchicalMLP(nn.Module):
@@ -88,3 +106,6 @@ class HierarchicalMLP(nn.Module):
             x = tanh(norm(x))
         logits = self.lm_head(x)  # (B, vocab)
         return logits, language_model_loss(logits, targets)
+
+    def forward_full(self, idx: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return over_windows(self, idx, labels)

@@ -10,8 +10,10 @@ sequence of rows (rows, C):
                     own name is exactly `dilation` rows back
 
 A layout holds what the layers need to know about those rows (which are starts, which reach back
-into their own name per dilation, which count in BatchNorm), and the way back from the packed
-logits to the positions of (B, n_out) and their loss. It comes in two kinds, for two costs:
+into their own name per dilation, which count in BatchNorm), applies a layer's kernel to them
+(kernel.taps, in parts), and gives the way back from the packed logits to the positions of
+(B, n_out) and their loss. The caller chooses the layout (ConvWaveNet.forward's `rows`); it comes in
+two kinds, for two costs:
 
 - ExactLayout: the rows that hold a node and no more, found with one read of the device. A layer
   computes the left half of its kernel only for the rows that reach into their own name, through a
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .kernel import taps
 from .losses import cross_entropy_sum, widened
 
 
@@ -48,6 +51,21 @@ class PackedLayout:
     def shared(self) -> bool:
         """Row 0 is a node every name shares (and, in distributed training, every rank computes)."""
         return self.start_of is None
+
+    def padding(
+        self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, condition: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """W0 h over the padding, as every row's left input were there: (n_conv,) once when every name
+        shares row 0, else (rows, n_conv), each row its name's; and the bias that W1 h of every row adds
+        to it: that, the condition V h of its start row (condition (S, n_conv), or None) and b."""
+        if self.shared:
+            padding = taps(weight, back=h[:1]).squeeze(0)  # (n_conv,)
+            per_row = padding
+        else:
+            per_start = taps(weight, back=h[: self.starts])  # (S, n_conv)
+            padding = per_start.index_select(0, self.start_of)  # (rows, n_conv)
+            per_row = padding if condition is None else (per_start + condition).index_select(0, self.start_of)
+        return padding, per_row if bias is None else per_row + bias
 
     def loss(self, packed: torch.Tensor) -> torch.Tensor | None:
         """The mean cross-entropy over the positions with a target, from the packed logits (rows, vocab).
@@ -75,15 +93,12 @@ class ExactLayout(PackedLayout):
     @classmethod
     def of(
         cls, idx: torch.Tensor, targets: torch.Tensor | None, block_size: int, dilations: list[int], labelled: bool
-    ) -> "ExactLayout | None":
+    ) -> "ExactLayout":
         """The layout of idx (B, T), with targets (B, n_out) or None, for layers of these dilations
-        (those that reach into some name); None when idx does not start with block_size '.' tokens,
-        so that the model must compute every column."""
+        (those that reach into some name)."""
         B, n_out = idx.shape[0], idx.shape[1] - block_size + 1
         valid = targets != -1 if targets is not None else idx.new_ones(B, n_out, dtype=torch.bool)
-        padded, n_real, n_far = _facts(idx, valid, block_size, dilations)
-        if not padded:
-            return None
+        n_real, n_far = _facts(idx, valid, block_size, dilations)
         starts = B if labelled else 1
         name, j = true_indices(valid[:, 1:], n_real).unbind(1)  # (n_real,) each: the rows after the starts
         col = F.pad(j + 1, (starts, 0))  # (rows,): each row's output column in its name (0: the start rows)
@@ -108,18 +123,18 @@ class ExactLayout(PackedLayout):
     def convolve(
         self,
         h: torch.Tensor,
-        w0: torch.Tensor,
-        w1: torch.Tensor,
+        weight: torch.Tensor,
         dilation: int,
-        padding: torch.Tensor,
-        bias: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """A layer's pre-activation (rows, n_conv): W1 h[t] + W0 h[t - dilation] + bias, given the
-        kernel's halves w0, w1 (n_conv, n_in), h (rows, n_in), and W0 h over the padding: padding,
-        (n_conv,) shared or (rows, n_conv) per row. bias already holds padding, as if every row's
-        left input were in the padding; the rows that reach into their own name are corrected, by
-        linearity: + W0 h[t - dilation] - W0 h[start]."""
-        pre = F.linear(h, w1, bias)  # (rows, n_conv)
+        """A layer's pre-activation (rows, n_conv): W1 h[t] + W0 h[t - dilation] + b (+ V h), given h
+        (rows, n_in), the layer's Conv1d weight (n_conv, n_in, 2) and bias, and its condition V h per
+        start row, (S, n_conv) or None. Every row is first taken as if its left input lay in the
+        padding, whose half of the kernel is computed once per start row; the rows that reach into
+        their own name are then corrected, by linearity: + W0 h[t - dilation] - W0 h[start]."""
+        padding, per_row = self.padding(h, weight, bias, condition)
+        pre = taps(weight, now=h, bias=per_row)  # (rows, n_conv)
         far = self.far.get(dilation)
         if far is None:  # no name reaches that far
             return pre
@@ -127,9 +142,9 @@ class ExactLayout(PackedLayout):
         # index_put (on a GPU, see loss)
         left = h.index_select(0, far - dilation)
         if self.shared:  # the subtraction is a bias
-            correction = F.linear(left, w0, -padding)
+            correction = taps(weight, back=left, bias=-padding)
         else:
-            correction = F.linear(left, w0) - padding.index_select(0, far)
+            correction = taps(weight, back=left) - padding.index_select(0, far)
         return pre.index_add_(0, far, correction)
 
     def logits(self, packed: torch.Tensor) -> torch.Tensor | None:
@@ -178,39 +193,60 @@ class FixedLayout(PackedLayout):
     def convolve(
         self,
         h: torch.Tensor,
-        w0: torch.Tensor,
-        w1: torch.Tensor,
+        weight: torch.Tensor,
         dilation: int,
-        padding: torch.Tensor,
-        bias: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """ExactLayout.convolve, with the left half computed for every row, shifted down `dilation`
         rows and selected where the row reaches into its name: no gather, no scatter."""
+        padding, per_row = self.padding(h, weight, bias, condition)
+        pre = taps(weight, now=h, bias=per_row)  # (rows, n_conv)
         far = self.far.get(dilation)
         if far is None:
-            return F.linear(h, w1, bias)
-        left, right = F.linear(h, torch.cat([w0, w1])).chunk(2, dim=-1)  # (rows, n_conv) each
-        shifted = F.pad(left, (0, 0, dilation, 0))[: len(left)]  # row t: W0 h[t - dilation]
-        return right + torch.where(far[:, None], shifted - padding, 0.0) + bias
+            return pre
+        shifted = F.pad(taps(weight, back=h), (0, 0, dilation, 0))[: len(h)]  # row t: W0 h[t - dilation]
+        return pre + torch.where(far[:, None], shifted - padding, 0.0)
 
     def logits(self, packed: torch.Tensor) -> None:
         """A fixed-shape step needs only the loss."""
         return None
 
 
+def bucket(n: int) -> int:
+    """n rounded up to the next of 8 steps per power of two (8, 9, 10, ... 15, 16, 18, 20, ...): few
+    sizes, each at most 1/8 larger than n, so that a step captured or compiled per size is made a few
+    times, not once per batch."""
+    if n <= 8:
+        return 8
+    granule = 1 << (n.bit_length() - 4)  # an eighth of the power of two at or below n
+    return -(-n // granule) * granule
+
+
+def packed_rows(lengths: torch.Tensor, labelled: bool = False) -> int:
+    """How many rows ConvWaveNet packs names of these lengths (B,) into: the start rows, the nodes over
+    the padding that every name's first position reads (one shared row, or one per name for a model
+    with labels: the label changes them), then one per character. Counted on the CPU (lengths live there)."""
+    return (len(lengths) if labelled else 1) + int(lengths.sum())
+
+
 def _facts(idx: torch.Tensor, valid: torch.Tensor, block_size: int, dilations: list[int]):
-    """What an exact layout needs to know from the device, in one read: whether idx starts with
-    block_size '.' tokens; how many positions have a real character as their last input (the rows
-    after the start rows); and for each of `dilations`, how many of those lie more than that many
-    characters into their name. In the packed layout, targets must be -1 only after each name."""
+    """What an exact layout needs to know from the device, in one read: how many positions have a
+    real character as their last input (the rows after the start rows); and for each of `dilations`,
+    how many of those lie more than that many characters into their name. It checks, in the same
+    read, that idx is names after block_size '.' tokens and that targets are -1 only after each name."""
     n_out = valid.shape[1]
     right_padded = valid == (torch.arange(n_out, device=idx.device) < valid.sum(1, keepdim=True))
     real = valid[:, 1:]  # column j + 1 is more than d characters into its name where j >= d
     facts = [(idx[:, :block_size] == 0).all(), right_padded.all(), real.sum()]
     padded, well_formed, n_real, *n_far = torch.stack(facts + [real[:, d:].sum() for d in dilations]).tolist()
-    if padded and not well_formed:
+    if not padded:
+        raise ValueError(
+            f"idx must be names after {block_size} '.' tokens (data.pad_batch); forward_full takes any columns"
+        )
+    if not well_formed:
         raise ValueError("targets must be -1 only after each name (right padding)")
-    return padded, n_real, n_far
+    return n_real, n_far
 
 
 def _tokens(idx: torch.Tensor, block_size: int, name: torch.Tensor, j: torch.Tensor, starts: int) -> torch.Tensor:

@@ -208,8 +208,14 @@ def _cached(model, use_cache: bool) -> bool:
 
 def _incremental(model, n: int, labels: torch.Tensor | None):
     device = next(model.parameters()).device
-    cache = model.init_cache(n, labels)
-    return lambda token: model.step(cache, token.to(device))
+    state = model.init_state(n, labels)
+
+    def next_logits(token):
+        nonlocal state
+        logits, state = model.step(token.to(device), state)
+        return logits
+
+    return next_logits
 
 
 def _windows(model, n: int, labels: torch.Tensor | None):
@@ -221,7 +227,6 @@ def _windows(model, n: int, labels: torch.Tensor | None):
         nonlocal context
         window = torch.cat([context, token.to(device)[:, None]], dim=1)  # (n, block_size)
         context = window[:, 1:]
-        logits, _ = model(window, labels=labels)
-        return logits.reshape(n, -1, logits.shape[-1])[:, -1]  # the window's last position: (n, vocab)
+        return model.forward_full(window, labels)[:, -1]  # (n, vocab)
 
     return next_logits

@@ -14,6 +14,7 @@ overfits within minutes of training.
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -55,12 +56,12 @@ class CausalSelfAttention(nn.Module):
         T = x.shape[1]
         return self.attend(q, k, v, self.mask[:T, :T])
 
-    def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
-        """x (B, 1, C), one new position: its keys and values join the cache's, and it attends to all of them."""
+    def step(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
+        """x (B, 1, C), one new position, and the keys and values of those before it, (B, nh, t, hs)
+        each: its own join them, and it attends to all of them. Returns (y, keys, values)."""
         q, k, v = self.heads(x)
-        cache["k"] = k if cache.get("k") is None else torch.cat([cache["k"], k], dim=2)
-        cache["v"] = v if cache.get("v") is None else torch.cat([cache["v"], v], dim=2)
-        return self.attend(q, cache["k"], cache["v"], None)  # every cached position is earlier: no mask
+        keys, values = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)
+        return self.attend(q, keys, values, None), keys, values  # every cached position is earlier: no mask
 
 
 class Block(nn.Module):
@@ -79,9 +80,11 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x))
         return x + self.feed_forward(self.ln_2(x))
 
-    def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
-        x = x + self.attn.step(self.ln_1(x), cache)
-        return x + self.feed_forward(self.ln_2(x))
+    def step(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor):
+        """Block.forward for one new position x (B, 1, C); returns (x, keys, values) as attn.step."""
+        attended, keys, values = self.attn.step(self.ln_1(x), keys, values)
+        x = x + attended
+        return x + self.feed_forward(self.ln_2(x)), keys, values
 
 
 class Transformer(nn.Module):
@@ -121,19 +124,34 @@ class Transformer(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
         return logits, language_model_loss(logits, targets)
 
-    def init_cache(self, batch_size: int, labels: torch.Tensor | None = None) -> dict:
-        """Each layer's keys and values so far, none yet, and the next position."""
+    def init_state(self, batch_size: int, labels: torch.Tensor | None = None) -> "TransformerState":
+        """The state of batch_size names before their first character: no keys or values yet."""
         if labels is not None:
             raise ValueError("the transformer model takes no labels")
-        return {"t": 0, "layers": [{} for _ in self.h]}
+        C = self.wte.weight.shape[1]
+        heads = self.h[0].attn.n_head if len(self.h) else 1
+        empty = self.wte.weight.new_zeros(batch_size, heads, 0, C // heads)  # (B, nh, 0, hs)
+        return TransformerState(torch.zeros((), dtype=torch.long), (empty,) * len(self.h), (empty,) * len(self.h))
 
-    def step(self, cache: dict, token: torch.Tensor) -> torch.Tensor:
-        """Feed one character per row, token (B,); returns the logits (B, vocab) for the next one."""
-        t = cache["t"]
+    def step(self, token: torch.Tensor, state: "TransformerState") -> tuple[torch.Tensor, "TransformerState"]:
+        """Feed one character per row, token (B,); returns the logits (B, vocab) for the next one, and
+        the state after it."""
+        t = int(state.t)
         if t >= self.positions:
             raise ValueError(f"this transformer reads at most {self.positions} positions")
         x = self.drop(self.wte(token) + self.wpe.weight[t])[:, None]  # (B, 1, n_embd)
-        for block, layer_cache in zip(self.h, cache["layers"], strict=True):
-            x = block.step(x, layer_cache)
-        cache["t"] = t + 1
-        return self.lm_head(self.ln_f(x))[:, 0]
+        keys, values = [], []
+        for block, k, v in zip(self.h, state.keys, state.values, strict=True):
+            x, k, v = block.step(x, k, v)
+            keys.append(k)
+            values.append(v)
+        return self.lm_head(self.ln_f(x))[:, 0], TransformerState(state.t + 1, tuple(keys), tuple(values))
+
+
+class TransformerState(NamedTuple):
+    """The Transformer's generation state, all tensors: the positions fed so far, t (0-dimensional),
+    and per layer the keys and the values of those positions, (B, n_head, t, n_embd / n_head) each."""
+
+    t: torch.Tensor
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]

@@ -6,14 +6,14 @@ decade), added to every layer's pre-activation.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
+from .kernel import stacked_taps, taps
 from .layers import BatchNorm, LabelEmbedding, init_lecture, label_vectors
-from .losses import language_model_loss
 from .options import OptionError
 from .packing import ExactLayout, FixedLayout, PackedLayout
 
@@ -52,13 +52,12 @@ def receptive_field(n_layers: int, cycles: int = 1) -> int:
 
 
 class DilatedLayer(nn.Module):
-    """One level of the tree as a causal convolution: out[t] = act(norm(W0 x[t - dilation] + W1 x[t])).
+    """One level of the tree as a causal convolution: out[t] = act(norm(W1 x[t] + W0 x[t - dilation])).
 
     W0 and W1 are the two taps of an nn.Conv1d(kernel_size=2) weight, which is the tree's Linear
-    weight split in its left and right halves. We apply them as two matmuls rather than through
-    Conv1d's kernel, which on a CPU is several times slower for this shape. Every way of feeding the
-    layer (pairs of columns, packed names, one cached step) computes the pre-activation its own way,
-    then calls finish().
+    weight split in its left and right halves; kernel.taps applies them. Every way of feeding the
+    layer (pairs of columns, packed names, one cached step) gets its pre-activation from taps, then
+    calls finish().
     """
 
     def __init__(
@@ -77,34 +76,30 @@ class DilatedLayer(nn.Module):
         # WaveNet's V: the label vector's part in the pre-activation, filter and gate (n_label: its size)
         self.condition = nn.Linear(n_label, n_conv, bias=False) if n_label else None
 
-    def forward(self, left: torch.Tensor, right: torch.Tensor, condition: torch.Tensor | None = None):
-        """left: the inputs `dilation` steps back (or one row that broadcasts), right: the current
-        inputs, both (..., n_in); condition: V h (..., n_conv), broadcast to them, or None. Returns
-        (out, skip) as finish() does."""
-        w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
-        pre = F.linear(right, w1, self.conv.bias) + F.linear(left, w0)
-        return self.finish(pre if condition is None else pre + condition, right)
+    def forward(self, now: torch.Tensor, back: torch.Tensor, condition: torch.Tensor | None = None, weight=None):
+        """now: the current inputs, back: the inputs `dilation` steps back, both (..., n_in);
+        condition: V h (..., n_conv), broadcast to them, or None;
+        weight: the conv's weight, or as stacked_weight() lays it out. Returns (out, skip) as finish()
+        does."""
+        pre = taps(self.conv.weight if weight is None else weight, now, back, self.conv.bias)  # (..., n_conv)
+        return self.finish(pre if condition is None else pre + condition, now)
+
+    def stacked_weight(self) -> torch.Tensor:
+        """The conv's weight as taps() multiplies a pair of inputs by it, (2 n_in, n_conv) (see
+        kernel.stacked_taps), for generation: made again only when the weight has changed since (an
+        optimizer step, a load, a move to another device or dtype)."""
+        weight = self.conv.weight
+        made_of = (weight.data_ptr(), weight._version, weight.dtype)
+        if getattr(self, "_stacked_from", None) != made_of:
+            self._stacked, self._stacked_from = stacked_taps(weight.detach()), made_of
+        return self._stacked
 
     def forward_packed(self, h: torch.Tensor, layout: PackedLayout, h_labels: torch.Tensor | None = None):
         """h (rows, n_in): a batch of names in the packed rows of `layout` (see packing.py), whose
         start rows hold the nodes over the padding; h_labels (S, n_label): a conditional model's label
-        vectors, one per start row. Returns (out, skip) as finish() does.
-
-        A row whose left input lies in the padding reads its name's start row, so that half of the
-        kernel is computed once per start row and shared; the layout corrects the rows that reach
-        into their own name."""
-        w0, w1 = self.conv.weight.unbind(-1)  # (n_conv, n_in) each
-        # every row as if its left input were the padding: that half of the kernel, computed once (per
-        # start row), is the bias of the current inputs' matmul, so adding it costs no pass of its own
-        if h_labels is None:
-            padding = F.linear(h[:1], w0).squeeze(0)  # (n_conv,)
-            bias = padding
-        else:
-            per_start = F.linear(h[: len(h_labels)], w0)  # (S, n_conv)
-            padding = per_start.index_select(0, layout.start_of)  # (rows, n_conv)
-            bias = (per_start + self.condition(h_labels)).index_select(0, layout.start_of)  # (rows, n_conv): and V h
-        bias = bias if self.conv.bias is None else bias + self.conv.bias
-        pre = layout.convolve(h, w0, w1, self.dilation, padding, bias)  # (rows, n_conv)
+        vectors, one per start row. Returns (out, skip) as finish() does."""
+        condition = None if h_labels is None else self.condition(h_labels)  # (S, n_conv): V h per start row
+        pre = layout.convolve(h, self.conv.weight, self.dilation, self.conv.bias, condition)  # (rows, n_conv)
         return self.finish(pre, h, shared_first_row=layout.shared, counted=layout.counted)
 
     def finish(self, pre: torch.Tensor, x: torch.Tensor, shared_first_row: bool = False, counted=None):
@@ -200,12 +195,15 @@ class ConvWaveNet(nn.Module):
         labels: torch.Tensor | None = None,
         rows: int | None = None,
     ):
-        """idx (B, T), targets (B, T - block_size + 1) or None; returns (logits, loss) as the class
-        docstring says. labels (B, K): each name's, for a conditional model (None: all unknown).
+        """idx (B, T): whole names, each after block_size '.' tokens and right-padded (data.pad_batch);
+        targets (B, T - block_size + 1) or None. Returns (logits, loss) as the class docstring says.
+        labels (B, K): each name's, for a conditional model (None: all unknown). For any other batch
+        (the lecture's windows, say), forward_full.
 
         rows: lay the batch out in this many packed rows, a bucket counted on the CPU by the data
         (NameBatches.sample), for a training step whose every shape is fixed in advance (a
-        FixedLayout, see packing.py). Such a step needs only the loss, so logits is None.
+        FixedLayout, see packing.py); None, the exact rows (an ExactLayout). A fixed-shape step needs
+        only the loss, so its logits are None.
         """
         B, T = idx.shape
         n_out = T - self.block_size + 1
@@ -220,9 +218,6 @@ class ConvWaveNet(nn.Module):
             packing = ExactLayout.of(idx, targets, self.block_size, dilations, labelled=h_labels is not None)
         else:
             packing = FixedLayout.of(idx, targets, self.block_size, dilations, h_labels is not None, rows)
-        if packing is None:  # idx does not start with block_size '.' tokens: a plain convolution
-            logits = self._forward_full(idx, h_labels)
-            return logits, language_model_loss(logits, targets)
         h, skips = self.wte(packing.tokens), []  # (rows, n_embd)
         for layer in self.layers:
             h, skip = layer.forward_packed(h, packing, h_labels)  # (rows, n_hidden)
@@ -230,67 +225,67 @@ class ConvWaveNet(nn.Module):
         packed = self._head(h, skips)  # (rows, vocab): the start rows predict every name's first character
         return packing.logits(packed), packing.loss(packed)
 
-    def _head(self, h: torch.Tensor, skips: list) -> torch.Tensor:
-        """The logits from the last layer's output, or from the sum of the skip connections."""
-        return self.lm_head(F.relu(sum(skips)) if self.blocks.skip else h)
-
-    def _forward_full(self, idx: torch.Tensor, h_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """A plain valid dilated convolution over every column: each layer shortens T by its dilation.
-        h_labels (B, n_label): the names' label vectors, for a conditional model."""
+    def forward_full(self, idx: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The plain valid dilated convolution over every column of idx (B, T), whatever it holds
+        (names after their padding, or the lecture's windows): each layer shortens T by its dilation.
+        Returns logits (B, T - block_size + 1, vocab): output j has read idx[:, j : j + block_size].
+        labels (B, K): each row's, for a conditional model (None: all unknown). The reference that the
+        packed forward is tested against, and the graph an export would run."""
+        if idx.shape[1] < self.block_size:
+            raise ValueError(f"idx needs at least block_size={self.block_size} columns, got {idx.shape[1]}")
+        h_labels = label_vectors(self.labels, labels, idx.shape[0], idx.device)  # (B, n_label), or None
         h, skips = self.wte(idx), []  # (B, T, n_embd)
         for layer in self.layers:
             condition = None if h_labels is None else layer.condition(h_labels)[:, None]  # (B, 1, n_conv)
-            h, skip = layer(h[:, : -layer.dilation], h[:, layer.dilation :], condition)  # (B, T - dilation, n_hidden)
+            h, skip = layer(h[:, layer.dilation :], h[:, : -layer.dilation], condition)  # (B, T - dilation, n_hidden)
             skips.append(skip)
         n_out = h.shape[1]  # T - block_size + 1: earlier layers' skips are longer, keep their last columns
         return self._head(h, [s[:, -n_out:] for s in skips] if self.blocks.skip else skips)
 
-    @torch.no_grad()
-    def init_cache(self, batch_size: int, labels: torch.Tensor | None = None) -> "GenerationCache":
-        """Fast WaveNet generation (arXiv:1611.09482): each layer keeps the last `dilation` inputs it
-        has seen, so one new character costs one node per layer instead of a whole tree.
+    def _head(self, h: torch.Tensor, skips: list) -> torch.Tensor:
+        """The logits from the last layer's output, or from the sum of the skip connections."""
+        return self.lm_head(F.relu(sum(skips)) if self.blocks.skip else h)
 
-        Every queue starts filled with the value its layer's input has on the all-'.' padding. The
-        cache also holds each layer's kernel as one contiguous (2 * n_in, n_conv) matrix, so a step
-        does not re-lay the Conv1d weight out: generate with the weights the cache was made with.
-        labels (B, K): each name's, for a conditional model (None: all unknown); the cache keeps each
-        layer's V h.
-        """
+    @torch.no_grad()
+    def init_state(self, batch_size: int, labels: torch.Tensor | None = None) -> "ConvState":
+        """Fast WaveNet generation (arXiv:1611.09482): each layer keeps the last `dilation` inputs it
+        has seen, so one new character costs one node per layer instead of a whole tree. The state of
+        batch_size names before their first character: every queue filled with the value its layer's
+        input has on the all-'.' padding. labels (B, K): each name's, for a conditional model (None:
+        all unknown); the state keeps each layer's V h."""
         h = self.wte.weight[0].expand(batch_size, -1)  # (B, n_embd): the '.' token
         h_labels = label_vectors(self.labels, labels, batch_size, h.device)  # (B, n_label), or None
-        queues, kernels, conditions = [], [], []
+        queues, conditions = [], []
         for layer in self.layers:
             queues.append(h[:, None].expand(-1, layer.dilation, -1).clone())  # (B, dilation, n_in)
-            kernels.append(rearrange(layer.conv.weight, "h c k -> (k c) h").contiguous())  # [W0 | W1]^T
-            conditions.append(None if h_labels is None else layer.condition(h_labels))  # (B, n_conv)
-            h, _ = layer(h, h, conditions[-1])  # the node over all-'.' input, one level up
-        return GenerationCache(queues, kernels, conditions)
+            if h_labels is not None:
+                conditions.append(layer.condition(h_labels))  # (B, n_conv)
+            # the node over all-'.' input, one level up
+            h, _ = layer(h, h, conditions[-1] if conditions else None, layer.stacked_weight())
+        return ConvState(torch.zeros((), dtype=torch.long), tuple(queues), tuple(conditions))
 
     @torch.no_grad()
-    def step(self, cache: "GenerationCache", token: torch.Tensor) -> torch.Tensor:
-        """Feed one character per row, token (B,); returns the logits (B, vocab) for the next one.
-        Updates `cache` in place. Needs eval mode: BatchNorm's running statistics, not a batch's."""
+    def step(self, token: torch.Tensor, state: "ConvState") -> tuple[torch.Tensor, "ConvState"]:
+        """Feed one character per row, token (B,); returns the logits (B, vocab) for the next one, and
+        the state after it. The queues are ring buffers, written in place: the state returned holds the
+        same tensors, and the one given is spent. Needs eval mode: BatchNorm's running statistics."""
         h, skips = self.wte(token), []  # (B, n_embd)
-        for layer, queue, kernel, condition in zip(
-            self.layers, cache.queues, cache.kernels, cache.conditions, strict=True
-        ):
-            slot = cache.t % layer.dilation  # a ring buffer: this slot holds the input `dilation` steps back
-            pair = torch.cat([queue[:, slot], h], dim=1)  # (B, 2 * n_in): [x[t - dilation], x[t]]
+        t = int(state.t)
+        conditions = state.conditions or (None,) * len(self.layers)
+        for layer, queue, condition in zip(self.layers, state.queues, conditions, strict=True):
+            slot = t % layer.dilation  # this slot holds x[t - dilation], (B, n_in), until h takes its place
+            pre = taps(layer.stacked_weight(), h, queue[:, slot], layer.conv.bias)  # (B, n_conv)
             queue[:, slot] = h
-            pre = pair @ kernel if layer.conv.bias is None else torch.addmm(layer.conv.bias, pair, kernel)
-            if condition is not None:
-                pre = pre + condition
-            h, skip = layer.finish(pre, h)  # (B, n_hidden)
+            h, skip = layer.finish(pre if condition is None else pre + condition, h)  # (B, n_hidden)
             skips.append(skip)
-        cache.t += 1
-        return self._head(h, skips)
+        return self._head(h, skips), state._replace(t=state.t + 1)
 
 
-@dataclass
-class GenerationCache:
-    """ConvWaveNet's generation state: per layer a ring buffer of its last inputs, and its kernel."""
+class ConvState(NamedTuple):
+    """ConvWaveNet's generation state, all tensors: the characters fed so far, t (a 0-dimensional
+    long), and per layer a ring buffer of its last `dilation` inputs, (B, dilation, n_in), and for a
+    conditional model its V h, (B, n_conv) (none without labels)."""
 
-    queues: list[torch.Tensor]  # per layer (B, dilation, n_in)
-    kernels: list[torch.Tensor]  # per layer (2 * n_in, n_conv)
-    conditions: list  # per layer V h (B, n_conv) of a conditional model, else None
-    t: int = 0  # characters fed so far
+    t: torch.Tensor
+    queues: tuple[torch.Tensor, ...]
+    conditions: tuple[torch.Tensor, ...] = ()

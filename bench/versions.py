@@ -53,6 +53,21 @@ def workloads_of(package, n_layers: int, words: list[str], vocab, names: int) ->
     return {"model": model, "step": step, "positions": int((targets != -1).sum())}
 
 
+def val_batches(package, model, words: list[str]):
+    """The val split of `words` as `package` batches it for `model`: Splits moved to splits.py, and
+    models.batches_for took over its batches(), when each kind of model got its own module."""
+    try:
+        splits = importlib.import_module(package.__name__ + ".splits")
+    except ModuleNotFoundError:  # before
+        return (
+            importlib.import_module(package.__name__ + ".training")
+            .Splits.from_words(words)
+            .batches("val", model, "cpu")
+        )
+    models = importlib.import_module(package.__name__ + ".models")
+    return models.batches_for(model, splits.Splits.from_words(words), "val", "cpu")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rev", help="the commit to compare with, e.g. HEAD~3 or a hash")
@@ -85,7 +100,7 @@ def main() -> int:
         val = {}
         for name, package, model in (("mine", current, mine["model"]), ("theirs", earlier, theirs["model"])):
             training = importlib.import_module(package.__name__ + ".training")
-            batches = training.Splits.from_words(splits.train + splits.val + splits.test).batches("val", model, "cpu")
+            batches = val_batches(package, model, splits.train + splits.val + splits.test)
             val[name] = (lambda t=training, m=model, b=batches: t.evaluate(m, b)), batches.n_examples
         times = workloads.interleaved_medians({k: fn for k, (fn, _) in val.items()}, args.repeats)
         n = val["mine"][1]

@@ -18,12 +18,14 @@ from wavenet_names import (
     read_words,
     windows,
 )
-from wavenet_names.data import NAMES_TXT, bucket, packed_rows
-from wavenet_names.models import batches_for
+from wavenet_names.data import NAMES_TXT
+from wavenet_names.models import kind_of
+from wavenet_names.packing import bucket, packed_rows
 from wavenet_names.precision import PRECISIONS as TRAIN_PRECISIONS
 from wavenet_names.precision import autocast, matmuls
 from wavenet_names.sampling import SampleConfig, generate
-from wavenet_names.training import Splits, evaluate
+from wavenet_names.scoring import evaluate
+from wavenet_names.splits import Splits
 
 N_EMBD, N_HIDDEN = 24, 128  # the lecture's final sizes
 PRECISIONS = tuple(p for p in TRAIN_PRECISIONS if p != "auto")  # a benchmark names its precision
@@ -136,8 +138,10 @@ def traffic(step: Callable) -> Traffic:
 
 
 def eval_pass(model, kind: str, words: list[str], vocab: Vocab, device):
-    """The loss over a whole split, through training.evaluate. Returns (fn, positions)."""
-    batches = batches_for(model, words, vocab, device)  # whole names for conv, windows for the tree
+    """The loss over a whole split, through scoring.evaluate. Returns (fn, positions)."""
+    batches = kind_of(model).batches(
+        words, vocab, model.block_size, device
+    )  # whole names for conv, windows for the tree
     return (lambda: evaluate(model, batches)), batches.n_examples
 
 

@@ -5,6 +5,9 @@ import pytest
 import torch
 
 from wavenet_names import Vocab, read_words
+from wavenet_names.cli import main
+
+from helpers import TINY
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Under pytest -n N, N workers share the cores: one thread each, and the same for the processes a
@@ -53,3 +56,12 @@ def small_table_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "names.tsv"
     path.write_text("\n".join([lines[0], *lines[1 :: len(lines) // 400][:400]]) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, small_data_file) -> Path:
+    """A conv run of 20 steps on small_data_file, as `train` wrote it; tests must not modify it."""
+    out = tmp_path_factory.mktemp("run")
+    args = ["train", "--data", str(small_data_file), "--out", str(out), "--steps", "20", "--eval-every", "5", *TINY]
+    assert main(args) == 0
+    return out

@@ -1,5 +1,6 @@
-"""Shared test helpers: the same names as the lecture's windows and as conv batches, the program run
-in a forked process, and a script run in this one."""
+"""Shared test helpers: tiny options, the same names as the lecture's windows and as conv batches, the
+program run in a forked process, under torchrun, or in a process of its own, and a script run in
+this one."""
 
 import contextlib
 import io
@@ -18,9 +19,38 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from wavenet_names import cli, encode_names, pad_batch, windows
+from wavenet_names import (
+    cli,
+    encode_names,
+    pad_batch,
+    windows,
+)
+from wavenet_names.configuration import TrainConfig
+from wavenet_names.models import KINDS, ModelConfig, build_model
+from wavenet_names.options import option_fields
+from wavenet_names.splits import Facts
+from wavenet_names.training import Trainer
 
 from kill_at_step import kill_before_step
+
+# the smallest model that trains in a blink: tests of what `train` does, not of what it learns
+TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", "16", "--samples", "0"]
+
+
+def tiny(kind: str, flags: list[str] = TINY) -> list[str]:
+    """`flags` without the model options that `kind` does not read (the GRU has no --n-layers)."""
+    reads = {"--" + f.name.replace("_", "-") for f in option_fields(KINDS[kind].options)}
+    model_flags = {"--" + f.name.replace("_", "-") for k in KINDS.values() for f in option_fields(k.options)}
+    kept, skip = [], False
+    for i, item in enumerate(flags):
+        if skip:
+            skip = False
+            continue
+        if item in model_flags and item not in reads:
+            skip = i + 1 < len(flags) and not flags[i + 1].startswith("--")
+            continue
+        kept.append(item)
+    return kept
 
 
 def both_views(words, vocab, block_size):
@@ -124,6 +154,32 @@ def joined(child, timeout: float = 120) -> int:
     return child.exitcode
 
 
+def run_cli(*args, env=None, stdin: str | None = None) -> tuple[int, str, str]:
+    """The entry point as a user runs it, in a process of its own: (exit status, stdout, stderr)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "wavenet_names", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        input=stdin,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def torchrun(*args, env: dict | None = None, expect: int = 0) -> subprocess.CompletedProcess:
+    """`torchrun ARGS` (its options, then what it runs), as a user starts it; fails the test unless it
+    exits with `expect`, showing the end of what it said."""
+    result = subprocess.run(
+        [*TORCHRUN, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+    )
+    assert result.returncode == expect, result.stderr[-3000:]
+    return result
+
+
 def start_cli(*args) -> subprocess.Popen:
     """The entry point running in the background, its stdout and stderr piped to the test."""
     return subprocess.Popen(
@@ -168,3 +224,44 @@ def run_script(path: Path, *args: str) -> Finished:
     finally:
         sys.argv, sys.path[:] = argv, path_before
     return Finished(code, out.getvalue(), err.getvalue())
+
+
+def small(kind: str, vocab_size: int, positions: int):
+    """A small model of `kind`, at its (seeded) random initialisation, reading names of up to
+    positions - 1 characters. The transformer has dropout, which eval mode must switch off
+    everywhere for the checks below to hold."""
+    sizes = (
+        dict(n_embd=16, n_layers=2, n_head=2, dropout=0.3) if kind == "transformer" else dict(n_embd=16, n_hidden=24)
+    )
+    torch.manual_seed(0)
+    return build_model(ModelConfig.of(kind, Facts(vocab_size, (), positions - 1), **sizes))
+
+
+def batch(words, vocab, block_size=1):
+    return pad_batch(*encode_names(words, vocab), block_size)  # idx (B, n): '.', the name; targets (B, n)
+
+
+def mixture_loss(members, inputs, targets) -> float:
+    """-mean log(mean over members of p(target)), from each member's own logits, by hand."""
+    with torch.no_grad():
+        probs = torch.stack([m.eval()(inputs, targets)[0].softmax(-1) for m in members]).mean(0)  # (..., vocab)
+    valid = targets != -1
+    return -probs[valid].gather(-1, targets[valid][:, None]).log().mean().item()
+
+
+def reads(kind: str) -> set[str]:
+    """The options that a kind of model reads."""
+    return {f.name for f in option_fields(KINDS[kind].options)}
+
+
+def small_run(splits, kind="conv", **overrides):
+    sizes = {"n_embd": 8, "n_hidden": 16, "n_layers": 2, **({"block_size": 4} if kind == "flat" else {})}
+    model_config = ModelConfig.of(kind, splits.facts, **{k: v for k, v in sizes.items() if k in reads(kind)})
+    config = TrainConfig(**{"steps": 30, "batch_size": 16, "eval_every": 7, **overrides})
+    return Trainer(model_config, config, splits)
+
+
+def one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]

@@ -9,12 +9,16 @@ import pytest
 import torch
 
 from wavenet_names.cli import main
-from wavenet_names.constraints import Constraints, TooRare, stream_constrained
+from wavenet_names.constraints import Constraints, TooRare
+from wavenet_names.draws import NameRequest, draw
+from wavenet_names.loading import LoadedModel
 from wavenet_names.models import ModelConfig, build_model
-from wavenet_names.sampling import SampleConfig, Sampled, Seen, stream_sampled
+from wavenet_names.sampling import SampleConfig, Sampled, stream_sampled
+from wavenet_names.splits import Seen
+
+from helpers import TINY
 
 NOBODY = Seen(frozenset(), frozenset())
-TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", "16", "--samples", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +26,27 @@ def model():
     """An untrained ConvWaveNet: each character about equally likely, the end token among them, so
     that names run long (about 26 characters) and a length range keeps about one in eight."""
     torch.manual_seed(0)
-    return build_model(ModelConfig(vocab_size=27, n_embd=8, n_hidden=16, n_layers=2)).eval()
+    return build_model(ModelConfig.of("conv", n_embd=8, n_hidden=16, n_layers=2)).eval()
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def memorised(tmp_path_factory):
     """A run that has learnt eight short names, which it samples again and again."""
     data = tmp_path_factory.mktemp("data") / "names.txt"
     data.write_text("".join(f"{name}\n" for name in ["anna", "bob", "eve", "ida", "amy", "zoe", "liv", "max"] * 4))
     out = tmp_path_factory.mktemp("run")
     assert main(["train", "--data", str(data), "--out", str(out), "--steps", "150", *TINY, "--lr", "0.03"]) == 0
     return out
+
+
+def loaded(model, vocab, seen: Seen = NOBODY) -> LoadedModel:
+    """`model` as `sample` loads a checkpoint, trained on the names of `seen`."""
+    checkpoint = {"train_words": "\n".join(seen.train), "held_out_words": "\n".join(seen.held_out)}
+    return LoadedModel(model, vocab, checkpoint, "a test's model")
+
+
+def stream_constrained(model, vocab, config: SampleConfig, constraints: Constraints, seen: Seen = NOBODY):
+    return draw(loaded(model, vocab, seen), NameRequest(config, constraints))
 
 
 def constrained(model, vocab, n, seed=0, seen=NOBODY, **constraints):
@@ -136,8 +150,8 @@ def test_a_constraint_too_rare_yields_what_it_found_then_says_so(model, vocab):
     assert all(name.endswith("qq") for name in found)
 
 
-def test_sample_prints_what_it_found_and_one_line_with_the_count(trained, capsys):
-    args = ["sample", "--checkpoint", str(trained), "-n", "5", "--seed", "0"]
+def test_sample_prints_what_it_found_and_one_line_with_the_count(memorised, capsys):
+    args = ["sample", "--checkpoint", str(memorised), "-n", "5", "--seed", "0"]
     assert main([*args, "--ends-with", "zzz", "--tries", "500"]) == 1
     captured = capsys.readouterr()
     found = captured.out.splitlines()
@@ -148,8 +162,8 @@ def test_sample_prints_what_it_found_and_one_line_with_the_count(trained, capsys
     ]
 
 
-def test_sample_new_unique_and_exclude_from_the_command_line(trained, tmp_path, capsys):
-    args = ["sample", "--checkpoint", str(trained), "-n", "40", "--seed", "0", "--min-len", "3", "--max-len", "6"]
+def test_sample_new_unique_and_exclude_from_the_command_line(memorised, tmp_path, capsys):
+    args = ["sample", "--checkpoint", str(memorised), "-n", "40", "--seed", "0", "--min-len", "3", "--max-len", "6"]
     assert main(args) == 0
     first = capsys.readouterr().out.splitlines()
     assert any(line.endswith(" *") for line in first)  # it has learnt its eight names
@@ -173,8 +187,8 @@ def test_sample_new_unique_and_exclude_from_the_command_line(trained, tmp_path, 
         (["--tries", "0"], "--tries must be at least 1, got 0"),
     ],
 )
-def test_bad_constraints_are_one_line_before_any_name(extra, problem, trained, capsys):
-    assert main(["sample", "--checkpoint", str(trained), *extra]) == 2
+def test_bad_constraints_are_one_line_before_any_name(extra, problem, memorised, capsys):
+    assert main(["sample", "--checkpoint", str(memorised), *extra]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     err = captured.err.strip().splitlines()

@@ -2,35 +2,19 @@
 one process trains on the whole batch, and their checkpoint resumes in a single process. The ranks
 run under torchrun; the single-process runs are in this process."""
 
-import subprocess
-import sys
-
 import pytest
 
 from wavenet_names.checkpoint import load_checkpoint
 from wavenet_names.cli import main
-from wavenet_names.models import KINDS
+
+from helpers import TINY, tiny, torchrun
 
 pytestmark = pytest.mark.slow  # every test here starts processes
 
 
-def torchrun(*args) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    result = subprocess.run([*launcher, "-m", "wavenet_names", *args], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result
-
-
-TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--eval-every", "10", "--samples", "2", "--seed", "3"]
-TINY += ["--dropout", "0"]  # each rank draws its own dropout: the single process's draws are not theirs
-
-
-def tiny(kind: str) -> list[str]:
-    """TINY without the options that `kind` does not read (the Transformer's MLP has no width of its
-    own; the GRU has no dropout)."""
-    unused = {"--" + name.replace("_", "-") for name in KINDS[kind].unused}
-    pairs = zip(TINY[::2], TINY[1::2], strict=True)
-    return [item for flag, value in pairs if flag not in unused for item in (flag, value)]
+# each rank draws its own dropout: the single process's draws are not theirs
+SHARED = [*TINY, "--eval-every", "10", "--samples", "2", "--seed", "3", "--dropout", "0"]
+LAUNCH = ["--standalone", "--nproc_per_node=2", "-m", "wavenet_names"]
 
 
 @pytest.mark.parametrize(
@@ -42,11 +26,22 @@ def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, sma
     (The conv model on a list is test_restarts.py's: its runs saved by 2 ranks and continued by 1, or
     the other way round, end as one process trains it.)"""
     data_file = small_table_file if data == "table" else small_data_file
-    args = ["train", "--model", model, "--data", str(data_file), "--steps", "20", "--batch-size", "32", *tiny(model)]
+    args = [
+        "train",
+        "--model",
+        model,
+        "--data",
+        str(data_file),
+        *tiny(model, SHARED),
+        "--steps",
+        "20",
+        "--batch-size",
+        "32",
+    ]
     args += ["--patience", "2", "--max-time", "3600"]  # never met here, but their checks are collectives on 2 ranks
     if data == "table":
         args += ["--label-dropout", "0"]  # each rank draws its own: the single process's draws are not theirs
-    two = torchrun(*args, "--out", str(tmp_path / "two"))
+    two = torchrun(*LAUNCH, *args, "--out", str(tmp_path / "two"))
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     a, b = load_checkpoint(tmp_path / "two" / "last.pt"), load_checkpoint(tmp_path / "one" / "last.pt")
     assert a["step"] == b["step"] == 20

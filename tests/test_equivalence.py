@@ -15,7 +15,8 @@ import torch
 from einops import rearrange
 
 from wavenet_names import ConvWaveNet, HierarchicalMLP, conv_from_tree, tree_from_conv
-from wavenet_names.data import WindowBatches, bucket
+from wavenet_names.batches import WindowBatches
+from wavenet_names.packing import bucket
 
 from helpers import LABEL_SIZES, both_views, random_labels, sgd_steps, summed_loss
 

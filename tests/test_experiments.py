@@ -10,9 +10,11 @@ import torch
 
 from wavenet_names import experiments, runs
 from wavenet_names.cli import main
+from wavenet_names.configuration import TrainConfig
 from wavenet_names.experiments import SweepConfig
 from wavenet_names.models import ModelConfig
-from wavenet_names.training import Splits, TrainConfig, TrainingInterrupted, fit
+from wavenet_names.splits import Splits
+from wavenet_names.training import TrainingInterrupted, fit
 
 from helpers import run_script
 
@@ -43,7 +45,7 @@ def test_lecture_presets_run_and_read_back(tmp_path, splits):
 
 
 def small(splits, **train):
-    model = ModelConfig(vocab_size=len(splits.vocab), n_embd=8, n_hidden=16, n_layers=2)
+    model = ModelConfig.of("conv", splits.facts, n_embd=8, n_hidden=16, n_layers=2)
     return model, TrainConfig(**{"steps": 20, "batch_size": 16, "eval_every": 5, **train})
 
 
@@ -269,7 +271,8 @@ def test_the_race_keeps_each_budgets_best_val_and_reads_back(tmp_path, splits):
     assert [r["entrant"] for r in rows] == ["conv", "gru"]
     for row in rows:
         history = [json.loads(line) for line in (tmp_path / row["entrant"] / "metrics.jsonl").read_text().splitlines()]
-        assert history[-1]["seconds"] >= 0.3 or row["steps"] == 4000  # trained to the largest budget
+        recipe = json.loads((tmp_path / row["entrant"] / "metrics.json").read_text())["train_config"]["steps"]
+        assert history[-1]["seconds"] >= 0.3 or row["steps"] == recipe  # to the largest budget, or done sooner
         early = [r["val_loss"] for r in history if r["seconds"] <= 0.1]
         assert row["best_val"]["0.1"] == (min(early) if early else None)
         assert row["best_val"]["0.3"] == min(r["val_loss"] for r in history)

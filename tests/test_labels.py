@@ -11,14 +11,19 @@ import torch
 from wavenet_names import ConvWaveNet, FlatMLP, HierarchicalMLP
 from wavenet_names.checkpoint import label_columns, load_checkpoint, load_model, save_checkpoint
 from wavenet_names.cli import main
+from wavenet_names.configuration import settings
 from wavenet_names.data import DataError, split_words
 from wavenet_names.labels import LabelColumns, parse_table, read_items
 from wavenet_names.layers import LabelEmbedding
+from wavenet_names.models import batches_for
 from wavenet_names.options import OptionError
 from wavenet_names.sampling import SampleConfig, generate
-from wavenet_names.training import Splits, Trainer, configs, evaluate
+from wavenet_names.scoring import evaluate
+from wavenet_names.splits import Facts, Splits
+from wavenet_names.training import Trainer
 
-TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", "16", "--samples", "0"]
+from helpers import TINY, tiny
+
 TABLE = b"name\tsex\tdecade\nmary\tF\t1880\njohn\tM\t1880\nalex\t\t1990\nalex\tM\t1990\n"
 
 
@@ -149,16 +154,16 @@ def test_a_model_without_labels_refuses_them(model):
 def test_a_conditional_trainer_trains_saves_and_resumes_its_labels(kind, table_file):
     splits = Splits.read(table_file)
     options = {"model": kind, "n_embd": 8, "n_hidden": 16, "n_layers": 2, "steps": 6, "batch_size": 16}
-    trainer = Trainer(*configs(options, len(splits.vocab), splits.label_sizes), splits)
+    trainer = Trainer(*settings(options, splits.facts), splits)
     for _ in range(6):
         trainer.train_step()
     checkpoint = trainer.checkpoint()
     assert LabelColumns.from_saved(checkpoint["labels"]) == splits.label_columns
     assert checkpoint["model_config"]["label_sizes"] == (3, 15)  # F, M and unknown; 14 decades and unknown
-    val = trainer.splits.batches("val", trainer.model, "cpu")
+    val = batches_for(trainer.model, trainer.splits, "val")
     loss = evaluate(trainer.model, val)
     hidden = Splits.read(table_file, use_labels=False)
-    assert evaluate(trainer.model, hidden.batches("val", trainer.model, "cpu")) != loss  # the labels are read
+    assert evaluate(trainer.model, batches_for(trainer.model, hidden, "val")) != loss  # the labels are read
     same = Splits.read(table_file, splits.vocab, splits.label_columns)
     again = Trainer.from_checkpoint(checkpoint, same, torch.device("cpu"))
     assert evaluate(again.model, val) == loss
@@ -184,7 +189,7 @@ def test_evaluate_and_score_read_the_labels_of_a_table(labelled_run, table_file,
     splits = Splits.read(table_file, vocab, label_columns(checkpoint))
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(labelled_run / "model.pt")]) == 0
-    assert capsys.readouterr().out == f"val {evaluate(model, splits.batches('val', model, 'cpu')):.4f}\n"
+    assert capsys.readouterr().out == f"val {evaluate(model, batches_for(model, splits, 'val')):.4f}\n"
     rows = tmp_path / "few.tsv"
     rows.write_text("name\tsex\tdecade\nmary\tF\t1900\nmary\tM\t1900\nmary\t\t\n")
     assert main(["score", str(rows), "--checkpoint", str(labelled_run / "model.pt")]) == 0
@@ -258,8 +263,8 @@ def test_bad_labels_are_one_line_and_harm_nothing(make_args, message, tmp_path, 
     before = {name: (labelled_run / name).read_bytes() for name in ("model.pt", "last.pt", "metrics.json")}
     args = make_args(tmp_path, str(labelled_run / "model.pt"))
     if args[0] == "train":  # even so, nothing in the earlier run is touched
-        tiny = TINY if "flat" not in args else [a for a in TINY if a not in ("--n-layers", "2")]  # (not flat's)
-        args += ["--out", str(labelled_run), "--overwrite", *tiny]
+        tiny_flags = tiny("flat") if "flat" in args else TINY
+        args += ["--out", str(labelled_run), "--overwrite", *tiny_flags]
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
@@ -291,7 +296,7 @@ def test_samples_follow_their_label(table_file):
     names, and the same seed and labels give the same ones."""
     splits = Splits.read(table_file)
     trainer = Trainer(
-        *configs({"n_embd": 8, "n_hidden": 16, "n_layers": 2, "steps": 1}, len(splits.vocab), splits.label_sizes),
+        *settings({"n_embd": 8, "n_hidden": 16, "n_layers": 2, "steps": 1}, splits.facts),
         splits,
     )
     trainer.train_step()
@@ -320,6 +325,6 @@ def test_an_ensemble_of_conditional_models_samples_and_evaluates_by_label(table_
 def test_a_trainer_refuses_labels_its_model_or_options_do_not_take(table_file):
     splits = Splits.read(table_file)
     with pytest.raises(OptionError, match="labels is off, but the data was read with its labels"):
-        Trainer(*configs({"labels": False}, len(splits.vocab), splits.label_sizes), splits)
+        Trainer(*settings({"labels": False}, splits.facts), splits)
     with pytest.raises(ValueError, match=r"the model's label sizes \(\) are not the data's \(3, 15\)"):
-        Trainer(*configs({}, len(splits.vocab)), splits)
+        Trainer(*settings({}, Facts(len(splits.vocab))), splits)

@@ -11,8 +11,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,21 +20,12 @@ import torch
 from wavenet_names import cli
 from wavenet_names.checkpoint import load_checkpoint
 
-from helpers import forked, joined
+from helpers import TINY, forked, joined, torchrun
 
 pytestmark = pytest.mark.slow  # every test here starts processes
 
 KILLER = str(Path(__file__).resolve().parent / "kill_at_step.py")  # kills one rank at a step (torchrun runs)
-TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--samples", "0", "--seed", "3", "--batch-size", "32"]
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
-
-
-def torchrun(*args, env=None, expect=0) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [*TORCHRUN, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
-    )
-    assert result.returncode == expect, result.stderr[-3000:]
-    return result
+RUN = [*TINY, "--seed", "3", "--batch-size", "32"]  # (a batch that 2 and 3 ranks share)
 
 
 def train(*argv, kill_at_step: int | None = None, env: dict | None = None) -> int:
@@ -53,7 +42,7 @@ def warm():
 @pytest.fixture(scope="module")
 def options(small_data_file):
     """24 steps, evaluated at 10 and 20 (and 24), saved every 4 between."""
-    return ["--data", str(small_data_file), "--steps", "24", "--eval-every", "10", "--checkpoint-every", "4", *TINY]
+    return ["--data", str(small_data_file), "--steps", "24", "--eval-every", "10", "--checkpoint-every", "4", *RUN]
 
 
 def assert_same_run(a: Path, b: Path, tolerance: float = 1e-6):

@@ -1,13 +1,33 @@
 """Scoring: each item's loss per character, for every kind of model, whatever its neighbours."""
 
+import io
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from wavenet_names import ConvWaveNet, FlatMLP, HierarchicalMLP, encode_names, pad_batch, tree_from_conv, windows
-from wavenet_names.data import NameBatches, chunk_bounds
-from wavenet_names.scoring import score
-from wavenet_names.training import evaluate
+from wavenet_names import (
+    ConvWaveNet,
+    FlatMLP,
+    HierarchicalMLP,
+    encode_names,
+    pad_batch,
+    tree_from_conv,
+    windows,
+)
+from wavenet_names.batches import NameBatches, chunk_bounds
+from wavenet_names.checkpoint import load_model
+from wavenet_names.cli import main
+from wavenet_names.data import read_words
+from wavenet_names.scoring import evaluate, score
+from wavenet_names.splits import Splits
+
+from helpers import HostReads, one_error
 
 
 def trained_a_little(model, words, vocab):
@@ -93,3 +113,118 @@ def test_scores_stream_a_chunk_at_a_time_and_leave_grad_mode_alone(words, vocab,
     assert len(chunks) == 1 and torch.is_grad_enabled() and not model.training
     assert [next(stream) for _ in range(4)] + list(stream) == pytest.approx(expected[1:])
     assert len(chunks) == 10 and model.training  # 48 items in chunks of 5
+
+
+def test_evaluation_reads_the_device_once_per_chunk_and_once_for_the_loss(words, vocab):
+    """Each chunk's forward reads its layout once; the losses are summed on the device. (The chunks
+    are cut beforehand: cutting them reads the lengths, which live on the CPU whatever the device.)"""
+    model = ConvWaveNet(len(vocab), 8, 16, 3)
+    batches = NameBatches(words, vocab, model.block_size)
+    chunks = list(batches.chunks(15))  # 4 chunks of the 48 names: 15, 15, 15 and 3
+    split = SimpleNamespace(chunks=lambda size: chunks, n_examples=batches.n_examples)
+    with HostReads() as counter:
+        loss = evaluate(model, split)
+    assert counter.reads == ["tolist"] * 4 + ["__float__"], counter.reads
+    idx, targets = pad_batch(*encode_names(words, vocab), model.block_size)
+    with torch.no_grad():
+        whole = model.eval()(idx, targets)[1]  # the mean over every example at once
+    assert loss == pytest.approx(float(whole), rel=1e-6)
+
+
+def test_evaluate_refuses_a_split_of_data_that_has_changed(trained, small_data_file, tmp_path, capsys):
+    """Reordered, the same names split otherwise: its "val" would hold training names, and score better."""
+    reordered = tmp_path / "reordered.txt"
+    reordered.write_text("\n".join(reversed(small_data_file.read_text().split())) + "\n")
+    assert main(["evaluate", "--checkpoint", str(trained), "--data", str(reordered), "--split", "val"]) == 2
+    assert "not the data this model was trained on" in one_error(capsys)
+    assert main(["evaluate", "--checkpoint", str(trained), "--data", str(reordered), "--split", "all"]) == 0
+    assert capsys.readouterr().out.startswith("all ")
+    assert main(["evaluate", "--checkpoint", str(trained), "--split", "val"]) == 0  # its own data, unchanged
+
+
+def test_evaluate_prints_split_and_loss(trained, small_data_file, capsys):
+    assert main(["evaluate", "--checkpoint", str(trained / "model.pt")]) == 0
+    split, loss = capsys.readouterr().out.split()
+    assert split == "val"
+    assert float(loss) == pytest.approx(json.loads((trained / "metrics.json").read_text())["val_loss"], abs=1e-4)
+    losses = {}
+    for split in ("train", "val", "test", "all"):
+        assert main(["evaluate", "--checkpoint", str(trained / "model.pt"), "--split", split]) == 0
+        name, loss = capsys.readouterr().out.split()
+        assert name == split
+        losses[split] = float(loss)
+    splits = Splits.from_words(read_words(small_data_file))
+    examples = {split: sum(len(w) + 1 for w in getattr(splits, split)) for split in ("train", "val", "test")}
+    mean = sum(losses[split] * n for split, n in examples.items()) / sum(examples.values())  # per character
+    assert losses["all"] == pytest.approx(mean, abs=1e-4)  # each printed to 4 decimals
+
+
+def test_score_prints_each_items_loss_in_order_from_a_file_or_standard_input(trained, tmp_path, capsys, monkeypatch):
+    checkpoint = str(trained / "model.pt")
+    items = ["emma", "zzxqj", "olivia"]
+    path = tmp_path / "mine.txt"
+    path.write_text("\n".join(items) + "\n\n")  # a blank line is no item
+    assert main(["score", str(path), "--checkpoint", checkpoint]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[1] for line in lines] == items
+    model, vocab, _ = load_model(checkpoint)
+    expected = [f"{loss:.4f}\t{item}" for item, loss in zip(items, score(model, vocab, items), strict=True)]
+    assert lines == expected
+    for stdin in ("emma\nzzxqj\nolivia\n", "emma\nJoe\n"):  # piped in: not a terminal
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+        status = main(["score", "--checkpoint", checkpoint])
+        out, err = capsys.readouterr()
+        if "Joe" not in stdin:
+            assert (status, out.splitlines(), err) == (0, expected, "")
+    assert status == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "wavenet-names score: error: standard input: items with a character the model does not know: 1 of 2, "
+        "the first 'Joe' ('J'); pass --lowercase or --skip-unknown"
+    ]
+    # `Anna` with a capital A aborted a whole score: lowercase it, or skip it and say so
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Emma\nzzxqj\nOlivia\n")))
+    assert main(["score", "--checkpoint", checkpoint, "--lowercase"]) == 0
+    assert capsys.readouterr() == ("\n".join(expected) + "\n", "")
+    path.write_text("emma\nJoe\nolivia\nzoë\n")
+    assert main(["score", str(path), "--checkpoint", checkpoint, "--skip-unknown"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [expected[0], expected[2]]
+    assert err == "skipped 2 of 4 items: a character the model does not know\n"
+
+
+@pytest.mark.slow  # starts processes
+def test_score_typed_at_a_terminal_says_how_to_end(trained):
+    """Without a file and with a terminal as standard input, score waits for lines: it says so, and
+    Ctrl-D (end of input) scores what was typed."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wavenet_names", "score", "--checkpoint", str(trained / "model.pt")],
+        stdin=follower,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(follower)
+    try:
+        os.write(leader, b"emma\n\x04")  # a line, then Ctrl-D at the start of the next
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        os.close(leader)
+    assert proc.returncode == 0, err
+    assert "end with Ctrl-D" in err
+    assert out.split("\t")[1] == "emma\n"
+
+
+def test_evaluate_all_of_a_held_out_file(trained, small_data_file, tmp_path, capsys):
+    held_out = tmp_path / "held_out.txt"
+    words = read_words(small_data_file)[-10:]
+    held_out.write_text("\n".join(words) + "\n")
+    assert main(["evaluate", "--checkpoint", str(trained / "model.pt"), "--data", str(held_out), "--split", "all"]) == 0
+    model, _, _ = load_model(trained / "model.pt")
+    expected = evaluate(
+        model, NameBatches(words, Splits.from_words(read_words(small_data_file)).vocab, model.block_size)
+    )
+    assert capsys.readouterr().out == f"all {expected:.4f}\n"  # every one of the 10, not the lecture's split of them

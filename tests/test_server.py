@@ -19,6 +19,9 @@ from fastapi.testclient import TestClient
 
 from wavenet_names import shipped
 from wavenet_names.cli import main
+from wavenet_names.constraints import Constraints
+from wavenet_names.options import option_fields
+from wavenet_names.sampling import SampleConfig
 from wavenet_names.server import MAX_BODY, MAX_NAMES, NameServer, SampleRequest, create_app, listening_socket
 
 from helpers import first_line
@@ -48,9 +51,13 @@ def test_health_model_and_openapi(client):
     model = client.get("/api/model").json()
     assert model["kind"] == "conv" and model["max_names"] == MAX_NAMES
     assert model["labels"]["sex"] == ["F", "M"] and "1920" in model["labels"]["decade"]
-    paths = client.get("/openapi.json").json()["paths"]
-    assert {"/api/sample", "/api/score", "/api/health", "/api/model"} <= set(paths)
-    assert "ends_with" in json.dumps(paths["/api/sample"]) or "SampleRequest" in json.dumps(paths["/api/sample"])
+    schema = client.get("/openapi.json").json()
+    assert {"/api/sample", "/api/score", "/api/health", "/api/model"} <= set(schema["paths"])
+    body = schema["paths"]["/api/sample"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    fields = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]["properties"]
+    options = {f.name: f for cls in (SampleConfig, Constraints) for f in option_fields(cls)}
+    assert set(fields) == set(options) - {"cut_at"} | {"labels", "exclude"}  # every option of sample, as sample's
+    assert fields["ends_with"]["description"] == options["ends_with"].metadata["help"]
     page = client.get("/")
     assert page.status_code == 200 and "<form" in page.text and "api/sample" in page.text
 
@@ -130,7 +137,7 @@ def test_requests_that_arrive_together_share_one_generation_pass(window):
     server = NameServer([BY_DECADE], window=window)
     passes = []
     draw = server.draw
-    server.draw = lambda jobs: (passes.append([job.config.n for job in jobs]), draw(jobs))[1]
+    server.draw = lambda jobs: (passes.append([job.request.sampling.n for job in jobs]), draw(jobs))[1]
 
     async def together():
         server.queue = asyncio.Queue()
@@ -143,6 +150,52 @@ def test_requests_that_arrive_together_share_one_generation_pass(window):
     responses = asyncio.run(together())
     assert passes == [[4] * 8]
     assert all(len(r.names) == 4 and r.complete for r in responses)
+
+
+# a value other than the API's default for each field of a sample request: a field added later must
+# be given one here, and is then drawn apart from requests without it unless it is one of SHARED
+OTHER_VALUES = {
+    "n": 3,
+    "temperature": 0.8,
+    "top_k": 5,
+    "top_p": 0.9,
+    "prefix": "a",
+    "seed": 3,
+    "min_len": 2,
+    "max_len": 9,
+    "ends_with": "a",
+    "new": True,
+    "unique": True,
+    "tries": 50_000,
+    "labels": {"sex": "F"},
+    "exclude": ["anna"],
+}
+# what may differ within one pass, and how each request gets its own: how many names, each row's
+# labels, and the constraints that only choose among names drawn alike (max_len does not: it cuts a
+# name sooner)
+SHARED = {
+    "n": lambda response: len(response.names) == 3,
+    "labels": lambda response: response.labels == {"sex": "F"},
+    "min_len": lambda response: all(len(name.name) >= 2 for name in response.names),
+    "ends_with": lambda response: all(name.name.endswith("a") for name in response.names),
+    "new": lambda response: all(name.mark == "" for name in response.names),
+    "unique": lambda response: len({name.name for name in response.names}) == len(response.names),
+    "tries": lambda response: response.complete,
+    "exclude": lambda response: "anna" not in {name.name for name in response.names},
+}
+
+
+@pytest.mark.parametrize("field", sorted(OTHER_VALUES))
+def test_two_requests_that_differ_in_how_a_name_is_drawn_never_share_a_pass(field):
+    """Every field of a sample request, one at a time: two requests that differ in it alone share a
+    pass only if each request's own rows or search carry the field; and then each gets its own."""
+    assert set(OTHER_VALUES) == set(SampleRequest.model_fields), "give every field of a request a value here"
+    server = NameServer([BY_DECADE])
+    jobs = [server.job(SampleRequest(n=4)), server.job(SampleRequest(**{"n": 4, field: OTHER_VALUES[field]}))]
+    assert len(server.passes(jobs)) == (1 if field in SHARED else 2)
+    if field in SHARED:
+        first, second = server.serve(jobs)
+        assert len(first.names) == 4 and first.labels == {} and SHARED[field](second)
 
 
 # --- over a real socket -----------------------------------------------------------------------------

@@ -11,9 +11,11 @@ from wavenet_names import shipped
 from wavenet_names.checkpoint import label_columns, load_checkpoint, load_model, save_checkpoint, training_data
 from wavenet_names.cli import main
 from wavenet_names.data import NAMES_TXT
-from wavenet_names.training import Splits, evaluate
+from wavenet_names.models import batches_for
+from wavenet_names.scoring import evaluate
+from wavenet_names.splits import Splits
 
-TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", "16", "--samples", "0"]
+from helpers import TINY
 
 
 @pytest.mark.parametrize("name", list(shipped.SHIPPED))
@@ -25,7 +27,7 @@ def test_a_shipped_model_has_the_val_loss_recorded_beside_it(name):
     splits = Splits.read(training_data(checkpoint), vocab, label_columns(checkpoint))
     assert splits.fingerprint == checkpoint["data_fingerprint"]  # the lecture's split of the same data
     recorded = shipped.record()[name]
-    assert evaluate(model, splits.batches("val", model, "cpu")) == pytest.approx(recorded["val_loss"], abs=1e-5)
+    assert evaluate(model, batches_for(model, splits, "val")) == pytest.approx(recorded["val_loss"], abs=1e-5)
     assert recorded["steps"] == 4000 and recorded["val_loss"] < 2.0  # the default recipe, trained to its end
 
 

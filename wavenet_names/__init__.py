@@ -17,7 +17,7 @@ from .ensemble import Ensemble
 from .labels import LabelColumns, read_items
 from .layers import BatchNorm, FlattenConsecutive
 from .mlp import FlatMLP, HierarchicalMLP
-from .models import KINDS, ModelConfig, build_model, count_params
+from .models import KINDS, ModelConfig, build_model, count_params, register
 from .sampling import SampleConfig, generate
 from .scoring import score
 from .wavenet import Blocks, ConvWaveNet

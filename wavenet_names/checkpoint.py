@@ -76,7 +76,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     training words `sample` marks)."""
     checkpoint = load_checkpoint(path, map_location=device)
     try:
-        config = ModelConfig(**checkpoint["model_config"])
+        config = ModelConfig.from_saved(checkpoint["model_config"])
         states = checkpoint["members"] if "members" in checkpoint else [checkpoint["model"]]
         models = [build_model(config).to(device) for _ in states]
         for model, state in zip(models, states, strict=True):

@@ -12,14 +12,13 @@ A rare constraint costs many draws: `tries` bounds them, and TooRare says how ma
 """
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-
-import torch
 
 from .data import Vocab
 from .options import OptionError, check_at_least, option
-from .sampling import SampleConfig, Sampled, Seen, sampler
+from .sampling import SampleConfig, Sampled
+from .splits import Seen
 
 TRIES_PER_NAME = 1000  # the default bound on draws, per name asked for
 SMALLEST_DRAW = 64  # the fewest names drawn at once after the first draw
@@ -140,22 +139,3 @@ def for_constraints(config: SampleConfig, constraints: Constraints) -> SampleCon
     if constraints.max_len is None:
         return config
     return replace(config, cut_at=min(config.cut_at, constraints.max_len + 1))
-
-
-def stream_constrained(
-    model,
-    vocab: Vocab,
-    config: SampleConfig,
-    constraints: Constraints,
-    seen: Seen,
-    labels: torch.Tensor | None = None,
-) -> Iterator[Sampled]:
-    """config.n names that meet `constraints`, drawn and redrawn in batches (Search), yielded as they
-    are found; raises TooRare after the last one found if the bound on tries ran out first."""
-    constraints.check(config, vocab)
-    search = Search.of(config.n, constraints, seen, config.batch_size)
-    with sampler(model, vocab, for_constraints(config, constraints), labels=labels) as draw:
-        while not search.done:
-            yield from search.take(draw(search.next_size()))
-    if search.shortfall() is not None:
-        raise search.shortfall()

@@ -1,5 +1,5 @@
-"""Experiments: the lecture's performance log as named presets, sweeps over options, and a race of
-every kind of model against the clock.
+"""Experiments: the lecture's performance log as named presets, sweeps over options, a race of every
+kind of model against the clock, and the shipped models trained again.
 
 Every run trains into a directory of its own and is resumable (see runs.run): an interrupted table
 or sweep is finished by running the same command again.
@@ -12,11 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import shipped
+from .checkpoint import load_checkpoint, save_checkpoint
+from .configuration import option_names, settings
 from .files import write_json, write_text
+from .models import KINDS, kind_named
 from .plots import plot_loss_against_time
 from .presets import LECTURE_PRESETS, TRAIN_PRESETS, Preset
-from .runs import Runner, run
-from .training import OPTIONS, Splits, configs
+from .runs import run
+from .splits import Splits
+from .training import Runner
 
 
 def lecture_table(splits: Splits, data: str, out: Path, runner: Runner, scale: int = 1, seed: int = 42) -> list[dict]:
@@ -24,9 +29,7 @@ def lecture_table(splits: Splits, data: str, out: Path, runner: Runner, scale: i
     results.json and results.md into `out`."""
     rows = []
     for preset in LECTURE_PRESETS:
-        model_config, config = configs(
-            {**preset.options, "data": data, "seed": seed}, len(splits.vocab), splits.label_sizes
-        )
+        model_config, config = settings({**preset.options, "data": data, "seed": seed}, splits.facts)
         if scale > 1:
             steps = max(1, config.steps // scale)
             eval_every = max(config.eval_every // scale, steps // 5, 1)  # at most 5 evaluations
@@ -128,8 +131,9 @@ class SweepConfig:
     def validate(self, path) -> None:
         if self.runs is not None:
             self._validate_runs(path)
+        names = option_names() - {"seed"}
         for key in [*self.base, *self.grid, *(k for r in self.runs or [] for k in r if k != "name")]:
-            if key not in OPTIONS or key == "seed":
+            if key not in names:
                 raise ValueError(f'{path}: {key!r} is not an option of train (seeds go in "seeds")')
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
@@ -180,9 +184,7 @@ def sweep(
     for point in sweep_config.points():
         name = run_name(point)
         options = {k: v for k, v in {**sweep_config.base, **point}.items() if k != "name"}  # a run's name is no option
-        model_config, config = configs(
-            {"data": data, **options}, len(splits.vocab), splits.label_sizes, splits.positions
-        )
+        model_config, config = settings({"data": data, **options}, splits.facts)
         metrics = run(model_config, config, splits, out / "runs" / name, runner)
         rows.append({"run": name, **point, **{k: metrics[k] for k in RESULT_KEYS}})
         write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -239,6 +241,19 @@ RACE_ENTRANTS = (
 )
 
 
+def entrants(models: tuple[str, ...] | None = None) -> tuple[Entrant, ...]:
+    """The race's entrants: RACE_ENTRANTS, and every other registered kind with its own recipe; or
+    those of the kinds named in `models`, each of which must be registered."""
+    every = list(RACE_ENTRANTS)
+    raced = {entrant.options["model"] for entrant in every}
+    every += [Entrant(f"{name}, its own recipe", {"model": name}) for name in KINDS if name not in raced]
+    if models is None:
+        return tuple(every)
+    for name in models:
+        kind_named(name)
+    return tuple(entrant for entrant in every if entrant.options["model"] in models)
+
+
 def race(
     splits: Splits,
     data: str,
@@ -257,7 +272,7 @@ def race(
     rows, curves = [], {}
     for entrant in entrants:
         options = {**entrant.options, "data": data, "seed": seed, "max_time": float(max(budgets))}
-        model_config, config = configs(options, len(splits.vocab), splits.label_sizes, splits.positions)
+        model_config, config = settings(options, splits.facts)
         directory = out / _slug(entrant.name)
         metrics = run(model_config, config, splits, directory, runner)
         history = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
@@ -313,3 +328,29 @@ def _write_race(rows: list[dict], curves: dict, budgets: tuple[float, ...], out:
         lines.append(f"| {r['entrant']} | {' | '.join(cells)} | {r['params']:,} | {r['positions_per_second']:,.0f} |")
     write_text(out / "results.md", "\n".join(lines) + "\n")
     plot_loss_against_time(curves, out / "race.png")
+
+
+# --- the shipped models ---------------------------------------------------------------------------
+
+
+def ship(runner: Runner, runs: Path, directory: Path | None = None) -> dict:
+    """Train every shipped model with the default recipe, each a resumable run in runs/<name>, and write
+    its slim checkpoint and trained.json into `directory`; returns what trained.json holds."""
+    directory = directory or shipped.DIRECTORY
+    written = {}
+    for model in shipped.SHIPPED.values():
+        splits = Splits.read(model.data)
+        model_config, config = settings({"data": str(model.data)}, splits.facts)
+        metrics = run(model_config, config, splits, runs / model.name, runner)
+        checkpoint = load_checkpoint(runs / model.name / "model.pt")
+        save_checkpoint(shipped.slim(checkpoint, model.data), shipped.path_of(model.name, directory))
+        written[model.name] = {
+            "description": model.description,
+            "data": model.data.name,
+            "params": metrics["params"],
+            "steps": metrics["steps"],
+            "train_loss": metrics["train_loss"],
+            "val_loss": metrics["val_loss"],
+        }
+        write_json(written, directory / shipped.RECORD)
+    return written

@@ -9,12 +9,31 @@ also run over every window of a longer row, forward_full, as ConvWaveNet does: w
 windows calls.
 """
 
+from dataclasses import dataclass
+
 import torch
 from einops import rearrange
 from torch import nn
 
+from .batches import WindowBatches
+from .kinds import Kind
 from .layers import BatchDimOnlyBatchNorm, BatchNorm, FlattenConsecutive, LabelEmbedding, init_lecture, label_vectors
 from .losses import language_model_loss
+from .options import check_at_least, check_fraction, option
+from .splits import Facts
+
+# The lecture's recipe for its per-position models: batches of 32 windows, SGD at 0.1, then 0.01 for
+# the last quarter of 200,000 steps. TrainConfig fields.
+LECTURE_RECIPE = dict(
+    steps=200_000,
+    batch_size=32,
+    optimizer="sgd",
+    lr=0.1,
+    schedule="step",
+    warmup=0,
+    weight_decay=0.0,
+    eval_every=10_000,
+)
 
 
 def over_windows(model: nn.Module, idx: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -109,3 +128,64 @@ class HierarchicalMLP(nn.Module):
 
     def forward_full(self, idx: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return over_windows(self, idx, labels)
+
+
+@dataclass(frozen=True)
+class FlatOptions:
+    """The flat MLP's options; the defaults are the lecture's first MLP."""
+
+    n_embd: int = option(10, "embedding size")
+    n_hidden: int = option(200, "hidden units of its one layer")
+    block_size: int = option(3, "context length: the characters it reads, all in one layer")
+
+    def __post_init__(self):
+        check_at_least(self, 1, "n_embd", "n_hidden", "block_size")
+
+
+@dataclass(frozen=True)
+class HierarchicalOptions:
+    """The lecture's tree's options; the defaults are its final one (76,579 parameters)."""
+
+    n_embd: int = option(24, "embedding size")
+    n_hidden: int = option(128, "hidden units per layer")
+    n_layers: int = option(3, "tree levels: a context of 2**n-layers characters")
+    batchnorm_bug: bool = option(False, "the lecture's batch-norm bug: statistics over the batch dimension only")
+    label_dropout: float = option(
+        0.1, "with labels: the chance that training hides each label (as unknown), as conv's --label-dropout"
+    )
+
+    def __post_init__(self):
+        check_at_least(self, 1, "n_embd", "n_hidden", "n_layers")
+        check_fraction(self, "label_dropout")
+
+
+def build_flat(options: FlatOptions, facts: Facts) -> FlatMLP:
+    return FlatMLP(facts.vocab_size, options.n_embd, options.n_hidden, options.block_size)
+
+
+def build_hierarchical(options: HierarchicalOptions, facts: Facts) -> HierarchicalMLP:
+    o = options
+    return HierarchicalMLP(
+        facts.vocab_size, o.n_embd, o.n_hidden, o.n_layers, o.batchnorm_bug, facts.label_sizes, o.label_dropout
+    )
+
+
+HIERARCHICAL = Kind(
+    name="hierarchical",
+    summary="the lecture's tree, run once per position, trained with the lecture's recipe",
+    model=HierarchicalMLP,
+    options=HierarchicalOptions,
+    build=build_hierarchical,
+    batches=WindowBatches,
+    recipe=LECTURE_RECIPE,
+    conditional=True,
+)
+FLAT = Kind(
+    name="flat",
+    summary="the lecture's first MLP over a fixed context, trained with the lecture's recipe",
+    model=FlatMLP,
+    options=FlatOptions,
+    build=build_flat,
+    batches=WindowBatches,
+    recipe=LECTURE_RECIPE,
+)

@@ -2,8 +2,7 @@
 notebook alike: it starts a run, resumes one, continues one that torchrun restarted, or trains an
 ensemble, and ends with the best model. run() trains one configuration into a directory of its
 own, or continues or reads back what is there: what experiments and an ensemble's members are made
-of. An ensemble is a run of runs, one per model, one after another or several at once, each in a
-process of its own.
+of. An ensemble is a run of runs (ensembles.py).
 
 Every run is resumable: running the same thing again finishes what an interruption left.
 """
@@ -18,43 +17,34 @@ import torch
 from torch import nn
 
 from . import distributed
-from .checkpoint import ensemble_checkpoint, label_columns, load_checkpoint, load_model, save_checkpoint
+from .checkpoint import label_columns, load_checkpoint, load_model
+from .configuration import TrainConfig, changed_settings, same_settings, saved_configs, settings
 from .data import Vocab
 from .devices import resolve_device
-from .ensemble import Ensemble
-from .files import remove_partial_writes, write_json, write_text
-from .models import KINDS, ModelConfig, count_params
-from .options import OptionError
-from .presets import TRAIN_PRESETS
-from .processes import run_at_once
-from .sampling import Seen
-from .training import (
-    Splits,
-    TrainConfig,
-    Trainer,
-    TrainingDiverged,
-    TrainingInterrupted,
-    as_fields,
-    changed_settings,
-    configs,
-    evaluate,
-    finish,
-)
-
-# what runs a Trainer to its end, writing into a directory: the CLI's fit with a progress bar
-Runner = Callable[[Trainer, Path], None]
+from .ensembles import ENSEMBLE_FILE, run_ensemble
+from .files import remove_partial_writes, write_json
+from .models import ModelConfig, count_params
+from .options import OptionError, option
+from .presets import PRESET_HELP, TRAIN_PRESETS
+from .splits import Seen, Splits
+from .training import Runner, Trainer, TrainingDiverged, TrainingInterrupted, finish
 
 
 @dataclass(frozen=True)
 class Request:
-    """What `train` is asked: where, the options given (by name, as its flags), a preset's name, and
-    whether to resume or overwrite what `out` holds."""
+    """What `train` is asked: where, the options given (by name, as its flags: the model's and
+    TrainConfig's), a preset's name, and whether to resume or overwrite what `out` holds."""
 
-    out: Path
+    out: Path = option(Path("out"), "directory for model.pt, last.pt, loss.png, metrics", parse=Path)
     options: dict = field(default_factory=dict)
-    preset: str | None = None
-    resume: bool = False
-    overwrite: bool = False
+    preset: str | None = option(
+        None,
+        "a tested configuration; options given with it still apply. " + PRESET_HELP,
+        choices=tuple(TRAIN_PRESETS),
+        show_default=False,
+    )
+    resume: bool = option(False, "continue the run saved in OUT/last.pt")
+    overwrite: bool = option(False, "start afresh even if OUT holds a checkpoint")
 
 
 @dataclass
@@ -122,41 +112,31 @@ def _settings(request: Request) -> tuple[ModelConfig, TrainConfig] | None:
     if request.resume and request.preset:
         raise ValueError("--resume continues the saved run; it takes no --preset")
     if not request.resume:
-        return configs(_with_preset(request.options, request.preset))
+        return settings(request.options, preset=request.preset)
     saved_file = request.out / ENSEMBLE_FILE
     if (request.out / "last.pt").exists() or not saved_file.exists():
         return None  # a single run's --resume
     try:
         saved = json.loads(saved_file.read_text(encoding="utf-8"))
-        model_config, config = ModelConfig(**saved["model"]), TrainConfig(**saved["train_config"])
+        model_config, config = saved_configs(saved["model"], saved["train_config"])
     except (json.JSONDecodeError, KeyError, TypeError):
         raise ValueError(f"{saved_file}: not an ensemble's settings (delete it, or choose another --out)") from None
-    given = as_fields(request.options)
-    changed = changed_settings(saved["model"], saved["train_config"], given, may_change={"members_at_once"})
+    given = request.options
+    changed = changed_settings((model_config, config), given, may_change=frozenset({"members_at_once"}))
     if changed:
         raise OptionError(changed, "cannot change when an ensemble resumes: its models train alike")
     return model_config, replace(config, members_at_once=given.get("members_at_once", config.members_at_once))
-
-
-def _with_preset(given: dict, preset: str | None) -> dict:
-    """The options a new run trains with, by name: the preset's, then those given."""
-    if not preset:
-        return given
-    options = TRAIN_PRESETS[preset].options
-    if given.get("model", options["model"]) != options["model"]:
-        raise ValueError(f"--preset {preset} is a {options['model']} model; it takes no --model {given['model']}")
-    return {**options, **given}
 
 
 def _started(request: Request, model_config: ModelConfig, config: TrainConfig, context) -> Trainer:
     splits = Splits.read(config.data, use_labels=config.labels)
     device = _rank_device(resolve_device(config.device), context)
     _refuse_over_earlier(request)  # what an earlier run left goes at the first evaluation
-    return Trainer(sized_for(model_config, splits), config, splits, device, context=context)
+    return Trainer(model_config.sized_for(splits), config, splits, device, context=context)
 
 
 def _resumed(request: Request, context) -> Trainer:
-    return _continued(load_checkpoint(request.out / "last.pt"), context, as_fields(request.options))
+    return _continued(load_checkpoint(request.out / "last.pt"), context, request.options)
 
 
 def _restarted(out: Path, context: distributed.Context) -> Trainer | None:
@@ -170,7 +150,7 @@ def _restarted(out: Path, context: distributed.Context) -> Trainer | None:
 
 
 def _continued(checkpoint: dict, context: distributed.Context, overrides: dict | None = None) -> Trainer:
-    """The saved run, on as many ranks as `context` has, on its own data; `overrides` (config fields)
+    """The saved run, on as many ranks as `context` has, on its own data; `overrides` (options by name)
     changes the options that may change, and Trainer.from_checkpoint refuses the rest."""
     overrides = overrides or {}
     saved = checkpoint["train_config"]
@@ -182,13 +162,6 @@ def _continued(checkpoint: dict, context: distributed.Context, overrides: dict |
 
 def _rank_device(device: torch.device, context: distributed.Context) -> torch.device:
     return torch.device("cuda", context.local_rank) if device.type == "cuda" and context.active else device
-
-
-def sized_for(model_config: ModelConfig, splits: Splits) -> ModelConfig:
-    """The model config with the data's vocabulary and label columns (it refuses labels it cannot take),
-    and for a positional kind the data's positions."""
-    positions = {"positions": splits.positions} if KINDS[model_config.kind].positional else {}
-    return replace(model_config, vocab_size=len(splits.vocab), label_sizes=splits.label_sizes, **positions)
 
 
 def _refuse_over_earlier(request: Request) -> None:
@@ -213,7 +186,7 @@ def _train_ensemble(request: Request, model_config: ModelConfig, config: TrainCo
             remove_partial_writes(directory)
     fresh = request.overwrite and not request.resume
     try:
-        metrics = run(sized_for(model_config, splits), config, splits, out, runner, fresh=fresh)
+        metrics = run(model_config.sized_for(splits), config, splits, out, runner, fresh=fresh)
     except TrainingInterrupted as e:  # the ensemble, not the member, is what --resume continues
         raise TrainingInterrupted(e.step, e.path, out) from None
     if "diverged" in metrics:
@@ -226,13 +199,13 @@ def run(
     model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, runner: Runner, fresh: bool = False
 ) -> dict:
     """Train one configuration into `out`, or continue or read back what is there (unless `fresh`:
-    start afresh over it). An ensemble (config.members > 1) is a run of runs: see run_ensemble.
-    Returns metrics."""
-    if config.members > 1:
-        return run_ensemble(model_config, config, splits, out, runner, fresh)
+    start afresh over it). An ensemble (config.members > 1) is a run of runs: see
+    ensembles.run_ensemble. Returns metrics."""
     finished = None if fresh else _read_back(out, model_config, config)
     if finished is not None:
         return finished
+    if config.members > 1:
+        return run_ensemble(model_config, config, splits, out, runner, run, fresh)
     device = resolve_device(config.device)
     if not fresh and (out / "last.pt").exists():
         checkpoint = load_checkpoint(out / "last.pt", map_location=device)
@@ -249,7 +222,7 @@ def run(
             "steps": e.step,
             "seconds": round(trainer.seconds, 2),
             "params": count_params(trainer.model),
-            "model": asdict(model_config),
+            "model": model_config.saved(),
             "train_config": asdict(config),
             "diverged": str(e),
         }
@@ -268,118 +241,6 @@ def _read_back(out: Path, model_config: ModelConfig, config: TrainConfig) -> dic
     return metrics
 
 
-def _check_same(saved_model: dict, saved_train: dict, model_config, config, out: Path) -> None:
-    if not _same(saved_model, saved_train, model_config, config):
+def _check_same(saved_model: dict, saved_train: dict, model_config: ModelConfig, config: TrainConfig, out: Path):
+    if not same_settings(saved_configs(saved_model, saved_train), model_config, config):
         raise ValueError(f"{out} holds a run with other settings; choose another --out to keep both")
-
-
-def _same(saved_model: dict, saved_train: dict, model_config, config) -> bool:
-    """How many members trained at once changes nothing they learnt."""
-    given = {**asdict(model_config), **asdict(config)}
-    return not changed_settings(saved_model, saved_train, given, may_change={"members_at_once"})
-
-
-ENSEMBLE_FILE = "ensemble.json"  # an ensemble's settings, written before its first member trains
-
-
-def member_seed(seed: int, member: int) -> int:
-    """The seed of an ensemble's member 0, 1, 2, ...: seed, seed+1000, ... Member 0 is the run that the
-    same options train alone, and ensembles of seeds 42 and 43 share no member."""
-    return seed + 1000 * member
-
-
-def run_ensemble(
-    model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, runner: Runner, fresh: bool = False
-) -> dict:
-    """Train config.members models alike but for their seeds (member_seed), config.members_at_once at
-    a time, each a run of its own in out/member-1, out/member-2, ... (resumable as any run), then save
-    them as one Ensemble in out/model.pt, with its figures in out/metrics.json. A member's directory
-    that holds a run of other settings is what an earlier ensemble, replaced with `fresh`, left: it
-    trains afresh. Returns metrics: the ensemble's losses, and each member's."""
-    finished = None if fresh else _read_back(out, model_config, config)
-    if finished is not None:
-        return finished
-    out.mkdir(parents=True, exist_ok=True)
-    write_json({"model": asdict(model_config), "train_config": asdict(config)}, out / ENSEMBLE_FILE)
-    if fresh:  # the figures of the ensemble this one replaces (its model.pt stays until this one's is saved)
-        (out / "metrics.json").unlink(missing_ok=True)
-    jobs = []  # run()'s arguments, one member each
-    for i in range(config.members):
-        member_config = replace(
-            config, members=1, members_at_once=1, seed=member_seed(config.seed, i), report_test=False
-        )
-        member_out = out / f"member-{i + 1}"
-        stale = fresh or not _holds_run_of(member_out, model_config, member_config)
-        jobs.append((model_config, member_config, splits, member_out, runner, stale))
-    if config.members_at_once > 1:
-        members = run_at_once(run, jobs, config.members_at_once)
-    else:  # one after another: a diverging member stops the rest
-        members = []
-        for job in jobs:
-            members.append(run(*job))
-            if "diverged" in members[-1]:
-                break
-    for i, member in enumerate(members):
-        if "diverged" in member:
-            return {**member, "diverged": f"member {i + 1}: {member['diverged']}"}
-    return finish_ensemble(model_config, config, splits, out, members)
-
-
-def _holds_run_of(out: Path, model_config: ModelConfig, config: TrainConfig) -> bool:
-    """Whether `out` holds nothing yet, or a run (finished or not) of these settings."""
-    if (out / "metrics.json").exists():
-        saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-        return _same(saved["model"], saved["train_config"], model_config, config)
-    if (out / "last.pt").exists():
-        saved = load_checkpoint(out / "last.pt")
-        return _same(saved["model_config"], saved["train_config"], model_config, config)
-    return True
-
-
-def finish_ensemble(
-    model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, members: list[dict]
-) -> dict:
-    """Save the members' best models (out/member-N/model.pt) as one ensemble, out/model.pt, and its
-    figures, out/metrics.json: its losses over the training and validation splits (and the test split
-    once, with report_test), the members' own, and the training time of them all; and
-    out/metrics.jsonl: the val loss of the first 1, 2, ... members as one ensemble, with the time
-    they took, trained members_at_once at a time."""
-    device = resolve_device(config.device)
-    paths = [out / f"member-{i + 1}" / "model.pt" for i in range(len(members))]
-    save_checkpoint(ensemble_checkpoint([load_checkpoint(p, device) for p in paths], asdict(config)), out / "model.pt")
-    model, _, _ = load_model(out / "model.pt", device)
-    # what each model added: the val loss of members 1..k as one ensemble, against the time they took
-    finished = _finish_times([m["seconds"] for m in members], config.members_at_once)
-    val = splits.batches("val", model, device)
-    growth = [
-        {"members": k, "seconds": round(max(finished[:k]), 2), "val_loss": evaluate(Ensemble(model.members[:k]), val)}
-        for k in range(1, len(members) + 1)
-    ]
-    write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in growth))
-    keep = ("seed", "val_loss", "train_loss", "best_step", "seconds")
-    metrics = {
-        "train_loss": evaluate(model, splits.batches("train", model, device)),
-        "val_loss": growth[-1]["val_loss"],
-        "steps": config.steps,  # each member's
-        "seconds": growth[-1]["seconds"],  # training, members_at_once at a time: what a clock on the wall shows
-        "params": count_params(model),
-        "members": [{k: m["train_config"]["seed"] if k == "seed" else m[k] for k in keep} for m in members],
-        "model": asdict(model_config),
-        "train_config": asdict(config),
-    }
-    if config.report_test:  # once, of the ensemble; its members' test losses are never computed
-        metrics["test_loss"] = evaluate(model, splits.batches("test", model, device))
-    write_json(metrics, out / "metrics.json")
-    return metrics
-
-
-def _finish_times(seconds: list[float], at_once: int) -> list[float]:
-    """When each of the models, trained in order `at_once` at a time (each as soon as one before it is
-    done), finishes, from each one's own training seconds: the first k take the latest of theirs."""
-    free = [0.0] * at_once  # when each place is free again
-    finished = []
-    for own in seconds:
-        place = free.index(min(free))
-        free[place] += own
-        finished.append(free[place])
-    return finished

@@ -1,4 +1,5 @@
-"""Sampling new names from any model: incremental with ConvWaveNet's cache, by windows otherwise."""
+"""Sampling new names from any model: one character at a time from its state (ConvWaveNet's cache,
+the Transformer's keys and values, the GRU's state), or by recomputing a window otherwise."""
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from .models import kind_of
 from .options import OptionError, check_at_least, option
 
 
-@dataclass
+@dataclass(frozen=True)
 class SampleConfig:
     n: int = option(20, "how many names", flag="-n")
     temperature: float = option(1.0, "above 1 more adventurous, below 1 safer")
@@ -49,25 +50,6 @@ class Sampled(NamedTuple):
 
     name: str
     ended: bool
-
-
-@dataclass(frozen=True)
-class Seen:
-    """The items of the data a model was trained on, by split, so that a sample can be told apart as
-    one of the training split (marked *), one of val or test (+, held out: a name the model has
-    never seen, but no new one either), or new, as makemore tells them."""
-
-    train: frozenset[str]
-    held_out: frozenset[str]  # val and test
-
-    @classmethod
-    def of_checkpoint(cls, checkpoint: dict) -> "Seen":
-        """What a checkpoint records (an earlier version's: its training split alone)."""
-        words = [checkpoint.get(key, "") for key in ("train_words", "held_out_words")]
-        return cls(*(frozenset(w.split("\n")) - {""} for w in words))
-
-    def mark(self, name: str) -> str:
-        return " *" if name in self.train else " +" if name in self.held_out else ""
 
 
 MARKS = "* = in the training split, + = in val or test, unmarked = new"
@@ -187,22 +169,21 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def longest_name(model) -> int | None:
-    """The most characters a name sampled from `model` can have, or None: a positional kind reads
-    `positions` inputs, a name's '.' and its characters (of an ensemble, the fewest of its members')."""
-    if not kind_of(model).positional:
-        return None
+    """The most characters a name sampled from `model` can have, or None for no limit (of an
+    ensemble, the fewest of its members')."""
     members = model.members if isinstance(model, Ensemble) else [model]
-    return min(member.positions for member in members) - 1
+    limits = [limit for limit in map(kind_of(model).longest_name, members) if limit is not None]
+    return min(limits, default=None)
 
 
 def _cached(model, use_cache: bool) -> bool:
-    """Whether to generate from the model's cache, or by recomputing a window of its last block_size
+    """Whether to generate from the model's state, or by recomputing a window of its last block_size
     characters: only a model whose prediction depends on no more than those (Kind.windowed) can."""
     kind = kind_of(model)
-    if kind.incremental and (use_cache or not kind.windowed):
+    if kind.cached and (use_cache or not kind.windowed):
         return True
     if not kind.windowed:
-        raise ValueError(f"a {kind.name} model reads the whole name and has no cache to generate from")
+        raise ValueError(f"a {kind.name} model reads the whole name and has no state to generate from")
     return False
 
 

@@ -6,10 +6,10 @@ and a little JavaScript, which asks /api/model for the label columns it offers.
 
 Requests are batched: a request waits up to `window` seconds (a few milliseconds) for others, and
 those that arrive together are drawn in one cached generation pass: one forward per character for
-all their names at once, which on a CPU costs little more than for one request's. Requests with
-the same sampling settings (temperature, top-k, top-p, prefix, cut) share the rows of one draw,
-each with its own labels; the names of each are then kept or drawn again under its own constraints
-(constraints.Search), and every name kept is scored in one pass. A request with a seed is drawn
+all their names at once, which on a CPU costs little more than for one request's. Requests that
+draw alike (draws.NameRequest.pass_key: every setting of how a name is drawn) share the rows of one
+pass, each with its own labels; the names of each are then kept or drawn again under its own
+constraints (constraints.Search), and every name kept is scored in one pass. A request with a seed is drawn
 alone, with its own random stream, and gets the names that `sample --seed` prints.
 
 The model runs in one worker thread, so the event loop stays free to take requests while it works.
@@ -29,12 +29,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from .checkpoint import label_columns, load_models
-from .constraints import Constraints, Search, TooRare, for_constraints, stream_constrained
-from .data import DataError
+from .constraints import Constraints, Search, TooRare
+from .draws import NameRequest, draw
+from .loading import LoadedModel
 from .models import count_params, kind_of
 from .options import OptionError, default, option_fields
-from .sampling import SampleConfig, Seen, default_cut_at, sampler, stream_sampled
+from .sampling import SampleConfig, sampler
 from .scoring import score
 
 MAX_NAMES = 1000  # names per request
@@ -84,112 +84,83 @@ class SampleResponse(BaseModel):
 
 @dataclass
 class Job:
-    """One request's draws: its sampling config, labels (K,), constraints and their search."""
+    """One request's draws: the request, its labels (K,), and the search that keeps its names."""
 
-    config: SampleConfig
+    request: NameRequest
     labels: torch.Tensor | None
-    constraints: Constraints
     search: Search
     future: asyncio.Future | None = None
-
-    def key(self) -> tuple:
-        """What requests must share to be drawn in one pass."""
-        c = self.config
-        return (c.temperature, c.top_k, c.top_p, c.prefix, c.cut_at)
 
 
 class NameServer:
     """The model, its vocabulary and marks, and the batching of requests into generation passes."""
 
     def __init__(self, checkpoints: list[str | Path], window: float = WINDOW, batching: bool = True):
-        self.model, self.vocab, checkpoint = load_models(checkpoints)
-        self.name = ", ".join(map(str, checkpoints))
-        self.seen = Seen.of_checkpoint(checkpoint)
-        self.columns = label_columns(checkpoint)
-        self.cut_at = default_cut_at(self.seen.train)
+        self.loaded = LoadedModel.load(checkpoints)
         self.window, self.batching = window, batching
         self.executor = ThreadPoolExecutor(max_workers=1)  # the model works in one thread
         self.queue: asyncio.Queue | None = None
 
     def info(self) -> dict:
-        columns = self.columns
+        columns = self.loaded.columns
         labels = {} if columns is None else dict(zip(columns.names, map(list, columns.values), strict=True))
         return {
-            "checkpoint": self.name,
-            "kind": kind_of(self.model).name,
-            "params": count_params(self.model),
+            "checkpoint": self.loaded.names,
+            "kind": kind_of(self.loaded.model).name,
+            "params": count_params(self.loaded.model),
             "labels": labels,
             "max_names": MAX_NAMES,
         }
 
-    def labels(self, given: dict[str, str]) -> torch.Tensor | None:
-        """(K,) label numbers, unknown where not given; None for a model without labels."""
-        if self.columns is None:
-            if given:
-                raise DataError("labels: this model was trained without labels")
-            return None
-        return self.columns.parse([f"{k}={v}" for k, v in given.items()], what="label")
-
-    def shown(self, labels: torch.Tensor | None) -> dict[str, str]:
-        """(K,) label numbers as {column: value}, leaving out the unknown ones."""
-        if labels is None:
-            return {}
-        columns = self.columns
-        return {columns.names[k]: columns.values[k][int(v) - 1] for k, v in enumerate(labels) if int(v) > 0}
-
     def job(self, request) -> Job:
-        """A request as a Job, or a ValueError that says what is wrong with it."""
+        """An API request (SampleRequest) as a Job, or a ValueError that says what is wrong with it."""
         options = request.model_dump()
         if options["n"] > MAX_NAMES:
             raise OptionError("n", f"must be at most {MAX_NAMES}, got {options['n']}")
-        sample = {f.name: options[f.name] for f in option_fields(SampleConfig) if f.name != "cut_at"}
-        config = SampleConfig(**sample, cut_at=self.cut_at)
-        constraint_names = [f.name for f in option_fields(Constraints)]
-        constraints = Constraints(**{k: options[k] for k in constraint_names}, exclude=tuple(options["exclude"]))
-        self.vocab.encode(config.prefix)
-        constraints.check(config, self.vocab)
-        labels = self.labels(options["labels"])
-        if constraints.any():
-            search = Search.of(config.n, constraints, self.seen, MAX_ROWS)
-        else:  # every name drawn is kept, cut or not, as `sample` prints it: one draw of n
-            search = Search(config.n, lambda sampled: True, config.n, MAX_ROWS)
-        return Job(for_constraints(config, constraints), labels, constraints, search)
+        labels = [f"{column}={value}" for column, value in options.pop("labels").items()]
+        exclude = options.pop("exclude")
+        named = NameRequest.of(self.loaded, options, labels, exclude)
+        return Job(named, self.loaded.labels(labels, what="labels"), named.search(self.loaded, MAX_ROWS))
 
     # --- the model's thread ---------------------------------------------------------------------
 
     def draw(self, jobs: list[Job]) -> None:
         """Draw for every job, in passes shared by the jobs of one key, until each is done."""
-        while open_jobs := [job for job in jobs if not job.search.done]:
-            by_key: dict[tuple, list[Job]] = {}
-            for job in open_jobs:
-                by_key.setdefault(job.key(), []).append(job)
-            for group in by_key.values():
-                sizes = shares([job.search.next_size() for job in group], MAX_ROWS)
-                labels = None
-                if self.columns is not None:
-                    labels = torch.cat([job.labels.expand(size, -1) for job, size in zip(group, sizes, strict=True)])
-                with sampler(self.model, self.vocab, group[0].config, labels=labels) as draw:
-                    drawn = draw(sum(sizes))
-                start = 0
-                for job, size in zip(group, sizes, strict=True):
-                    job.search.take(drawn[start : start + size])
-                    start += size
+        while groups := self.passes(jobs):
+            for group in groups:
+                self.draw_pass(group)
+
+    @staticmethod
+    def passes(jobs: list[Job]) -> list[list[Job]]:
+        """The jobs not yet done, grouped as they share a pass: by their requests' pass_key."""
+        by_key: dict[SampleConfig, list[Job]] = {}
+        for job in jobs:
+            if not job.search.done:
+                by_key.setdefault(job.request.pass_key(), []).append(job)
+        return list(by_key.values())
+
+    def draw_pass(self, group: list[Job]) -> None:
+        """One generation pass for a group of jobs: each draws its share of the rows, with its labels."""
+        loaded = self.loaded
+        sizes = shares([job.search.next_size() for job in group], MAX_ROWS)
+        labels = None
+        if loaded.columns is not None:
+            labels = torch.cat([job.labels.expand(size, -1) for job, size in zip(group, sizes, strict=True)])
+        with sampler(loaded.model, loaded.vocab, group[0].request.drawing(), labels=labels) as drawn:
+            names = drawn(sum(sizes))
+        start = 0
+        for job, size in zip(group, sizes, strict=True):
+            job.search.take(names[start : start + size])
+            start += size
 
     def serve_seeded(self, job: Job) -> SampleResponse:
-        self.draw_seeded(job)
-        return self.respond([job])[0]
-
-    def draw_seeded(self, job: Job) -> None:
         """A seeded request alone, with its own random stream, as `sample --seed` draws it."""
-        if not job.constraints.any():
-            job.search.found = list(stream_sampled(self.model, self.vocab, job.config, labels=job.labels))
-            return
-        names = stream_constrained(self.model, self.vocab, job.config, job.constraints, self.seen, job.labels)
         try:
-            for sampled in names:
-                job.search.found.append(sampled)
-        except TooRare as e:
-            job.search.drawn = e.tries
+            for _ in draw(self.loaded, job.request, job.search):
+                pass
+        except TooRare:  # the names found: the response says why there are not more
+            pass
+        return self.respond([job])[0]
 
     def serve(self, jobs: list[Job]) -> list[SampleResponse]:
         """Draw for the jobs and answer them, in one hand-off to the model's thread."""
@@ -198,21 +169,23 @@ class NameServer:
 
     def respond(self, jobs: list[Job]) -> list[SampleResponse]:
         """Every job's names with their marks and losses, scored in one pass."""
+        loaded = self.loaded
         words = [s.name for job in jobs for s in job.search.found]
         labels = None
-        if self.columns is not None:
+        if loaded.columns is not None:
             labels = torch.cat([job.labels.expand(len(job.search.found), -1) for job in jobs])
-        losses = iter(score(self.model, self.vocab, words, labels) if words else [])
+        losses = iter(score(loaded.model, loaded.vocab, words, labels) if words else [])
         responses = []
         for job in jobs:
-            names = []
-            for sampled in job.search.found:
-                mark = self.seen.mark(sampled.name).strip() if sampled.ended else "cut"
-                names.append(Name(name=sampled.name, mark=mark, loss=round(next(losses), 4)))
+            names = [
+                Name(name=sampled.name, mark=loaded.mark(sampled), loss=round(next(losses), 4))
+                for sampled in job.search.found
+            ]
             shortfall = job.search.shortfall()
+            message = "" if shortfall is None else str(shortfall)
             responses.append(
                 SampleResponse(
-                    names=names, labels=self.shown(job.labels), complete=shortfall is None, message=str(shortfall or "")
+                    names=names, labels=loaded.label_values(job.labels), complete=shortfall is None, message=message
                 )
             )
         return responses
@@ -221,7 +194,7 @@ class NameServer:
 
     async def sample(self, job: Job) -> SampleResponse:
         loop = asyncio.get_running_loop()
-        if job.config.seed is not None:
+        if job.request.sampling.seed is not None:
             return await loop.run_in_executor(self.executor, self.serve_seeded, job)
         job.future = loop.create_future()
         await self.queue.put(job)
@@ -233,7 +206,7 @@ class NameServer:
         while True:
             jobs = [await self.queue.get()]
             deadline = loop.time() + self.window
-            while self.batching and sum(job.config.n for job in jobs) < MAX_ROWS:
+            while self.batching and sum(job.request.sampling.n for job in jobs) < MAX_ROWS:
                 if not self.queue.empty():  # those that came while the last pass ran, without waiting
                     jobs.append(self.queue.get_nowait())
                     continue
@@ -364,10 +337,11 @@ def create_app(checkpoints: list[str | Path], window: float = WINDOW, batching: 
     @app.post("/api/score")
     async def score_items(request: ScoreRequest) -> dict:
         """Each item's loss per character: the highest are the least like the training data."""
-        labels = server.labels(request.labels)
+        labels = server.loaded.labels([f"{k}={v}" for k, v in request.labels.items()], what="labels")
         stacked = None if labels is None else labels.expand(len(request.items), -1)
         loop = asyncio.get_running_loop()
-        losses = await loop.run_in_executor(server.executor, score, server.model, server.vocab, request.items, stacked)
+        model, vocab = server.loaded.model, server.loaded.vocab
+        losses = await loop.run_in_executor(server.executor, score, model, vocab, request.items, stacked)
         return {"scores": [{"item": item, "loss": loss} for item, loss in zip(request.items, losses, strict=True)]}
 
     app.add_middleware(BodyLimit)

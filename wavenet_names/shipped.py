@@ -7,23 +7,22 @@ with trained.json beside them: each model's train and val loss, as evaluated whe
 (a test evaluates each again and compares). A shipped checkpoint keeps what sampling, evaluation
 and scoring read, not what --resume would (the optimizer's state): each is under 1 MB.
 
-`--checkpoint names-by-decade` (a name, not a path) picks one; sample, evaluate and score without
-a --checkpoint read out/model.pt if `train` wrote one there, and the shipped "names" otherwise.
+`--checkpoint names-by-decade` (a name, not a path) picks one; sample, evaluate, score and serve
+without a --checkpoint read out/model.pt if `train` wrote one there, and the shipped "names"
+otherwise (checkpoints). experiments.ship trains them.
 """
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError
 from .data import NAMES_BY_DECADE, NAMES_TXT
-from .files import write_json
-from .runs import Runner, run
-from .training import Splits, configs
 
 DIRECTORY = Path(__file__).resolve().parent / "trained"  # in the package: a wheel carries it
 RECORD = "trained.json"  # beside the models: how each was made, and its losses
 DEFAULT = "names"  # what sample reads when there is no --checkpoint and no out/model.pt
+TRAINED = Path("out/model.pt")  # what `train` writes by default: read before the shipped model, if it is there
 
 
 @dataclass(frozen=True)
@@ -78,24 +77,8 @@ def slim(checkpoint: dict, data: Path) -> dict:
     return {**slimmed, "train_config": train_config, "dataset": data.name, **words}
 
 
-def ship(runner: Runner, runs: Path, directory: Path | None = None) -> dict:
-    """Train every shipped model with the default recipe, each a resumable run in runs/<name>, and write
-    its slim checkpoint and trained.json into `directory`; returns what trained.json holds."""
-    directory = directory or DIRECTORY
-    written = {}
-    for model in SHIPPED.values():
-        splits = Splits.read(model.data)
-        model_config, config = configs({"data": str(model.data)}, len(splits.vocab), splits.label_sizes)
-        metrics = run(model_config, config, splits, runs / model.name, runner)
-        checkpoint = load_checkpoint(runs / model.name / "model.pt")
-        save_checkpoint(slim(checkpoint, model.data), path_of(model.name, directory))
-        written[model.name] = {
-            "description": model.description,
-            "data": model.data.name,
-            "params": metrics["params"],
-            "steps": metrics["steps"],
-            "train_loss": metrics["train_loss"],
-            "val_loss": metrics["val_loss"],
-        }
-        write_json(written, directory / RECORD)
-    return written
+def checkpoints(given: list[str | Path] | tuple = ()) -> list[Path]:
+    """The checkpoints that --checkpoint names (paths, run directories, or shipped models' names);
+    without one, the model that `train` wrote (out/model.pt), or before any training the shipped one."""
+    given = list(given) or [TRAINED if TRAINED.exists() else DEFAULT]
+    return [resolve(spec) for spec in given]

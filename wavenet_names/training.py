@@ -5,7 +5,6 @@ models train as the lecture does, on random batches of windows. The loop never p
 through callbacks, and the CLI draws the progress bar.
 """
 
-import hashlib
 import json
 import math
 import time
@@ -18,155 +17,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import NAMES_TXT, DataError, NameBatches, Vocab, WindowBatches, naming, split_words
-from .devices import DEVICE_HELP, float64_on, parse_device
+from .configuration import RESUMABLE, TrainConfig, changed_settings, saved_configs
 from .files import write_json, write_text
-from .labels import LabelColumns, Table, read_items
 from .layers import sync_batchnorm
-from .models import KINDS, ModelConfig, batches_for, build_model, count_params, kind_config
-from .options import OptionError, check_at_least, check_choices, default, option, option_fields, option_name
+from .models import ModelConfig, batches_for, build_model, count_params, kind_named
+from .options import OptionError
 from .plots import plot_losses
-from .precision import PRECISIONS, autocast, matmuls, resolve_precision
-from .sampling import Seen
-
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "step", "constant")
-
-
-@dataclass
-class TrainConfig:
-    """How a run trains. The defaults are ConvWaveNet's; a model kind may have its own (Kind.recipe)."""
-
-    data: str = option(
-        str(NAMES_TXT),
-        "text file, one item per line, or a .tsv or .csv table with a header row: the "
-        "items, then label columns (default: data/names.txt, 32,469 US baby names of 2017, shipped "
-        "with the package; data/names-by-decade.tsv labels names with sex and decade)",
-        show_default=False,
-    )
-    labels: bool = option(
-        True,
-        "train on a table's label columns too: a conditional model, which `sample "
-        "--label` steers; --no-labels: on its items alone",
-        negatable=True,
-    )
-    steps: int = option(4000, "optimizer steps", resumable=True)
-    batch_size: int = option(128, "names per step (conv), or windows (the per-position models)")
-    optimizer: str = option("adamw", "AdamW decays weight matrices only; SGD decays nothing", choices=OPTIMIZERS)
-    lr: float = option(3e-3, "peak learning rate")
-    schedule: str = option(
-        "cosine",
-        "cosine: warmup, then down to lr/10; step: lr/10 for the last quarter "
-        "(the lecture's); constant: warmup, then lr",
-        choices=SCHEDULES,
-    )
-    warmup: int = option(100, "linear warmup steps (cosine and constant)")
-    weight_decay: float = option(0.1, "AdamW weight decay")
-    seed: int = option(42, "seed for initialisation, batches and dropout")
-    device: str = option("auto", DEVICE_HELP, resumable=True)
-    eval_every: int = option(500, "evaluate on the validation split every N steps", resumable=True)
-    report_test: bool = option(False, "evaluate the test split once, at the end (choose models by val, never by test)")
-    members: int = option(
-        1,
-        "train this many models alike, from seeds seed, seed+1000, seed+2000, ..., each a "
-        "run of its own in OUT/member-N, and save them as one ensemble in OUT/model.pt: their "
-        "next-character distributions averaged",
-    )
-    members_at_once: int = option(
-        1,
-        "with --members: train this many at once, each in a process of its own with "
-        "an equal share of the CPU threads (on 2 CPU cores, 2 at once train about 1.3x "
-        "the positions/s of 1)",
-        resumable=True,
-    )
-    precision: str = option(
-        "auto",
-        "a training step's arithmetic: fp32; tf32 (CUDA) matmuls; bf16 autocast; "
-        "auto: tf32 on a GPU, fp32 on a CPU. Evaluation is always float32",
-        choices=PRECISIONS,
-        resumable=True,
-    )
-    compile: bool = option(
-        False,
-        "torch.compile the training step: slower to start (it compiles for up to a "
-        "minute), then faster, most at large batches on a GPU; needs a C++ compiler on a CPU",
-        resumable=True,
-        negatable=True,
-    )
-    patience: int | None = option(
-        None,
-        "stop early when the validation loss has not improved for this many evaluations "
-        "(model.pt keeps the best; default: train every step)",
-        resumable=True,
-        show_default=False,
-    )
-    max_time: float | None = option(
-        None,
-        "stop after this many seconds of training, over every resumed session, with an evaluation "
-        "there; the learning rate's schedule still spans --steps (default: no limit)",
-        resumable=True,
-        show_default=False,
-    )
-    checkpoint_every: int | None = option(
-        None,
-        "also save OUT/last.pt every N steps between evaluations, so "
-        "that a crash loses at most N steps (default: at evaluations only)",
-        resumable=True,
-        show_default=False,
-    )
-
-    def __post_init__(self):
-        check_choices(self)
-        parse_device(self.device)
-        check_at_least(self, 1, "steps", "batch_size", "eval_every", "checkpoint_every", "members", "members_at_once")
-        check_at_least(self, 1, "patience")
-        check_at_least(self, 0, "warmup")
-        if self.max_time is not None and not (self.max_time > 0 and math.isfinite(self.max_time)):
-            raise OptionError("max_time", f"must be a positive number of seconds, got {self.max_time}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise OptionError("lr", f"must be a positive number, got {self.lr}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise OptionError("weight_decay", f"must be a number, not negative, got {self.weight_decay}")
-
-
-# every option of `train` by its name (ModelConfig.kind is "model"): what configs() and sweep files take
-OPTIONS = {option_name(f): f for cls in (ModelConfig, TrainConfig) for f in option_fields(cls)}
-RESUMABLE = {f.name for f in OPTIONS.values() if f.metadata["resumable"]}  # what a resumed run may change
-
-
-def as_fields(options: dict) -> dict:
-    """Options by name ({"model": "flat", ...}) as the config fields they set ({"kind": "flat", ...})."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"{unknown[0]!r} is not an option of train")
-    return {OPTIONS[name].name: value for name, value in options.items()}
-
-
-def changed_settings(saved_model: dict, saved_train: dict, given: dict, may_change=frozenset()) -> tuple[str, ...]:
-    """The one test of "same settings": the config fields of `given` (by field name) whose values
-    differ from those of a saved run (its model and train configs as a checkpoint or metrics.json
-    holds them), but for the fields in `may_change`. The saved run is read through its configs, so
-    that a field added since it was saved takes its default."""
-    saved = {**asdict(ModelConfig(**saved_model)), **asdict(TrainConfig(**saved_train))}
-    return tuple(name for name, value in given.items() if name not in may_change and saved[name] != value)
-
-
-def configs(
-    options: dict, vocab_size: int | None = None, label_sizes: tuple[int, ...] = (), positions: int | None = None
-) -> tuple[ModelConfig, TrainConfig]:
-    """A run's configs from options by name, as `train`'s flags, presets and sweep files name them
-    ({"model": "flat", "lr": 0.01, ...}): the model kind's own defaults and recipe, then the options.
-    vocab_size, label_sizes and positions: the data's (see Splits), where it is known; positions
-    reaches a positional kind alone."""
-    by_field = as_fields(options)
-    model = {k: v for k, v in by_field.items() if k in ModelConfig.__dataclass_fields__}
-    train = {k: v for k, v in by_field.items() if k in TrainConfig.__dataclass_fields__}
-    kind = model.pop("kind", default(OPTIONS["model"]))
-    data = {"label_sizes": label_sizes} | ({} if vocab_size is None else {"vocab_size": vocab_size})
-    if kind in KINDS and KINDS[kind].positional and positions is not None:
-        data["positions"] = positions
-    model_config = kind_config(kind, **model, **data)
-    return model_config, TrainConfig(**{**KINDS[kind].recipe, **train})
+from .precision import autocast, matmuls, resolve_precision
+from .scoring import evaluate
+from .splits import Splits
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -179,132 +38,6 @@ def learning_rate(config: TrainConfig, step: int) -> float:
         return config.lr
     progress = (step - config.warmup) / max(1, config.steps - config.warmup)
     return config.lr / 10 + (config.lr - config.lr / 10) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def fingerprint(words: list[str], labels: torch.Tensor | None = None) -> str:
-    if labels is not None:  # a conditional model's data is its items and their labels
-        words = [f"{w}\t{' '.join(map(str, row))}" for w, row in zip(words, labels.tolist(), strict=True)]
-    return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()[:16]
-
-
-SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class Splits:
-    """The words of a data file, split the lecture's way, and the vocabulary built from all of them;
-    for a conditional model, the label columns and each split's labels, (N, K) long."""
-
-    train: list[str]
-    val: list[str]
-    test: list[str]
-    vocab: Vocab
-    fingerprint: str
-    label_columns: LabelColumns | None = None
-    split_labels: dict[str, torch.Tensor] = field(default_factory=dict)  # by split name
-
-    @classmethod
-    def from_words(
-        cls,
-        words: list[str],
-        vocab: Vocab | None = None,
-        labels: torch.Tensor | None = None,
-        label_columns: LabelColumns | None = None,
-    ) -> "Splits":
-        """labels (N, K): each word's, numbered by label_columns (None: a list without labels)."""
-        if vocab is None:
-            vocab = Vocab.from_words(words)
-        else:
-            vocab.check(words)  # every character must be known
-        if labels is None:
-            return cls(*split_words(words), vocab=vocab, fingerprint=fingerprint(words))
-        parts = split_words(list(range(len(words))))  # the same shuffle, of the rows: items and labels alike
-        split_labels = {name: labels[part] for name, part in zip(SPLITS, parts, strict=True)}
-        return cls(
-            *([words[i] for i in part] for part in parts),
-            vocab,
-            fingerprint(words, labels),
-            label_columns,
-            split_labels,
-        )
-
-    @classmethod
-    def read(
-        cls,
-        path: str | Path,
-        vocab: Vocab | None = None,
-        label_columns: LabelColumns | None = None,
-        use_labels: bool = True,
-    ) -> "Splits":
-        """A data file's splits: a list, or a table (.tsv, .csv) with its labels when use_labels. label_columns:
-        a trained model's, whose numbering the table's labels take (None: the table's own)."""
-        data = read_items(path)
-        if vocab is not None:  # a trained model's: every character must be one it knows
-            with naming(str(path)):
-                vocab.check(data.items if isinstance(data, Table) else data)
-        if not isinstance(data, Table):
-            return cls.from_words(data, vocab)
-        if not use_labels or not data.columns:
-            return cls.from_words(data.items, vocab)
-        columns = label_columns or LabelColumns.of(data)
-        return cls.from_words(data.items, vocab, columns.encode(data, str(path)), columns)
-
-    @property
-    def positions(self) -> int:
-        """What ModelConfig.positions a positional model of these splits has: the longest item, of any
-        split, and its end token (makemore's block_size)."""
-        return max(len(w) for w in self.train + self.val + self.test) + 1
-
-    @property
-    def seen(self) -> Seen:
-        """The items of each split, which a sample is marked against."""
-        return Seen(frozenset(self.train), frozenset(self.val + self.test))
-
-    @property
-    def label_sizes(self) -> tuple[int, ...]:
-        """What ModelConfig.label_sizes a model of these splits has: () without labels."""
-        return self.label_columns.sizes if self.label_columns is not None else ()
-
-    def labels(self, split: str) -> torch.Tensor | None:
-        """The labels (N, K) of one split, or of "all" three, in words()' order; None without labels."""
-        if not self.split_labels:
-            return None
-        return torch.cat([self.split_labels[s] for s in SPLITS]) if split == "all" else self.split_labels[split]
-
-    def words(self, split: str) -> list[str]:
-        """The items of one split, "train", "val" or "test", or of "all" three; an empty one is an error
-        (a file of fewer than 6 items leaves the lecture's 80/10/10 split one short)."""
-        words = self.train + self.val + self.test if split == "all" else getattr(self, split)
-        if not words:
-            n = len(self.train) + len(self.val) + len(self.test)
-            items = "1 item" if n == 1 else f"{n} items"
-            raise DataError(
-                f"the {split} split is empty: the 80/10/10 split of {items} leaves it none "
-                "(6 items or more fill all three)"
-            )
-        return words
-
-    def batches(self, split: str, model: torch.nn.Module, device) -> NameBatches | WindowBatches:
-        """One split ("train", "val", "test" or "all") as what `model` trains and is evaluated on."""
-        return batches_for(model, self.words(split), self.vocab, device, self.labels(split))
-
-
-@torch.no_grad()
-def evaluate(model, batches, chunk_size: int = 2048) -> float:
-    """Mean loss over every example of a split (every character of every name, end tokens included).
-    The sum stays on the device, in float64, so the host waits for it once, not at every chunk (on a
-    device without float64, such as mps, it is taken on the CPU, chunk by chunk)."""
-    was_training = model.training
-    model.eval()
-    try:  # however it ends (Ctrl-C in a notebook), the model goes back to the mode it was in
-        total = 0.0
-        for inputs, targets, labels in batches.chunks(chunk_size):
-            _, loss = model(inputs, targets, labels=labels)  # the mean over the chunk's examples
-            loss = loss if float64_on(loss.device) else loss.cpu()
-            total = total + loss.double() * (targets != -1).sum().to(loss.device)
-    finally:
-        model.train(was_training)
-    return float(total) / batches.n_examples
 
 
 @dataclass
@@ -334,16 +67,17 @@ class Trainer:
                 "labels",
                 "is off, but the data was read with its labels: read it with Splits.read(path, use_labels=False)",
             )
-        if self.model_config.label_sizes != self.splits.label_sizes:
+        if self.model_config.facts.label_sizes != self.splits.label_sizes:
             raise ValueError(
-                f"the model's label sizes {self.model_config.label_sizes} are not the data's {self.splits.label_sizes}"
+                f"the model's label sizes {self.model_config.facts.label_sizes} are not the data's "
+                f"{self.splits.label_sizes}"
             )
         self.precision = resolve_precision(self.config.precision, self.device)  # before any work: it may refuse
         torch.manual_seed(self.config.seed)
         self.model = build_model(self.model_config).to(self.device)  # the raw module: what checkpoints hold
         self.forward = self._trainable(self.model)  # what trains: see distribute() and _trainable()
-        self.train_batches = self.splits.batches("train", self.model, self.device)
-        self.val_batches = self.splits.batches("val", self.model, self.device)
+        self.train_batches = batches_for(self.model, self.splits, "train", self.device)
+        self.val_batches = batches_for(self.model, self.splits, "val", self.device)
         self.optimizer = self._make_optimizer()
         self.generator = torch.Generator().manual_seed(self.config.seed)  # draws the batches
 
@@ -385,7 +119,7 @@ class Trainer:
         positions this rank trained."""
         rank, world_size = self.context.rank, self.context.world_size
         # compiled, every batch comes in one of a few shapes (see NameBatches.sample), each captured once
-        fixed_shapes = self.config.compile and KINDS[self.model_config.kind].fixed_shapes
+        fixed_shapes = self.config.compile and kind_named(self.model_config.kind).fixed_shapes
         batch = self.train_batches.sample(self.config.batch_size, self.generator, rank, world_size, fixed_shapes)
         fixed = {} if batch.rows is None else {"rows": batch.rows}
         for group in self.optimizer.param_groups:
@@ -430,7 +164,7 @@ class Trainer:
         """The run's whole state. ranks_rng: every rank's random state (ranks_rng()), for rank 0 of
         several to save; by default this process's own alone."""
         return {
-            "model_config": asdict(self.model_config),
+            "model_config": self.model_config.saved(),
             "train_config": asdict(self.config),
             "vocab": "".join(self.splits.vocab.chars),
             "data_fingerprint": self.splits.fingerprint,
@@ -470,7 +204,8 @@ class Trainer:
         context = context or distributed.Context()
         overrides = overrides or {}
         # an option given its saved value changes nothing: the command that started the run, with --resume, resumes it
-        fixed = changed_settings(checkpoint["model_config"], checkpoint["train_config"], overrides, RESUMABLE)
+        saved = saved_configs(checkpoint["model_config"], checkpoint["train_config"])
+        fixed = changed_settings(saved, overrides, RESUMABLE)
         if fixed:
             raise OptionError(fixed, "cannot change when a run resumes: it continues the saved run")
         overrides = {name: value for name, value in overrides.items() if name in RESUMABLE}  # the rest: as saved
@@ -484,7 +219,7 @@ class Trainer:
                 "a resumed run can only go on from there",
             )
         trainer = cls(
-            ModelConfig(**checkpoint["model_config"]),
+            saved[0],
             config,
             splits,
             device,
@@ -560,6 +295,10 @@ class TrainingInterrupted(Exception):
         return TrainingInterrupted, (self.step, self.path, self.out)
 
 
+# what runs a Trainer to its end, writing into a directory: the CLI's fit with a progress bar
+Runner = Callable[[Trainer, Path], None]
+
+
 def fit(
     trainer: Trainer,
     out: Path,
@@ -576,55 +315,76 @@ def fit(
     with last.pt and model.pt as the last finite evaluation left them. Returns the last evaluation
     record."""
     out.mkdir(parents=True, exist_ok=True)
-    config, record = trainer.config, None
-    recent, positions, t0 = [], 0, time.perf_counter()  # since the last evaluation: losses (tensors), its rate
-    saved_at = t0  # when trainer.seconds last took in the time since
-    main = trainer.context.is_main  # only rank 0 evaluates and writes
-
-    def bank() -> list[dict]:
-        """Into the trainer, what a checkpoint must hold (every step's loss, the time); on every rank."""
-        nonlocal recent, saved_at
-        now = time.perf_counter()
-        trainer.train_losses += torch.stack(recent).float().tolist() if recent else []
-        trainer.seconds += now - saved_at
-        recent, saved_at = [], now
-        return trainer.ranks_rng()  # a collective: every rank, at the same step
-
-    def time_up() -> bool:  # every rank agrees: each measures its own time
-        if config.max_time is None:
-            return False
-        spent = trainer.seconds + time.perf_counter() - saved_at >= config.max_time
-        return distributed.any_rank(spent, trainer.device)
-
+    config, record, since, main = trainer.config, None, _Since(trainer), trainer.context.is_main  # rank 0 writes
     # a resumed run whose time was spent trains no further; a run with no evaluation yet trains to one
     evaluated = distributed.any_rank(bool(trainer.history), trainer.device)  # (rank 0 keeps the history)
-    trainer.stopped = _stop_reason(trainer, time_up()) if evaluated else None
+    trainer.stopped = _stop_reason(trainer, since.time_up()) if evaluated else None
     while trainer.step < config.steps and trainer.stopped is None:
         if distributed.any_rank(should_stop(), trainer.device):
-            ranks_rng = bank()
-            if main:
-                save_checkpoint(trainer.checkpoint(ranks_rng), out / "last.pt")
+            _save_last(trainer, out, since.bank(), main)
             raise TrainingInterrupted(trainer.step, out / "last.pt")
         loss, n = trainer.train_step()
-        recent.append(loss)
-        positions += n
+        since.took(loss, n)
         if on_step is not None:
-            on_step(trainer.step, loss, positions / (time.perf_counter() - t0 + 1e-9))
-        out_of_time = time_up()
+            on_step(trainer.step, loss, since.rate())
+        out_of_time = since.time_up()
         if trainer.step % config.eval_every == 0 or trainer.step == config.steps or out_of_time:
-            ranks_rng = bank()
+            ranks_rng = since.bank()
             if main:
-                record = _evaluation(trainer, out, ranks_rng, positions, time.perf_counter() - t0)
+                record = _evaluation(trainer, out, ranks_rng, since.positions, since.elapsed())
                 if on_eval is not None:
                     on_eval(record)
-            positions, t0 = 0, time.perf_counter()
-            saved_at = t0  # the evaluation's time is not training time
+            since.restart()  # the evaluation's time is not training time
             trainer.stopped = _stop_reason(trainer, out_of_time)
         elif config.checkpoint_every and trainer.step % config.checkpoint_every == 0:
-            ranks_rng = bank()
-            if main:
-                save_checkpoint(trainer.checkpoint(ranks_rng), out / "last.pt")
+            _save_last(trainer, out, since.bank(), main)
     return record
+
+
+class _Since:
+    """What fit keeps since the last evaluation: each step's loss (tensors, so that a GPU need not
+    wait), the positions trained and when that began, for the rate; and when trainer.seconds last
+    took in the time."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer, self.losses, self.positions = trainer, [], 0
+        self.started = self.banked_at = time.perf_counter()
+
+    def took(self, loss: torch.Tensor, positions: int) -> None:
+        self.losses.append(loss)
+        self.positions += positions
+
+    def rate(self) -> float:
+        return self.positions / (self.elapsed() + 1e-9)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def bank(self) -> list[dict]:
+        """Into the trainer, what a checkpoint must hold (every step's loss, the time); on every rank.
+        Returns every rank's random state (a collective: every rank, at the same step)."""
+        trainer, now = self.trainer, time.perf_counter()
+        trainer.train_losses += torch.stack(self.losses).float().tolist() if self.losses else []
+        trainer.seconds += now - self.banked_at
+        self.losses, self.banked_at = [], now
+        return trainer.ranks_rng()
+
+    def time_up(self) -> bool:
+        """Whether config.max_time is spent; every rank agrees (each measures its own time)."""
+        trainer = self.trainer
+        if trainer.config.max_time is None:
+            return False
+        spent = trainer.seconds + time.perf_counter() - self.banked_at >= trainer.config.max_time
+        return distributed.any_rank(spent, trainer.device)
+
+    def restart(self) -> None:
+        self.positions, self.started = 0, time.perf_counter()
+        self.banked_at = self.started
+
+
+def _save_last(trainer: Trainer, out: Path, ranks_rng: list[dict], main: bool) -> None:
+    if main:
+        save_checkpoint(trainer.checkpoint(ranks_rng), out / "last.pt")
 
 
 def _stop_reason(trainer: Trainer, out_of_time: bool) -> str | None:
@@ -695,11 +455,11 @@ def finish(trainer: Trainer, out: Path) -> tuple[dict, torch.nn.Module]:
         "seconds": round(trainer.seconds, 2),
         "params": count_params(model),
         **({"stopped": trainer.stopped} if trainer.stopped else {}),
-        "model": asdict(trainer.model_config),
+        "model": trainer.model_config.saved(),
         "train_config": asdict(trainer.config),
     }
     if trainer.config.report_test:  # once, of the model chosen by val
-        test = trainer.splits.batches("test", model, trainer.device)
+        test = batches_for(model, trainer.splits, "test", trainer.device)
         metrics["test_loss"] = evaluate(model, test)
     write_json(metrics, out / "metrics.json")
     plot_losses(trainer.train_losses, trainer.history, out / "loss.png")

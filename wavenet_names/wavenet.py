@@ -12,10 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batches import NameBatches
 from .kernel import stacked_taps, taps
+from .kinds import Kind
 from .layers import BatchNorm, LabelEmbedding, init_lecture, label_vectors
-from .options import OptionError
+from .options import OptionError, check_at_least, check_choices, check_fraction, option
 from .packing import ExactLayout, FixedLayout, PackedLayout
+from .splits import Facts
 
 NORMS = ("batch", "layer", "none")
 
@@ -289,3 +292,58 @@ class ConvState(NamedTuple):
     t: torch.Tensor
     queues: tuple[torch.Tensor, ...]
     conditions: tuple[torch.Tensor, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConvOptions:
+    """The conv model's options. The defaults are the lecture's final tree (76,579 parameters on
+    data/names.txt); the rest make its layers full WaveNet blocks (see Blocks)."""
+
+    n_embd: int = option(24, "embedding size")
+    n_hidden: int = option(128, "hidden units per layer")
+    n_layers: int = option(3, "tree levels: a context of 2**n-layers characters")
+    gated: bool = option(Blocks.gated, "tanh(W_f x) * sigmoid(W_g x) units")
+    residual: bool = option(Blocks.residual, "residual 1x1 connections")
+    skip: bool = option(Blocks.skip, "the head reads the sum of skip connections")
+    cycles: int = option(Blocks.cycles, "repeat the dilations 1, 2, ... this many times")
+    dropout: float = option(Blocks.dropout, "dropout on each layer's activation")
+    norm: str = option(Blocks.norm, "normalisation", choices=NORMS)
+    label_dropout: float = option(
+        0.1,
+        "with labels: the chance that training hides each label (as unknown), so "
+        "that a model also predicts, and samples, with any label left out",
+    )
+
+    def __post_init__(self):
+        check_choices(self)
+        check_at_least(self, 1, "n_embd", "n_hidden", "n_layers")
+        check_fraction(self, "label_dropout")
+        self.blocks()  # its own checks
+
+    def blocks(self) -> Blocks:
+        return Blocks(self.gated, self.residual, self.skip, self.cycles, self.dropout, self.norm)
+
+
+def build(options: ConvOptions, facts: Facts) -> ConvWaveNet:
+    return ConvWaveNet(
+        facts.vocab_size,
+        options.n_embd,
+        options.n_hidden,
+        options.n_layers,
+        options.blocks(),
+        facts.label_sizes,
+        options.label_dropout,
+    )
+
+
+KIND = Kind(
+    name="conv",
+    summary="the lecture's tree as dilated convolutions over whole names (the default)",
+    model=ConvWaveNet,
+    options=ConvOptions,
+    build=build,
+    batches=NameBatches,
+    cached=True,
+    fixed_shapes=True,
+    conditional=True,
+)

@@ -1,6 +1,12 @@
-"""A training step of fixed shapes: ConvWaveNet's batch laid out in a bucket of packed rows (forward's
-`rows`), as a compiled step, or one captured as CUDA graphs, needs. It must be the very step of the
-exact layout, where every row holds a node: the same loss, gradients and BatchNorm statistics, whatever
+"""How a batch of names lies in ConvWaveNet's packed rows (packing.py), in its two layouts.
+
+The exact layout's step reads the device once (on a GPU every read of a device value stalls the host
+until the queue drains; at the moderate batches a GPU otherwise races through, those stalls are the
+step), counted here on the CPU, where the same operators run, so that a new read cannot creep in.
+
+A training step of fixed shapes lays the batch out in a bucket of packed rows (forward's `rows`), as
+a compiled step, or one captured as CUDA graphs, needs. It must be the very step of the exact
+layout, where every row holds a node: the same loss, gradients and BatchNorm statistics, whatever
 rows the bucket adds; every shape inside it must depend on the bucket alone; and the host must never
 wait for the device.
 """
@@ -13,7 +19,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from wavenet_names import ConvWaveNet, encode_names, pad_batch
-from wavenet_names.data import NameBatches, bucket
+from wavenet_names.batches import NameBatches
+from wavenet_names.packing import bucket
 from wavenet_names.wavenet import Blocks
 
 from helpers import LABEL_SIZES, HostReads, cycled_labels
@@ -154,3 +161,32 @@ def test_buckets_are_few_and_at_most_an_eighth_larger():
     assert all(n <= size <= max(8, n * 9 / 8) for n, size in zip(range(1, 4097), sizes, strict=True))
     assert all(bucket(size) == size for size in sizes)  # a bucket is its own bucket
     assert len(set(sizes)) == 8 * 9 + 1  # 8 from 8 to 15, 8 for each power of two from 16 to 2048, and 4096
+
+
+def training_step_reads(model, words, vocab) -> list[str]:
+    idx, targets = pad_batch(*encode_names(words, vocab), model.block_size)
+    with HostReads() as counter:
+        _, loss = model(idx, targets)
+        loss.backward()
+    return counter.reads
+
+
+@pytest.mark.parametrize("n_layers", [3, 6])
+@pytest.mark.parametrize(
+    "blocks", [Blocks(), Blocks(gated=True, residual=True, skip=True, cycles=2)], ids=["lecture", "wavenet"]
+)
+def test_a_training_step_reads_the_device_once(n_layers, blocks, words, vocab):
+    """One read, whatever the depth: the layout checks and every size the packing needs (how many
+    characters, and per dilation how many reach past it) come back together; nothing in the backward
+    pass. The words' longest name has 15 characters, so at 6 layers some dilations reach no name."""
+    model = ConvWaveNet(len(vocab), 8, 16, n_layers, blocks)
+    reads = training_step_reads(model, words, vocab)
+    assert reads == ["tolist"], reads
+
+
+def test_the_counter_sees_reads(words, vocab):
+    """The counter itself: a bool mask index and an .item() are reads, arithmetic is not."""
+    x = torch.arange(5.0)
+    with HostReads() as counter:
+        (x[x > 2].sum() * 2).item()
+    assert counter.reads == ["__getitem__", "item"]

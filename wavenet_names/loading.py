@@ -1,0 +1,72 @@
+"""A trained model loaded for use, as `sample`, `score`, `evaluate` and `serve` use it: the model (or
+several as one ensemble), its vocabulary, its label columns, and the items it was trained on, by
+split, which its samples are marked against."""
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import shipped
+from .checkpoint import label_columns, load_models, training_data
+from .data import Vocab
+from .labels import LabelColumns, no_labels_error
+from .sampling import Sampled, default_cut_at
+from .splits import Seen
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module  # in eval mode
+    vocab: Vocab
+    checkpoint: dict  # the first checkpoint's: its configs, its data, the names of its splits
+    names: str  # the checkpoints, as given, for messages
+
+    @classmethod
+    def load(cls, given: list[str | Path] | tuple = (), device: str | torch.device = "cpu") -> "LoadedModel":
+        """The model of the checkpoints given (paths, run directories, shipped models' names; several:
+        one ensemble); none given, the model `train` wrote, or the shipped one (shipped.checkpoints)."""
+        paths = shipped.checkpoints(given)
+        model, vocab, checkpoint = load_models(paths, device)
+        return cls(model, vocab, checkpoint, ", ".join(map(str, paths)))
+
+    @cached_property
+    def seen(self) -> Seen:
+        return Seen.of_checkpoint(self.checkpoint)
+
+    @property
+    def columns(self) -> LabelColumns | None:
+        """A conditional model's label columns; None for a model without labels."""
+        return label_columns(self.checkpoint)
+
+    @property
+    def cut_at(self) -> int:
+        """Where a sample is cut by default: 64 characters, or the longest item it trained on."""
+        return default_cut_at(self.seen.train)
+
+    @property
+    def data(self) -> str:
+        """The data file it was trained on."""
+        return training_data(self.checkpoint)
+
+    def labels(self, given: list[str] | tuple[str, ...], what: str = "--label") -> torch.Tensor | None:
+        """Labels as "column=value" (K,), unknown where not given; None for a model without labels,
+        which refuses any. `what` names them in errors (the server's "labels")."""
+        if self.columns is None:
+            if given:
+                raise no_labels_error(what)
+            return None
+        return self.columns.parse(list(given), what)
+
+    def label_values(self, labels: torch.Tensor | None) -> dict[str, str]:
+        """(K,) label numbers as {column: value}, leaving out the unknown ones."""
+        if labels is None:
+            return {}
+        columns = self.columns
+        return {columns.names[k]: columns.values[k][int(v) - 1] for k, v in enumerate(labels) if int(v) > 0}
+
+    def mark(self, sampled: Sampled) -> str:
+        """ "*": of the training split; "+": of val or test; "": new; "cut": a name the model did not end."""
+        return self.seen.mark(sampled.name).strip() if sampled.ended else "cut"

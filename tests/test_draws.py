@@ -89,7 +89,7 @@ def test_samples_are_not_cut_shorter_than_the_training_items(tmp_path, capsys):
 
 
 def test_the_library_loads_what_train_wrote(trained, capsys):
-    """The README's library example: load_model, then generate, as `sample` does."""
+    """docs/library.md's example: load_model, then generate, as `sample` does."""
     from wavenet_names import SampleConfig, generate, load_model
 
     model, vocab, checkpoint = load_model(trained / "model.pt")

@@ -221,8 +221,8 @@ def test_members_at_once_train_the_models_one_at_a_time_trains(ensembled, small_
 
 def test_the_time_of_members_at_once_is_their_schedule():
     """Four models of 3, 5, 4 and 1 s, two at a time: each starts when a place is free."""
-    assert ensembles._finish_times([3.0, 5.0, 4.0, 1.0], 2) == [3.0, 5.0, 7.0, 6.0]
-    assert ensembles._finish_times([3.0, 5.0, 4.0, 1.0], 1) == [3.0, 8.0, 12.0, 13.0]
+    assert ensembles.finish_times([3.0, 5.0, 4.0, 1.0], 2) == [3.0, 5.0, 7.0, 6.0]
+    assert ensembles.finish_times([3.0, 5.0, 4.0, 1.0], 1) == [3.0, 8.0, 12.0, 13.0]
 
 
 @pytest.mark.parametrize("whole_group", [True, False])
@@ -277,5 +277,5 @@ def test_a_member_whose_process_died_is_an_error_not_a_wait():
     import queue
 
     dead = types.SimpleNamespace(exitcode=-9)  # killed: no result will ever come
-    index, error = processes._next_result(queue.Queue(), {3: dead})
+    index, error = processes.next_result(queue.Queue(), {3: dead})
     assert index == 3 and isinstance(error, ChildProcessError) and "member 4" in str(error)

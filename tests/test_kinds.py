@@ -3,6 +3,9 @@ makemore's Transformer and GRU, which the package's whole-name layout, scoring a
 they serve ConvWaveNet; and a kind from outside the package (bigram.py), registered as the docs say
 a kind is added, which every command then takes."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -16,7 +19,7 @@ from wavenet_names.splits import Facts, Splits
 from wavenet_names.transformer import Transformer
 
 import bigram as bigram_kind
-from helpers import batch, small
+from helpers import batch, run_cli, small
 
 PEERS = pytest.mark.parametrize("kind", ["transformer", "gru"])
 
@@ -175,3 +178,18 @@ def test_makemores_default_sizes_have_its_parameter_counts(kind, params, all_wor
     facts = Splits.from_words(all_words).facts
     assert facts == Facts(27, (), 15)
     assert count_params(build_model(ModelConfig(kind, facts))) == params
+
+
+@pytest.mark.slow  # starts the program
+def test_a_kind_that_an_installed_distribution_names_reaches_the_command(small_data_file, tmp_path):
+    """As a distribution that declares [project.entry-points."wavenet_names.kinds"] bigram = "bigram:KIND"
+    installs it (a .dist-info folder on the path, as pip leaves it): `wavenet-names` takes the kind."""
+    info = tmp_path / "site" / "bigram_kind-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bigram-kind\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[wavenet_names.kinds]\nbigram = bigram:KIND\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(Path(__file__).parent)])}
+    args = ["--model", "bigram", "--data", str(small_data_file), "--steps", "20", "--samples", "3"]
+    status, out, err = run_cli("train", *args, "--out", str(tmp_path / "run"), env=env)
+    assert status == 0 and "best model (step 20)" in out, err
+    assert load_checkpoint(tmp_path / "run" / "model.pt")["model_config"]["kind"] == "bigram"

@@ -10,7 +10,7 @@ LABEL_SIZES = (3, 15)  # a conditional model's two label columns, like sex and d
 LABELLED = pytest.mark.parametrize("labelled", [False, True], ids=["unlabelled", "labelled"])
 
 
-def trained(model_cls, words, vocab, n_layers, labelled=False):
+def a_little_trained(model_cls, words, vocab, n_layers, labelled=False):
     _, _, idx, targets = both_views(words, vocab, 2**n_layers)
     sizes = dict(label_sizes=LABEL_SIZES) if labelled else {}
     model = ConvWaveNet(len(vocab), 10, 32, n_layers, **sizes)
@@ -21,7 +21,7 @@ def trained(model_cls, words, vocab, n_layers, labelled=False):
 @LABELLED
 @pytest.mark.parametrize("n_layers", [1, 2, 3, 5, 8])
 def test_cached_generation_gives_the_full_forward_logits(n_layers, labelled, words, vocab):
-    model = trained(ConvWaveNet, words, vocab, n_layers, labelled)
+    model = a_little_trained(ConvWaveNet, words, vocab, n_layers, labelled)
     batch = words[:8]
     labels = cycled_labels(len(batch), LABEL_SIZES) if labelled else None
     idx, targets = pad_batch(*encode_names(batch, vocab), model.block_size)
@@ -36,7 +36,7 @@ def test_cached_generation_gives_the_full_forward_logits(n_layers, labelled, wor
 @LABELLED
 @pytest.mark.parametrize("n_layers", [1, 3, 6])
 def test_cached_and_recomputed_generation_give_the_same_names(n_layers, labelled, words, vocab):
-    model = trained(ConvWaveNet, words, vocab, n_layers, labelled)
+    model = a_little_trained(ConvWaveNet, words, vocab, n_layers, labelled)
     config = SampleConfig(n=30, seed=7)
     labels = torch.tensor([2, 9]) if labelled else None  # (K,): the same labels for every name
     cached = generate(model, vocab, config, use_cache=True, labels=labels)
@@ -49,7 +49,7 @@ def test_cached_and_recomputed_generation_give_the_same_names(n_layers, labelled
 
 
 def test_prefix_top_k_and_temperature(words, vocab):
-    model = trained(ConvWaveNet, words, vocab, 3)
+    model = a_little_trained(ConvWaveNet, words, vocab, 3)
     names = generate(model, vocab, SampleConfig(n=10, seed=0, prefix="ka"))
     assert all(name.startswith("ka") for name in names)
     top1 = generate(model, vocab, SampleConfig(n=5, seed=0, top_k=1))
@@ -73,7 +73,7 @@ def test_the_nucleus_is_the_fewest_most_likely_characters_that_reach_p():
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_names_come_in_batches_from_one_seeded_stream(use_cache, words, vocab):
-    model = trained(ConvWaveNet, words, vocab, 2)
+    model = a_little_trained(ConvWaveNet, words, vocab, 2)
     config = SampleConfig(n=10, seed=3, batch_size=4)  # batches of 4, 4 and 2
     names = generate(model, vocab, config, use_cache)
     assert len(names) == 10
@@ -88,7 +88,7 @@ def test_names_come_in_batches_from_one_seeded_stream(use_cache, words, vocab):
 def test_sampling_in_a_training_loop_samples_in_eval_mode_and_leaves_it_training(model_cls, words, vocab):
     """A training loop may sample to see how it goes: the names are those of eval mode (BatchNorm's
     running statistics), and the model comes back in training mode, for the loop's next step."""
-    model = trained(model_cls, words, vocab, 2)
+    model = a_little_trained(model_cls, words, vocab, 2)
     config = SampleConfig(n=8, seed=5)
     expected = generate(model, vocab, config)  # the model is in eval mode here
     assert generate(model.train(), vocab, config) == expected

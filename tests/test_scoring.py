@@ -101,11 +101,11 @@ def test_scores_stream_a_chunk_at_a_time_and_leave_grad_mode_alone(words, vocab,
 
     model = trained_a_little(ConvWaveNet(len(vocab), 8, 16, 3), words, vocab)
     expected = score(model, vocab, words)
-    chunks, losses = [], scoring._losses
+    chunks, losses = [], scoring.item_losses
     monkeypatch.setattr(scoring, "CHUNK_ITEMS", 5)
     monkeypatch.setattr(
         scoring,
-        "_losses",
+        "item_losses",
         lambda model, vocab, chunk, labels: chunks.append(chunk) or losses(model, vocab, chunk, labels),
     )
     stream = scoring.stream_scores(model, vocab, words)

@@ -35,7 +35,7 @@ OPTIONS = {
 }
 
 
-def trained(blocks, words, vocab, n_layers=3):
+def a_little_trained(blocks, words, vocab, n_layers=3):
     model = ConvWaveNet(len(vocab), 16, 16, n_layers, blocks).double()
     idx, targets = pad_batch(*encode_names(words, vocab), model.block_size)
     return sgd_steps(model, idx, targets, steps=3).eval()
@@ -56,7 +56,7 @@ def test_shapes_and_receptive_field(name, vocab):
 
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_causality_padding_and_cached_generation(name, words, vocab):
-    model = trained(OPTIONS[name], words, vocab)
+    model = a_little_trained(OPTIONS[name], words, vocab)
     idx, targets = pad_batch(*encode_names(words[:6], vocab), model.block_size)
     logits, _ = model(idx, targets)
     changed = idx.clone()
@@ -77,7 +77,7 @@ def test_causality_padding_and_cached_generation(name, words, vocab):
 def test_packing_equals_the_plain_convolution_over_every_padding_column(name, words, vocab):
     """The packed path (one shared all-'.' row, no padding columns) against the plain valid
     convolution over the whole layout, block_size '.' columns per name included."""
-    model = trained(OPTIONS[name], words, vocab)
+    model = a_little_trained(OPTIONS[name], words, vocab)
     idx, targets = pad_batch(*encode_names(words, vocab), model.block_size)
     packed, _ = model(idx, targets)
     plain = model.forward_full(idx)  # (B, T - block_size + 1, vocab), every column computed
@@ -150,7 +150,7 @@ def test_the_packed_model_is_a_plain_dilated_convolution_stack(name, words, voca
     """The independent reference: packing, the shared all-'.' row and the skip columns reproduce a
     plain Conv1d stack over the padded layout at every position of every name (eval mode, where
     dropout is off and BatchNorm uses its running statistics)."""
-    model = randomised(trained(OPTIONS[name], words, vocab))  # trained: BatchNorm's running statistics moved
+    model = randomised(a_little_trained(OPTIONS[name], words, vocab))  # trained: BatchNorm's running statistics moved
     idx, targets = pad_batch(*encode_names(words, vocab), model.block_size)
     logits, _ = model(idx, targets)
     expected = reference_wavenet(model, idx)

@@ -109,8 +109,8 @@ def cmd_train(args) -> int:
     if report.tensorboard:
         TensorBoardLog.check()  # before any training: a missing package is one line now, not at the first evaluation
     request = runs.Request(options={**model_options(args), **given(args, TrainConfig)}, **given(args, runs.Request))
-    shown = dict(eval_samples=report.eval_samples, tensorboard=report.tensorboard and Path(report.tensorboard))
-    runner, member_runner = (functools.partial(f, **shown) for f in (run_with_progress, run_member))
+    reporting = dict(eval_samples=report.eval_samples, tensorboard=report.tensorboard and Path(report.tensorboard))
+    runner, member_runner = (functools.partial(f, **reporting) for f in (run_with_progress, run_member))
     trained = runs.train(request, runner, member_runner, on_restart=say_restarted)
     if trained is None:  # a rank of several, not the first
         return 0

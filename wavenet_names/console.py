@@ -169,12 +169,12 @@ def print_names(names: Iterable[Sampled], mark: Callable[[Sampled], str], cut_at
     if heading:
         print(f"samples ({MARKS}):")
     for sampled in names:
-        shown, marked = sampled.name or "(empty)", mark(sampled)
+        printed, marked = sampled.name or "(empty)", mark(sampled)
         if marked == "cut":
             why = f"--cut-at {cut_at}" if len(sampled.name) == cut_at else f"the model's longest, {len(sampled.name)}"
-            print(f"{shown}  (cut at {why})")
+            print(f"{printed}  (cut at {why})")
         else:
-            print(f"{shown} {marked}" if marked else shown)
+            print(f"{printed} {marked}" if marked else printed)
 
 
 # --- errors and facts, in the command line's words --------------------------------------------------

@@ -96,7 +96,7 @@ def finish_ensemble(
     save_checkpoint(ensemble_checkpoint([load_checkpoint(p, device) for p in paths], asdict(config)), out / "model.pt")
     model, _, _ = load_model(out / "model.pt", device)
     # what each model added: the val loss of members 1..k as one ensemble, against the time they took
-    finished = _finish_times([m["seconds"] for m in members], config.members_at_once)
+    finished = finish_times([m["seconds"] for m in members], config.members_at_once)
     val = batches_for(model, splits, "val", device)
     growth = [
         {"members": k, "seconds": round(max(finished[:k]), 2), "val_loss": evaluate(Ensemble(model.members[:k]), val)}
@@ -120,7 +120,7 @@ def finish_ensemble(
     return metrics
 
 
-def _finish_times(seconds: list[float], at_once: int) -> list[float]:
+def finish_times(seconds: list[float], at_once: int) -> list[float]:
     """When each of the models, trained in order `at_once` at a time (each as soon as one before it is
     done), finishes, from each one's own training seconds: the first k take the latest of theirs."""
     free = [0.0] * at_once  # when each place is free again

@@ -150,8 +150,8 @@ class LabelColumns:
     def choices(self, k: int) -> str:
         """Column k's values, for an error message: all of a few, the first and last of many."""
         values = self.values[k]
-        shown = ", ".join(values) if len(values) <= 20 else f"{', '.join(values[:10])}, ..., {values[-1]}"
-        return f"{self.names[k]} takes {shown}"
+        listed = ", ".join(values) if len(values) <= 20 else f"{', '.join(values[:10])}, ..., {values[-1]}"
+        return f"{self.names[k]} takes {listed}"
 
     def _listed(self) -> str:
         return f"its labels are {', '.join(self.names)}" if self.names else "it has no labels"

@@ -5,10 +5,12 @@ lecture's two per-position models), transformer.py and gru.py. This module regis
 order that --help lists them, and answers the questions the rest of the package asks of a model:
 its kind, how to build it, how a split is fed to it.
 
-A kind from outside the package registers itself with register(), from a module that the program
-imports; or, to reach the `wavenet-names` command, from a module that its distribution names as an
-entry point of the group "wavenet_names.kinds" (pyproject.toml: [project.entry-points."wavenet_names.kinds"]),
-which this module imports.
+A kind from outside the package is registered with register() by the program that imports its
+module; or, to reach the `wavenet-names` command, its distribution names its Kind as an entry point
+of the group "wavenet_names.kinds", which this module registers:
+
+    [project.entry-points."wavenet_names.kinds"]
+    bigram = "my_package.bigram:KIND"
 """
 
 from dataclasses import asdict, dataclass, fields
@@ -38,7 +40,7 @@ def register(kind: Kind) -> Kind:
 for _kind in (wavenet.KIND, mlp.HIERARCHICAL, mlp.FLAT, transformer.KIND, gru.KIND):
     register(_kind)
 for _plugin in entry_points(group="wavenet_names.kinds"):
-    _plugin.load()  # a module that registers its kinds
+    register(_plugin.load())
 
 
 def kind_named(name: str) -> Kind:

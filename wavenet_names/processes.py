@@ -32,7 +32,7 @@ def run_at_once(run: Callable[..., dict], jobs: list[tuple], processes: int) -> 
                 index, job = waiting.pop(0)
                 running[index] = spawn.Process(target=_run_job, args=(run, index, job, threads, results))
                 running[index].start()
-            index, result = _next_result(results, running)
+            index, result = next_result(results, running)
             running.pop(index).join()
             done[index] = result
             if isinstance(result, BaseException):
@@ -43,7 +43,7 @@ def run_at_once(run: Callable[..., dict], jobs: list[tuple], processes: int) -> 
                 os.kill(process.pid, signal.SIGINT)
     waiting.clear()
     while running:  # the running jobs finish or save and stop
-        index, result = _next_result(results, running)
+        index, result = next_result(results, running)
         running.pop(index).join()
         done[index] = result
     failures = [r for r in done.values() if isinstance(r, BaseException)]
@@ -60,7 +60,7 @@ def _stop_when_orphaned() -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
-def _next_result(results, running: dict) -> tuple[int, object]:
+def next_result(results, running: dict) -> tuple[int, object]:
     """The next (job index, result) from run_at_once's processes; an error as the result of one that
     died without one (killed, or out of memory), so that the others are not waited for in vain."""
     while True:

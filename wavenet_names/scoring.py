@@ -58,13 +58,13 @@ def stream_scores(model, vocab: Vocab, words: list[str], labels: torch.Tensor | 
     try:  # however it ends, the model goes back to the mode it was in
         for i, j in chunk_bounds([len(w) for w in words], CHUNK_ITEMS, CHUNK_POSITIONS):
             with torch.no_grad():  # left before yielding: the caller's code runs with its own grad mode
-                losses = _losses(model, vocab, words[i:j], None if labels is None else labels[i:j]).tolist()
+                losses = item_losses(model, vocab, words[i:j], None if labels is None else labels[i:j]).tolist()
             yield from losses
     finally:
         model.train(was_training)
 
 
-def _losses(model, vocab: Vocab, words: list[str], labels: torch.Tensor | None) -> torch.Tensor:
+def item_losses(model, vocab: Vocab, words: list[str], labels: torch.Tensor | None) -> torch.Tensor:
     """The mean loss of each of `words`, (B,), on the CPU, in the model's own batch layout."""
     device = next(model.parameters()).device
     batches = kind_of(model).batches

@@ -313,8 +313,8 @@ def create_app(checkpoints: list[str | Path], window: float = WINDOW, batching: 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, e: RequestValidationError):
         errors = e.errors()
-        shown = "; ".join(f"{'.'.join(map(str, err['loc'][1:])) or 'body'}: {err['msg']}" for err in errors)
-        return JSONResponse({"detail": shown or "a bad request"}, status_code=422)
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'][1:])) or 'body'}: {err['msg']}" for err in errors)
+        return JSONResponse({"detail": problems or "a bad request"}, status_code=422)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:

@@ -68,6 +68,12 @@ def val_batches(package, model, words: list[str]):
     return models.batches_for(model, splits.Splits.from_words(words), "val", "cpu")
 
 
+def evaluator(package):
+    """`package`'s evaluate(model, batches): in scoring.py, or before, in training.py."""
+    scoring = importlib.import_module(package.__name__ + ".scoring")
+    return getattr(scoring, "evaluate", None) or importlib.import_module(package.__name__ + ".training").evaluate
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rev", help="the commit to compare with, e.g. HEAD~3 or a hash")
@@ -99,9 +105,8 @@ def main() -> int:
         mine, theirs = (workloads_of(p, 3, words, vocab, args.names) for p in (current, earlier))
         val = {}
         for name, package, model in (("mine", current, mine["model"]), ("theirs", earlier, theirs["model"])):
-            training = importlib.import_module(package.__name__ + ".training")
-            batches = val_batches(package, model, splits.train + splits.val + splits.test)
-            val[name] = (lambda t=training, m=model, b=batches: t.evaluate(m, b)), batches.n_examples
+            batches, evaluate = val_batches(package, model, splits.train + splits.val + splits.test), evaluator(package)
+            val[name] = (lambda e=evaluate, m=model, b=batches: e(m, b)), batches.n_examples
         times = workloads.interleaved_medians({k: fn for k, (fn, _) in val.items()}, args.repeats)
         n = val["mine"][1]
         print(

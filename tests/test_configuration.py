@@ -17,10 +17,11 @@ from wavenet_names.configuration import (
     saved_configs,
     settings,
 )
+from wavenet_names.fitting import fit
 from wavenet_names.models import ModelConfig
 from wavenet_names.options import OptionError
 from wavenet_names.splits import Facts, Splits
-from wavenet_names.training import Trainer, fit
+from wavenet_names.training import Trainer
 
 from helpers import small_run
 

@@ -24,10 +24,11 @@ from wavenet_names.cli import main
 from wavenet_names.configuration import settings
 from wavenet_names.data import read_words
 from wavenet_names.ensemble import Ensemble
+from wavenet_names.fitting import TrainingInterrupted, fit
 from wavenet_names.models import batches_for
 from wavenet_names.options import OptionError
 from wavenet_names.splits import Splits
-from wavenet_names.training import Trainer, TrainingInterrupted, fit
+from wavenet_names.training import Trainer
 
 from helpers import TINY, mixture_loss
 

@@ -12,9 +12,9 @@ from wavenet_names import experiments, runs
 from wavenet_names.cli import main
 from wavenet_names.configuration import TrainConfig
 from wavenet_names.experiments import SweepConfig
+from wavenet_names.fitting import TrainingInterrupted, fit
 from wavenet_names.models import ModelConfig
 from wavenet_names.splits import Splits
-from wavenet_names.training import TrainingInterrupted, fit
 
 from helpers import run_script
 

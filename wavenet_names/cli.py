@@ -53,6 +53,7 @@ from .constraints import Constraints, TooRare
 from .data import DataError, parse_words, read_words
 from .devices import resolve_device
 from .draws import NameRequest, draw
+from .fitting import TrainingInterrupted
 from .labels import read_items
 from .loading import LoadedModel
 from .logs import TensorBoardLog
@@ -61,7 +62,6 @@ from .presets import QUICK_FACTOR
 from .sampling import SampleConfig
 from .scoring import ScoredItems, evaluate_data
 from .splits import Splits
-from .training import TrainingInterrupted
 
 TRAINING_COMMANDS = ("train", "experiment")  # what a second Ctrl-C cuts short, and a smaller batch helps
 

@@ -9,9 +9,10 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from .fitting import fit
 from .logs import TensorBoardLog
 from .sampling import MARKS, SampleConfig, Sampled, default_cut_at, stream_sampled
-from .training import Trainer, fit, out_of_memory
+from .training import Trainer, out_of_memory
 
 
 class Lines:

@@ -16,10 +16,11 @@ from .configuration import TrainConfig, same_settings, saved_configs
 from .devices import resolve_device
 from .ensemble import Ensemble
 from .files import write_json, write_text
+from .fitting import Runner
 from .models import ModelConfig, batches_for, count_params
 from .processes import run_at_once
+from .scoring import evaluate
 from .splits import Splits
-from .training import Runner, evaluate
 
 ENSEMBLE_FILE = "ensemble.json"  # an ensemble's settings, written before its first member trains
 

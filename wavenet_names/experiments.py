@@ -16,12 +16,12 @@ from . import shipped
 from .checkpoint import load_checkpoint, save_checkpoint
 from .configuration import option_names, settings
 from .files import write_json, write_text
+from .fitting import Runner
 from .models import KINDS, kind_named
 from .plots import plot_loss_against_time
 from .presets import LECTURE_PRESETS, TRAIN_PRESETS, Preset
 from .runs import run
 from .splits import Splits
-from .training import Runner
 
 
 def lecture_table(splits: Splits, data: str, out: Path, runner: Runner, scale: int = 1, seed: int = 42) -> list[dict]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from .training import TrainingInterrupted
+from .fitting import TrainingInterrupted
 
 
 def run_at_once(run: Callable[..., dict], jobs: list[tuple], processes: int) -> list[dict]:

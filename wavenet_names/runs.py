@@ -23,11 +23,12 @@ from .data import Vocab
 from .devices import resolve_device
 from .ensembles import ENSEMBLE_FILE, run_ensemble
 from .files import remove_partial_writes, write_json
+from .fitting import Runner, TrainingDiverged, TrainingInterrupted, finish
 from .models import ModelConfig, count_params
 from .options import OptionError, option
 from .presets import PRESET_HELP, TRAIN_PRESETS
 from .splits import Seen, Splits
-from .training import Runner, Trainer, TrainingDiverged, TrainingInterrupted, finish
+from .training import Trainer
 
 
 @dataclass(frozen=True)

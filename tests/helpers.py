@@ -187,6 +187,27 @@ def start_cli(*args) -> subprocess.Popen:
     )
 
 
+def ended(proc: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
+    """A started process's output once it ends; killed, and the test failed, if it runs past
+    `timeout` s: no process outlives its test."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"{' '.join(map(str, proc.args))[:200]} was still running after {timeout} s")
+
+
+def waited(proc: subprocess.Popen, timeout: float = 60) -> int:
+    """ended(), for a process whose output the test reads itself: its exit status."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"{' '.join(map(str, proc.args))[:200]} was still running after {timeout} s")
+
+
 def first_line(proc: subprocess.Popen, timeout: float = 60) -> str:
     """proc's first line of output, failing (not hanging) if it prints nothing within `timeout` s."""
     ready, _, _ = select.select([proc.stdout], [], [], timeout)

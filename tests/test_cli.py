@@ -15,7 +15,7 @@ from wavenet_names.devices import resolve_device
 from wavenet_names.options import OptionError
 from wavenet_names.training import Trainer
 
-from helpers import TINY, first_line, one_error, start_cli
+from helpers import TINY, ended, first_line, one_error, start_cli, waited
 
 
 def bad(tmp_path, content: bytes | None):
@@ -152,7 +152,7 @@ def test_python_m_and_ctrl_c_saves_and_exits_cleanly(tmp_path, small_data_file, 
     while not (out_dir / "last.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = ended(proc, 60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err
     assert load_checkpoint(out_dir / "last.pt")["step"] >= 10
@@ -163,7 +163,7 @@ def test_ctrl_c_while_sampling_is_one_line(trained):
     proc = start_cli("sample", "--checkpoint", str(trained / "model.pt"), "-n", "1000000")
     assert first_line(proc)  # names come out while the rest are made (then wait on the full pipe)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = ended(proc, 60)
     assert proc.returncode == 130, err
     assert err.strip() == "wavenet-names sample: interrupted"
 
@@ -174,7 +174,7 @@ def test_sample_into_a_closed_pipe_stops_quietly(trained):
     proc = start_cli("sample", "--checkpoint", str(trained / "model.pt"), "-n", "100000")
     assert first_line(proc)
     proc.stdout.close()
-    assert proc.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports for `yes | head -1`
+    assert waited(proc) == 141  # 128 + SIGPIPE, as a shell reports for `yes | head -1`
     assert proc.stderr.read() == ""
 
 

@@ -30,7 +30,7 @@ from wavenet_names.options import OptionError
 from wavenet_names.splits import Splits
 from wavenet_names.training import Trainer
 
-from helpers import TINY, mixture_loss
+from helpers import TINY, ended, mixture_loss
 
 MEMBERS = ["--members", "2", "--steps", "12", "--eval-every", "6", *TINY]
 
@@ -263,7 +263,7 @@ def test_ctrl_c_stops_members_at_once_and_resume_finishes_them(whole_group, smal
         os.killpg(proc.pid, signal.SIGINT)
     else:
         os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=90)
+    _, err = ended(proc, 90)
     assert proc.returncode == 130, err
     assert f"continue with: wavenet-names train --out {out} --resume" in err and "Traceback" not in err, err
     steps = [load_checkpoint(out / f"member-{i}" / "last.pt")["step"] for i in (1, 2)]

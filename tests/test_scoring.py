@@ -27,7 +27,7 @@ from wavenet_names.data import read_words
 from wavenet_names.scoring import evaluate, score
 from wavenet_names.splits import Splits
 
-from helpers import HostReads, one_error
+from helpers import HostReads, ended, one_error
 
 
 def trained_a_little(model, words, vocab):
@@ -209,7 +209,7 @@ def test_score_typed_at_a_terminal_says_how_to_end(trained):
     os.close(follower)
     try:
         os.write(leader, b"emma\n\x04")  # a line, then Ctrl-D at the start of the next
-        out, err = proc.communicate(timeout=60)
+        out, err = ended(proc, 60)
     finally:
         proc.kill()
         os.close(leader)

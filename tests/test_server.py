@@ -24,7 +24,7 @@ from wavenet_names.options import option_fields
 from wavenet_names.sampling import SampleConfig
 from wavenet_names.server import MAX_BODY, MAX_NAMES, NameServer, SampleRequest, create_app, listening_socket
 
-from helpers import first_line
+from helpers import first_line, waited
 
 BY_DECADE = shipped.path_of("names-by-decade")
 
@@ -233,7 +233,7 @@ def served(tmp_path_factory):
     address = line.split(" on ")[1].split()[0]
     yield address, process
     process.terminate()
-    process.wait(timeout=30)
+    waited(process, 30)
 
 
 def post(address: str, path: str, body: dict) -> tuple[int, dict]:

@@ -26,25 +26,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def add_options(parser, cls, keep=lambda f: True) -> None:
+def add_options(parser, cls) -> None:
     """A flag (or an argument) for each option field of the config dataclass `cls`."""
     for f in option_fields(cls):
-        if keep(f):
-            _add(parser, f, _help(f, default(f)))
+        _add(parser, f, _help(f, default(f)))
 
 
 def _add(parser, f, help: str) -> None:
+    """The flag of option field `f`: a switch for a bool, repeatable, or of its type (or its parse)."""
     meta = f.metadata
-    spec = {"default": None, "help": help, "metavar": meta["metavar"]}
-    if f.type is bool or f.type == "bool":
-        spec = {"default": None, "help": help}
+    spec = {"default": None, "help": help}
+    if f.type is bool:
         spec["action"] = argparse.BooleanOptionalAction if meta["negatable"] else "store_true"
     elif meta["repeatable"]:
+        spec["metavar"] = meta["metavar"]
         spec["action"] = "append"
     else:
         types = (int, float, str)
         spec["type"] = meta["parse"] or next(t for t in types if t is f.type or t in typing.get_args(f.type))
-        spec["choices"] = meta["choices"]
+        spec["choices"], spec["metavar"] = meta["choices"], meta["metavar"]
     if meta["positional"]:
         parser.add_argument(f.name, nargs="?", **spec)
     else:
@@ -278,7 +278,8 @@ class Lecture:
 class Race:
     budgets: tuple[float, ...] = option(
         experiments.RACE_BUDGETS,
-        "seconds of training, comma-separated: the table's columns; each kind trains up to the largest",
+        "seconds of training, comma-separated: the table's columns; each kind trains up to the largest "
+        f"(default {','.join(map(str, experiments.RACE_BUDGETS))})",
         parse=budgets,
         show_default=False,
     )

@@ -289,3 +289,11 @@ def test_race_budgets_must_be_seconds(capsys):
     assert exited.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "expected seconds separated by commas, such as 30,60, got '30,soon'" in err[0]
+
+
+def test_race_models_must_be_kinds(capsys):
+    assert main(["experiment", "race", "--models", "conv,lstm"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "wavenet-names experiment: error: --models names 'lstm', which is no kind of model: conv, hierarchical, "
+        "flat, transformer and gru"
+    ]

@@ -17,7 +17,8 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .configuration import option_names, settings
 from .files import write_json, write_text
 from .fitting import Runner
-from .models import KINDS, kind_named
+from .models import KINDS
+from .options import OptionError, listing
 from .plots import plot_loss_against_time
 from .presets import LECTURE_PRESETS, TRAIN_PRESETS, Preset
 from .runs import run
@@ -250,7 +251,8 @@ def entrants(models: tuple[str, ...] | None = None) -> tuple[Entrant, ...]:
     if models is None:
         return tuple(every)
     for name in models:
-        kind_named(name)
+        if name not in KINDS:
+            raise OptionError("models", f"names {name!r}, which is no kind of model: {listing(list(KINDS))}")
     return tuple(entrant for entrant in every if entrant.options["model"] in models)
 
 

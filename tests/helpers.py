@@ -190,18 +190,17 @@ def start_cli(*args) -> subprocess.Popen:
 def ended(proc: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
     """A started process's output once it ends; killed, and the test failed, if it runs past
     `timeout` s: no process outlives its test."""
-    try:
-        return proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        pytest.fail(f"{' '.join(map(str, proc.args))[:200]} was still running after {timeout} s")
+    return _within(proc, timeout, proc.communicate)
 
 
 def waited(proc: subprocess.Popen, timeout: float = 60) -> int:
     """ended(), for a process whose output the test reads itself: its exit status."""
+    return _within(proc, timeout, proc.wait)
+
+
+def _within(proc: subprocess.Popen, timeout: float, finish):
     try:
-        return proc.wait(timeout=timeout)
+        return finish(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()

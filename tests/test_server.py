@@ -93,7 +93,7 @@ def test_a_constraint_too_rare_returns_what_it_found_and_why(client):
 @pytest.mark.parametrize(
     "body, problem",
     [
-        ({"labels": {"sex": "X"}}, "'X' is not a value of sex"),
+        ({"labels": {"sex": "X"}}, "labels sex=X: 'X' is not a value of sex"),  # the API's field, not --label
         ({"labels": {"colour": "red"}}, "'colour' is not a label of this model"),
         ({"n": MAX_NAMES + 1}, f"n must be at most {MAX_NAMES}"),
         ({"n": 0}, "n must be at least 1"),

@@ -26,16 +26,17 @@ class NameRequest:
     labels: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, loaded: LoadedModel, options: dict, labels=(), exclude=()) -> "NameRequest":
+    def of(cls, loaded: LoadedModel, options: dict, labels=(), exclude=(), what: str = "--label") -> "NameRequest":
         """A request from options by name, as `sample`'s flags and the API's fields name them
         (SampleConfig's and Constraints'; a cut_at not given is the model's own, LoadedModel.cut_at),
         checked against the model before anything is drawn: the prefix's and the ending's
-        characters, a prefix longer than max_len, the labels. exclude: names to leave out."""
+        characters, a prefix longer than max_len, the labels (`what` names them in errors: the
+        command line's --label, the API's labels). exclude: names to leave out."""
         sampling = SampleConfig(**{"cut_at": loaded.cut_at, **_picked(SampleConfig, options)})
         constraints = Constraints(**_picked(Constraints, options), exclude=tuple(exclude))
         loaded.vocab.encode(sampling.prefix)
         constraints.check(sampling, loaded.vocab)
-        loaded.labels(labels)  # a label the model does not know: now, not after the first names
+        loaded.labels(labels, what)  # a label the model does not know: now, not after the first names
         return cls(sampling, constraints, tuple(labels))
 
     def drawing(self) -> SampleConfig:

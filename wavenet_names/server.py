@@ -119,7 +119,7 @@ class NameServer:
             raise OptionError("n", f"must be at most {MAX_NAMES}, got {options['n']}")
         labels = [f"{column}={value}" for column, value in options.pop("labels").items()]
         exclude = options.pop("exclude")
-        named = NameRequest.of(self.loaded, options, labels, exclude)
+        named = NameRequest.of(self.loaded, options, labels, exclude, what="labels")
         return Job(named, self.loaded.labels(labels, what="labels"), named.search(self.loaded, MAX_ROWS))
 
     # --- the model's thread ---------------------------------------------------------------------

@@ -123,8 +123,8 @@ def given(args, *classes) -> dict:
 
 def model_options(args) -> dict:
     """The model's options given: --model and every kind's."""
-    names = ["model", *(f.name for kind in KINDS.values() for f in option_fields(kind.options))]
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    chosen = {} if args.model is None else {"model": args.model}
+    return {**chosen, **given(args, *(kind.options for kind in KINDS.values()))}
 
 
 def flags(*classes) -> dict[str, str]:

@@ -36,12 +36,12 @@ class LoadedModel:
     def seen(self) -> Seen:
         return Seen.of_checkpoint(self.checkpoint)
 
-    @property
+    @cached_property  # read at every request the server takes: made once
     def columns(self) -> LabelColumns | None:
         """A conditional model's label columns; None for a model without labels."""
         return label_columns(self.checkpoint)
 
-    @property
+    @cached_property  # a pass over every training item: once, not at each request
     def cut_at(self) -> int:
         """Where a sample is cut by default: 64 characters, or the longest item it trained on."""
         return default_cut_at(self.seen.train)

@@ -130,11 +130,8 @@ class ScoredItems:
 
     @classmethod
     def _read(cls, loaded: LoadedModel, data: list[str] | Table, source: str) -> "ScoredItems":
-        if not isinstance(data, Table):
-            labels = (
-                None if loaded.columns is None else torch.zeros(len(data), len(loaded.columns.names), dtype=torch.long)
-            )
-            return cls(list(data), labels, [""] * len(data))
+        if not isinstance(data, Table):  # (a conditional model reads a list's items with their labels unknown)
+            return cls(list(data), None, [""] * len(data))
         labels = loaded.columns.encode(data, source) if loaded.columns is not None else None
         return cls(data.items, labels, ["".join(f"\t{field}" for field in row) for row in data.fields])
 

@@ -27,7 +27,7 @@ from wavenet_names import (
 )
 from wavenet_names.configuration import TrainConfig
 from wavenet_names.models import KINDS, ModelConfig, build_model
-from wavenet_names.options import option_fields
+from wavenet_names.options import flag, option_fields
 from wavenet_names.splits import Facts
 from wavenet_names.training import Trainer
 
@@ -38,19 +38,12 @@ TINY = ["--n-embd", "8", "--n-hidden", "16", "--n-layers", "2", "--batch-size", 
 
 
 def tiny(kind: str, flags: list[str] = TINY) -> list[str]:
-    """`flags` without the model options that `kind` does not read (the GRU has no --n-layers)."""
-    reads = {"--" + f.name.replace("_", "-") for f in option_fields(KINDS[kind].options)}
-    model_flags = {"--" + f.name.replace("_", "-") for k in KINDS.values() for f in option_fields(k.options)}
-    kept, skip = [], False
-    for i, item in enumerate(flags):
-        if skip:
-            skip = False
-            continue
-        if item in model_flags and item not in reads:
-            skip = i + 1 < len(flags) and not flags[i + 1].startswith("--")
-            continue
-        kept.append(item)
-    return kept
+    """`flags`, pairs of a flag and its value, without the model options that `kind` does not read
+    (the GRU has no --n-layers)."""
+    others = {flag(f) for k in KINDS.values() if k.name != kind for f in option_fields(k.options)}
+    own = {flag(f) for f in option_fields(KINDS[kind].options)}
+    pairs = zip(flags[::2], flags[1::2], strict=True)
+    return [item for name, value in pairs if name not in others - own for item in (name, value)]
 
 
 def both_views(words, vocab, block_size):

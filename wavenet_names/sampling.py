@@ -134,17 +134,20 @@ def _batch(
     next_logits = _incremental(model, n, labels) if _cached(model, use_cache) else _windows(model, n, labels)
     for ix in [0] + prefix:  # the '.' before the name, then the prefix
         logits = next_logits(torch.full((n,), ix, dtype=torch.long))
-    names = [[] for _ in range(n)]
+    characters = []  # (n,) a step: each name's next character, 0 once it has ended
     done = torch.zeros(n, dtype=torch.bool)
     for drawn in range(room + 1):
         ix = _sample(logits, config, generator)  # (n,)
         done |= ix == 0
         if done.all() or drawn == room:
             break
-        for row in (~done).nonzero().flatten().tolist():
-            names[row].append(int(ix[row]))
+        characters.append(ix.masked_fill(done, 0))
         logits = next_logits(ix)
-    return [Sampled(config.prefix + vocab.decode(name), bool(ended)) for name, ended in zip(names, done, strict=True)]
+    rows = torch.stack(characters, dim=1).tolist() if characters else [[] for _ in range(n)]  # (n, steps)
+    return [
+        Sampled(config.prefix + vocab.decode(c for c in row if c), ended)
+        for row, ended in zip(rows, done.tolist(), strict=True)
+    ]
 
 
 def _sample(logits: torch.Tensor, config: SampleConfig, generator) -> torch.Tensor:

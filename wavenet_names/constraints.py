@@ -8,7 +8,9 @@ the short names onto whichever longer names follow them, not in proportion to th
 Only --prefix is applied in the drawing itself, by feeding its characters; that too is exact,
 since a name's first characters come first.
 
-A rare constraint costs many draws: `tries` bounds them, and TooRare says how many were found.
+A rare constraint costs many draws: `tries` bounds them, and TooRare says how many were found. A
+search can also be stopped from outside (the server's bound on a request's time, a client gone): it
+then says why in place of the advice to allow more tries.
 """
 
 import math
@@ -84,15 +86,16 @@ class Constraints:
         return accepts
 
 
-class TooRare(Exception):
-    """Fewer names met the constraints than were asked for, within the bound on tries."""
+TRIES_ADVICE = "loosen them, or allow more with --tries"  # the command line's; the server names its field
 
-    def __init__(self, found: int, wanted: int, tries: int):
+
+class TooRare(Exception):
+    """Fewer names met the constraints than were asked for, within the bound on tries; `advice` says
+    what to do about it."""
+
+    def __init__(self, found: int, wanted: int, tries: int, advice: str = TRIES_ADVICE):
         self.found, self.wanted, self.tries = found, wanted, tries
-        super().__init__(
-            f"found {found:,} of {wanted:,} names that meet the constraints in {tries:,} tries; "
-            "loosen them, or allow more with --tries"
-        )
+        super().__init__(f"found {found:,} of {wanted:,} names that meet the constraints in {tries:,} tries; {advice}")
 
 
 class Search:
@@ -104,6 +107,8 @@ class Search:
         self.wanted, self.accepts, self.tries, self.batch_size = wanted, accepts, tries, batch_size
         self.found: list[Sampled] = []
         self.drawn = 0
+        self.advice = TRIES_ADVICE  # what a shortfall suggests
+        self.stopped: str | None = None  # why it was stopped from outside, if it was
 
     @classmethod
     def of(cls, wanted: int, constraints: Constraints, seen: Seen, batch_size: int) -> "Search":
@@ -111,8 +116,17 @@ class Search:
 
     @property
     def done(self) -> bool:
-        """Every name found, or the bound on tries reached."""
-        return len(self.found) == self.wanted or self.drawn >= self.tries
+        """Every name found, the bound on tries reached, or stopped."""
+        return len(self.found) == self.wanted or self.drawn >= self.tries or self.stopped is not None
+
+    def bound(self, tries: int, advice: str) -> None:
+        """Draw at most `tries` names, and suggest `advice` if they are too few."""
+        self.tries, self.advice = tries, advice
+
+    def stop(self, why: str) -> None:
+        """Draw no more; the shortfall, if any, says why."""
+        if not self.done:
+            self.stopped = why
 
     def next_size(self) -> int:
         missing, found = self.wanted - len(self.found), len(self.found)
@@ -130,7 +144,10 @@ class Search:
         return kept
 
     def shortfall(self) -> "TooRare | None":
-        return None if len(self.found) == self.wanted else TooRare(len(self.found), self.wanted, self.drawn)
+        if len(self.found) == self.wanted:
+            return None
+        advice = self.advice if self.stopped is None else f"{self.stopped}; loosen them"
+        return TooRare(len(self.found), self.wanted, self.drawn, advice)
 
 
 def for_constraints(config: SampleConfig, constraints: Constraints) -> SampleConfig:

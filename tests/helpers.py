@@ -10,7 +10,10 @@ import runpy
 import select
 import subprocess
 import sys
+import time
 import traceback
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
@@ -278,3 +281,46 @@ def one_error(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     return err[0]
+
+
+class Served(NamedTuple):
+    """A `wavenet-names serve` process: its address (http://host:port/), host, port, process and log."""
+
+    address: str
+    host: str
+    port: int
+    process: subprocess.Popen
+    log: Path
+
+
+@contextlib.contextmanager
+def served(log: Path, *flags: str, checkpoint: str = "names-by-decade"):
+    """`wavenet-names serve --port 0 FLAGS` in a process of its own, ready (/readyz said 200), its
+    access log and errors in `log`; stopped, and waited for, after the test."""
+    command = [sys.executable, "-m", "wavenet_names", "serve", "--checkpoint", checkpoint, "--port", "0", *flags]
+    with open(log, "w") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+    try:
+        line = first_line(process)
+        assert "serving" in line, log.read_text()
+        address = line.split(" on ")[1].split()[0]
+        host, port = address.split("//")[1].rstrip("/").rsplit(":", 1)
+        for _ in range(600):
+            if http_get(address + "readyz")[0] == 200:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the server did not become ready within 30 s")
+        yield Served(address, host, int(port), process, log)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        waited(process, 30)
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()

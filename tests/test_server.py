@@ -3,13 +3,15 @@ leave the server serving, and, over a real socket, a server process under load a
 real browser."""
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
+import select
 import shutil
 import socket
-import subprocess
-import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,9 +24,11 @@ from wavenet_names.cli import main
 from wavenet_names.constraints import Constraints
 from wavenet_names.options import option_fields
 from wavenet_names.sampling import SampleConfig
-from wavenet_names.server import MAX_BODY, MAX_NAMES, NameServer, SampleRequest, create_app, listening_socket
+from wavenet_names.scheduler import SCORE_CHUNK, groups
+from wavenet_names.server import MAX_BODY, MAX_NAMES, NameServer, SampleRequest, SampleResponse, create_app
+from wavenet_names.serving import ServeConfig
 
-from helpers import first_line, waited
+import helpers
 
 BY_DECADE = shipped.path_of("names-by-decade")
 
@@ -101,6 +105,11 @@ def test_a_constraint_too_rare_returns_what_it_found_and_why(client):
         ({"prefix": "a1"}, "'1'"),
         ({"min_len": 5, "max_len": 4}, "leave no length"),
         ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+        ({"n": "5"}, "n: Input should be a valid integer"),  # strict: a string is not a count
+        ({"n": True}, "n: Input should be a valid integer"),  # nor is true
+        ({"n": 5.0}, "n: Input should be a valid integer"),
+        ({"temperature": True}, "temperature: Input should be a valid number"),
+        ({"labels": {"sex": 1}}, "labels.sex: Input should be a valid string"),
     ],
 )
 def test_a_bad_request_is_a_4xx_with_a_message_and_the_server_keeps_serving(client, body, problem):
@@ -129,27 +138,131 @@ def test_score_takes_what_score_takes_and_refuses_an_unknown_character(plain):
     assert scores[0]["item"] == "anna" and scores[0]["loss"] < scores[1]["loss"]
     response = plain.post("/api/score", json={"items": ["anna!"]})
     assert response.status_code == 422 and "'!'" in response.json()["detail"]
+    response = plain.post("/api/score", json={"items": "anna"})
+    assert response.status_code == 422 and "items: Input should be a valid array" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("window", [0.05, 0.0])  # 0: those already queued still share the pass
-def test_requests_that_arrive_together_share_one_generation_pass(window):
-    """Eight requests at once, with the same settings and other labels: one pass of their 8 x 4 rows."""
-    server = NameServer([BY_DECADE], window=window)
-    passes = []
-    draw = server.draw
-    server.draw = lambda jobs: (passes.append([job.request.sampling.n for job in jobs]), draw(jobs))[1]
+def test_a_long_score_request_is_scored_in_chunks_beside_other_work(plain):
+    """More items than one pass scores: the same losses as one item at a time, in order."""
+    items = ["anna", "bob", "zzzq"] * (SCORE_CHUNK // 2)
+    scores = [entry["loss"] for entry in plain.post("/api/score", json={"items": items}).json()["scores"]]
+    assert len(scores) == len(items) and scores[:3] == pytest.approx(scores[-3:], abs=1e-5)
 
-    async def together():
-        server.queue = asyncio.Queue()
-        task = asyncio.create_task(server.batches())
-        requests = [SampleRequest(n=4, labels={"sex": "FM"[i % 2]}) for i in range(8)]
-        responses = await asyncio.gather(*(server.sample(server.job(r)) for r in requests))
-        task.cancel()
-        return responses
 
-    responses = asyncio.run(together())
-    assert passes == [[4] * 8]
-    assert all(len(r.names) == 4 and r.complete for r in responses)
+def test_live_at_once_and_ready_once_a_pass_has_run():
+    app = create_app([BY_DECADE])
+    client = TestClient(app)  # (without `with`: the app has not started, and has run no pass)
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 503 and client.get("/readyz").json() == {"status": "starting"}
+    with TestClient(app) as started:
+        for _ in range(600):
+            if started.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+        assert started.get("/readyz").json() == {"status": "ready"}
+        app.state.server.drain()
+        response = started.get("/readyz")
+        assert response.status_code == 503 and response.json() == {"status": "draining"}
+        refused = started.post("/api/sample", json={"n": 2})
+        assert refused.status_code == 503 and "stopping" in refused.json()["detail"]
+        assert started.get("/livez").status_code == 200
+
+
+@contextlib.contextmanager
+def model_thread_held(client):
+    """The server's model thread busy until the block ends, as if in a very long pass."""
+    release = threading.Event()
+    busy = client.app.state.server.scheduler.executor.submit(release.wait, 60)
+    try:
+        yield
+    finally:
+        release.set()
+        busy.result(timeout=60)
+
+
+def in_background(call):
+    """call() in a thread: join() gives its result."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(call()))
+    thread.start()
+    return lambda: (thread.join(60), result[0])[1]
+
+
+def test_health_metrics_and_the_model_never_wait_behind_a_pass():
+    with TestClient(create_app([BY_DECADE])) as client:
+        with model_thread_held(client):
+            waiting = in_background(lambda: client.post("/api/sample", json={"n": 2}))
+            for path in ("/livez", "/api/health", "/api/model", "/metrics", "/"):
+                assert client.get(path).status_code == 200, path
+            assert client.get("/readyz").status_code in (200, 503)  # (503 if the warm-up pass is the one held)
+        assert len(names(waiting())) == 2
+
+
+def test_a_request_over_the_queue_bound_is_refused_at_once_with_retry_after():
+    with TestClient(create_app([BY_DECADE], ServeConfig(max_queue=2))) as client:
+        with model_thread_held(client):
+            held = [in_background(lambda: client.post("/api/sample", json={"n": 1})) for _ in range(2)]
+            server = client.app.state.server
+            for _ in range(600):
+                if server.scheduler.held == 2:
+                    break
+                time.sleep(0.05)
+            refused = client.post("/api/sample", json={"n": 1})
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+            assert "holds 2 requests" in refused.json()["detail"]
+            assert client.post("/api/score", json={"items": ["anna"]}).status_code == 429
+        assert [len(names(done())) for done in held] == [1, 1]
+        assert len(names(client.post("/api/sample", json={"n": 1}))) == 1  # room again
+
+
+def test_each_request_has_an_id_and_a_line_in_the_access_log(client, caplog):
+    caplog.set_level(logging.INFO, logger="wavenet_names.access")
+    given = client.post("/api/sample", json={"n": 3}, headers={"X-Request-ID": "game-42"})
+    made = client.get("/livez")
+    bad = client.post("/api/sample", json={"n": 0}, headers={"X-Request-ID": "no spaces allowed"})
+    assert given.headers["x-request-id"] == "game-42"
+    assert len(made.headers["x-request-id"]) == 32 and bad.headers["x-request-id"] != "no spaces allowed"
+    lines = [record.getMessage() for record in caplog.records if record.name == "wavenet_names.access"]
+    assert len(lines) == 3
+    assert lines[0].startswith("game-42 POST /api/sample 200 ") and lines[0].endswith("ms 3 names")
+    assert lines[1].startswith(made.headers["x-request-id"] + " GET /livez 200 ")
+    assert f"{bad.headers['x-request-id']} POST /api/sample 422 " in lines[2]
+
+
+def test_the_access_log_as_json_lines(caplog):
+    caplog.set_level(logging.INFO, logger="wavenet_names.access")
+    with TestClient(create_app([BY_DECADE], ServeConfig(log_format="json"))) as client:
+        client.post("/api/sample", json={"n": 2}, headers={"X-Request-ID": "abc"})
+        client.get("/nowhere")
+    first, second = (json.loads(r.getMessage()) for r in caplog.records if r.name == "wavenet_names.access")
+    assert {k: first[k] for k in ("id", "method", "route", "status", "names")} == {
+        "id": "abc",
+        "method": "POST",
+        "route": "/api/sample",
+        "status": 200,
+        "names": 2,
+    }
+    assert first["ms"] > 0 and "time" in first
+    assert second["route"] == "other" and second["status"] == 404 and "names" not in second
+
+
+@pytest.mark.parametrize("origins", [(), ("https://game.example",)])
+def test_cross_origin_headers_only_for_the_origins_given(origins):
+    with TestClient(create_app([BY_DECADE], ServeConfig(cors_origin=origins))) as client:
+        preflight = client.options(
+            "/api/sample",
+            headers={"Origin": "https://game.example", "Access-Control-Request-Method": "POST"},
+        )
+        response = client.post("/api/sample", json={"n": 1}, headers={"Origin": "https://game.example"})
+        other = client.post("/api/sample", json={"n": 1}, headers={"Origin": "https://elsewhere.example"})
+    assert response.status_code == 200
+    assert "access-control-allow-origin" not in other.headers
+    if origins:
+        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == origins[0]
+        assert response.headers["access-control-allow-origin"] == origins[0]
+        assert "x-request-id" in response.headers["access-control-expose-headers"]
+    else:
+        assert preflight.status_code == 405 and "access-control-allow-origin" not in response.headers
 
 
 # a value other than the API's default for each field of a sample request: a field added later must
@@ -192,48 +305,33 @@ def test_two_requests_that_differ_in_how_a_name_is_drawn_never_share_a_pass(fiel
     assert set(OTHER_VALUES) == set(SampleRequest.model_fields), "give every field of a request a value here"
     server = NameServer([BY_DECADE])
     jobs = [server.job(SampleRequest(n=4)), server.job(SampleRequest(**{"n": 4, field: OTHER_VALUES[field]}))]
-    assert len(server.passes(jobs)) == (1 if field in SHARED else 2)
+    assert len(groups(jobs)) == (1 if field in SHARED else 2)
     if field in SHARED:
-        first, second = server.serve(jobs)
+        answers = {}
+        while len(answers) < 2:
+            answers |= server.scheduler.step([job for job in jobs if job not in answers])
+        first, second = (SampleResponse(**answers[job]) for job in jobs)
         assert len(first.names) == 4 and first.labels == {} and SHARED[field](second)
 
 
 # --- over a real socket -----------------------------------------------------------------------------
 
 
-def test_the_servers_connections_send_at_once():
-    """Nagle's algorithm off (TCP_NODELAY) on every connection that serve's socket accepts: with it on,
-    a response's body, written after its head, waits 40 ms for the client's delayed ACK."""
-    listener = listening_socket("127.0.0.1", 0)
-    accepted = []
-
-    async def accept_one():
-        def connected(reader, writer):
-            accepted.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-            writer.close()
-
-        server = await asyncio.start_server(connected, sock=listener)
-        _, writer = await asyncio.open_connection(*listener.getsockname())
-        while not accepted:
-            await asyncio.sleep(0.01)
-        writer.close()
-        server.close()
-
-    asyncio.run(asyncio.wait_for(accept_one(), 10))
-    assert accepted and accepted[0] != 0
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`wavenet-names serve` of the names-by-decade model, with its defaults, in a process of its own."""
+    with helpers.served(tmp_path_factory.mktemp("served") / "serve.log") as server:
+        yield server.address, server.process
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """`wavenet-names serve --port 0` in a process of its own: its address, and its process."""
-    command = [sys.executable, "-m", "wavenet_names", "serve", "--checkpoint", "names-by-decade", "--port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = first_line(process)
-    assert "serving" in line, process.stderr.read()
-    address = line.split(" on ")[1].split()[0]
-    yield address, process
-    process.terminate()
-    waited(process, 30)
+def guarded(tmp_path_factory):
+    """A server of the names model whose budgets are far over what the tests take (a rare draw goes on
+    until its client goes), with a read deadline of 1 s and room for 16 requests."""
+    log = tmp_path_factory.mktemp("guarded") / "serve.log"
+    flags = ["--max-queue", "16", "--max-draw-seconds", "120", "--max-tries", "100000000", "--read-seconds", "1"]
+    with helpers.served(log, *flags, checkpoint="names") as server:
+        yield server
 
 
 def post(address: str, path: str, body: dict) -> tuple[int, dict]:
@@ -319,3 +417,137 @@ def test_the_page_in_a_real_browser_gives_names_of_a_chosen_label(served):
         assert browser.find_element(By.ID, "summary").text == "12 names, sex F, decade 1920"  # the labels drawn with
     finally:
         browser.quit()
+
+
+def metric(server, name: str) -> float:
+    """A metric of /metrics without labels."""
+    text = helpers.http_get(server.address + "metrics")[1]
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def until(condition, what: str, seconds: float = 30):
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{what}: not within {seconds} s")
+
+
+def received(sock: socket.socket) -> bytes:
+    """What a socket receives until the server closes it."""
+    parts = []
+    try:
+        while part := sock.recv(1 << 16):
+            parts.append(part)
+    except ConnectionResetError:  # closed with data of ours unread: what came before still counts
+        pass
+    return b"".join(parts)
+
+
+def request_bytes(path: str, body: dict) -> bytes:
+    data = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+@pytest.mark.slow  # starts the server
+def test_a_rare_request_holds_no_other_and_stops_when_its_client_goes(guarded):
+    """The adversary's case: 1,000 names ending in "zzq", tries without bound, took 67 s and held a
+    request for one name for 64 s. Now the one-name requests are answered while it draws, and it
+    stops drawing when its client goes (its budget here is two minutes)."""
+    rare = socket.create_connection((guarded.host, guarded.port))
+    rare.sendall(request_bytes("/api/sample", {"n": 1000, "ends_with": "zzq", "tries": 100_000_000}))
+    until(lambda: metric(guarded, "wavenet_names_rejected_draws_total") > 0, "the rare request drawing")
+    for _ in range(3):
+        status, answer = post(guarded.address, "/api/sample", {"n": 1})
+        assert status == 200 and len(answer["names"]) == 1
+    assert helpers.http_get(guarded.address + "readyz")[0] == 200
+    assert select.select([rare], [], [], 0)[0] == []  # still drawing: not answered, not closed
+    rare.close()
+    until(lambda: metric(guarded, "wavenet_names_queue_depth") == 0, "its draw stopped after its client went")
+    rejected = metric(guarded, "wavenet_names_rejected_draws_total")
+    time.sleep(0.5)
+    assert metric(guarded, "wavenet_names_rejected_draws_total") == rejected  # no pass draws for it any more
+
+
+@pytest.mark.slow  # starts the server
+def test_half_sent_requests_are_closed_at_the_read_deadline(guarded):
+    """The adversary held 50 connections open for 120 s with half-sent requests. With --read-seconds 1,
+    a head that stops halfway is closed, and a body that stops halfway gets 408."""
+    heads = [socket.create_connection((guarded.host, guarded.port)) for _ in range(50)]
+    for sock in heads:
+        sock.sendall(b"POST /api/sample HTTP/1.1\r\nhost: test\r\ncontent-le")
+    body = socket.create_connection((guarded.host, guarded.port))
+    body.sendall(request_bytes("/api/sample", {"n": 1, "exclude": ["x" * 100]})[:-50])
+    silent = socket.create_connection((guarded.host, guarded.port))  # sends nothing at all
+    for sock in [*heads, silent]:
+        sock.settimeout(30)
+        assert sock.recv(1) == b""  # closed by the server
+        sock.close()
+    body.settimeout(30)
+    assert received(body).startswith(b"HTTP/1.1 408")
+    body.close()
+    assert post(guarded.address, "/api/sample", {"n": 1})[0] == 200
+
+
+@pytest.mark.slow  # starts the server
+def test_a_chunked_body_over_the_limit_gets_413_like_one_with_a_length(guarded):
+    """5.5 MB sent in chunks: the adversary got a 400 "error parsing the body"."""
+    sock = socket.create_connection((guarded.host, guarded.port))
+    sock.settimeout(30)
+    head = b"POST /api/sample HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n"
+    chunk = b"a" * 65536
+    answer = []
+    reader = threading.Thread(target=lambda: answer.append(received(sock)))
+    reader.start()
+    try:
+        sock.sendall(head + b'10\r\n{"exclude": ["aa\r\n')
+        for _ in range(88):  # 5.5 MB
+            sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+    except (BrokenPipeError, ConnectionResetError):  # answered and closed before the rest was sent
+        pass
+    reader.join(30)
+    sock.close()
+    assert answer and answer[0].startswith(b"HTTP/1.1 413"), answer
+    assert b"over 1,048,576 bytes" in answer[0]
+
+
+@pytest.mark.slow  # starts the server
+def test_256_clients_over_the_queue_bound_get_200s_and_429s_and_memory_stays(guarded):
+    """256 clients against room for 16 requests: every answer is a 200 with its names, or a 429 at once
+    with Retry-After (which each client then honours); the server's memory does not grow."""
+    body = request_bytes("/api/sample", {"n": 8})
+    outcomes: dict = {200: 0, 429: 0}
+    problems = []
+
+    async def client(rounds: int):
+        reader, writer = await asyncio.open_connection(guarded.host, guarded.port)
+        try:
+            for _ in range(rounds):
+                writer.write(body)
+                head = await reader.readuntil(b"\r\n\r\n")
+                fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
+                answer = json.loads(await reader.readexactly(int(fields[b"content-length"])))
+                status = int(head.split(b" ", 2)[1])
+                outcomes[status] = outcomes.get(status, 0) + 1
+                if status == 429:
+                    await asyncio.sleep(float(fields[b"retry-after"]))
+                elif status != 200 or len(answer["names"]) != 8:
+                    problems.append((status, answer))
+        finally:
+            writer.close()
+
+    def crowd(rounds: int):
+        async def all_of_them():
+            await asyncio.wait_for(asyncio.gather(*(client(rounds) for _ in range(256))), 120)
+
+        asyncio.run(all_of_them())
+
+    crowd(2)  # warm: the allocator's pools reach their size
+    before = resident_kib(guarded.process.pid)
+    crowd(4)
+    after = resident_kib(guarded.process.pid)
+    assert problems == [] and set(outcomes) == {200, 429}, outcomes
+    assert after - before < 16 * 1024, (before, after)  # KiB

@@ -220,22 +220,6 @@ class Scoring:
 
 
 @dataclass(frozen=True)
-class Serving:
-    host: str = option(
-        "127.0.0.1", "the address to listen on (127.0.0.1: this machine alone; 0.0.0.0: every network interface)"
-    )
-    port: int = option(8000, "0: a free port, printed when it starts")
-    window_ms: float = option(5.0, "how long a request waits for others to share its generation pass")
-    no_batching: bool = option(False, "draw for one request at a time, to measure what batching gives")
-
-    def __post_init__(self):
-        if not 0 <= self.port < 65536:
-            raise ValueError(f"--port must be in 0..65535, got {self.port}")
-        if not self.window_ms >= 0:
-            raise ValueError(f"--window-ms must be a number of milliseconds, not negative, got {self.window_ms}")
-
-
-@dataclass(frozen=True)
 class Shipping:
     out: str = option("out/shipped", "directory for the two runs, resumable")
     into: str = option(

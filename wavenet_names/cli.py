@@ -25,7 +25,6 @@ from .arguments import (
     Race,
     Report,
     Scoring,
-    Serving,
     Shipping,
     Sweep,
     add_model_options,
@@ -61,6 +60,7 @@ from .options import OptionError
 from .presets import QUICK_FACTOR
 from .sampling import SampleConfig
 from .scoring import ScoredItems, evaluate_data
+from .serving import ServeConfig
 from .splits import Splits
 
 TRAINING_COMMANDS = ("train", "experiment")  # what a second Ctrl-C cuts short, and a smaller batch helps
@@ -171,18 +171,16 @@ def cmd_score(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import uvicorn
+    from . import hosting, shipped
+    from .server import create_app  # here: FastAPI's import costs every other command nothing
 
-    from . import shipped
-    from .server import create_app, listening_socket  # here: FastAPI's import costs every other command nothing
-
-    options = Serving(**given(args, Serving))  # checked before the model is loaded
+    options = ServeConfig(**given(args, ServeConfig))  # checked before the model is loaded
     checkpoints = shipped.checkpoints(_checkpoints(args))
-    app = create_app(checkpoints, options.window_ms / 1000, not options.no_batching)
-    listener = listening_socket(options.host, options.port)  # bound here, so that its port can be printed
+    app = create_app(checkpoints, options)
+    listener = hosting.listening_socket(options.host, options.port)  # bound here, so that its port can be printed
     where = f"http://{options.host}:{listener.getsockname()[1]}/ (its API: /docs)"
-    print(f"serving {', '.join(map(str, checkpoints))} on {where}; Ctrl-C stops", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])
+    print(f"serving {', '.join(map(str, checkpoints))} on {where}; Ctrl-C or SIGTERM drains and stops", flush=True)
+    hosting.run(app, listener, options)
     return 0
 
 
@@ -289,7 +287,10 @@ COMMANDS = (
         (Scoring, Checkpoints),
     ),
     Command(
-        "serve", "names over HTTP from one model: a JSON API, and a page to get them", cmd_serve, (Checkpoints, Serving)
+        "serve",
+        "names over HTTP from one model: a JSON API, and a page to get them",
+        cmd_serve,
+        (Checkpoints, ServeConfig),
     ),
     Command("ship", "train the models that the package ships again, with the default recipe", cmd_ship, (Shipping,)),
 )

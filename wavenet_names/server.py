@@ -4,44 +4,43 @@ The JSON API takes what `sample` takes (SampleConfig, Constraints and labels) an
 with an OpenAPI schema at /openapi.json and its page at /docs. The page at / is page.html: plain HTML
 and a little JavaScript, which asks /api/model for the label columns it offers.
 
-Requests are batched: a request waits up to `window` seconds (a few milliseconds) for others, and
-those that arrive together are drawn in one cached generation pass: one forward per character for
-all their names at once, which on a CPU costs little more than for one request's. Requests that
-draw alike (draws.NameRequest.pass_key: every setting of how a name is drawn) share the rows of one
-pass, each with its own labels; the names of each are then kept or drawn again under its own
-constraints (constraints.Search), and every name kept is scored in one pass. A request with a seed is drawn
-alone, with its own random stream, and gets the names that `sample --seed` prints.
-
-The model runs in one worker thread, so the event loop stays free to take requests while it works.
+The model works in one thread, in bounded passes shared by the requests that draw alike
+(scheduler.py): no request can hold the others, and a lone client never waits for company. Around
+that, what an operator needs: /livez and /readyz, Prometheus metrics at /metrics, a bounded queue
+(429 with Retry-After past --max-queue), a budget of tries and seconds for each request, a draw
+that stops when its client goes, an id and an access-log line per request (middleware.py), and a
+drain on SIGTERM (hosting.py).
 """
 
 import asyncio
-import math
-import socket
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import json
+import time
 from importlib.resources import files
 from pathlib import Path
 
-import torch
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .constraints import Constraints, Search, TooRare
-from .draws import NameRequest, draw
+from .constraints import Constraints
+from .draws import NameRequest
 from .loading import LoadedModel
+from .metrics import Metrics
+from .middleware import Access, Bodies
 from .models import count_params, kind_of
 from .options import OptionError, default, option_fields
 from .sampling import SampleConfig, sampler
+from .scheduler import MAX_ROWS, SampleJob, Scheduler, ScoreJob
 from .scoring import score
+from .serving import ServeConfig
 
 MAX_NAMES = 1000  # names per request
-MAX_ROWS = 4096  # names drawn in one pass, over every request batched into it
 MAX_ITEMS = 10_000  # items per score request
 MAX_BODY = 1 << 20  # bytes of a request body: 1 MiB holds an exclude list of 100,000 names
-WINDOW = 0.005  # seconds a request waits for others to share its pass
+RETRY_AFTER = "1"  # seconds, in a 429's Retry-After: a pass or two, with room to spare
+WATCH_AFTER = 0.25  # seconds: a request not answered by then is watched for its client going away
+DRAW_SHARE_OF_DRAIN = 0.8  # draws stop at this share of --drain-seconds, leaving the rest to answer them
 
 
 def _option_fields(*classes, skip: tuple[str, ...] = ()) -> dict:
@@ -56,7 +55,7 @@ def _option_fields(*classes, skip: tuple[str, ...] = ()) -> dict:
 
 SampleRequest = create_model(
     "SampleRequest",
-    __config__=ConfigDict(extra="forbid"),
+    __config__=ConfigDict(extra="forbid", strict=True),  # "5" is not a count, and true is not a number
     **_option_fields(SampleConfig, Constraints, skip=("cut_at",)),
     labels=(dict[str, str], Field(default_factory=dict, description='a conditional model\'s labels: {"sex": "F"}')),
     exclude=(list[str], Field(default_factory=list, description="names to leave out")),
@@ -64,7 +63,7 @@ SampleRequest = create_model(
 
 
 class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     items: list[str] = Field(max_length=MAX_ITEMS, description="the items to score, each its loss per character")
     labels: dict[str, str] = Field(default_factory=dict, description="labels of every item, for a conditional model")
 
@@ -82,24 +81,16 @@ class SampleResponse(BaseModel):
     message: str = ""
 
 
-@dataclass
-class Job:
-    """One request's draws: the request, its labels (K,), and the search that keeps its names."""
-
-    request: NameRequest
-    labels: torch.Tensor | None
-    search: Search
-    future: asyncio.Future | None = None
-
-
 class NameServer:
-    """The model, its vocabulary and marks, and the batching of requests into generation passes."""
+    """The model served, the scheduler of its passes, its metrics, and whether it is ready or draining."""
 
-    def __init__(self, checkpoints: list[str | Path], window: float = WINDOW, batching: bool = True):
+    def __init__(self, checkpoints: list[str | Path], config: ServeConfig | None = None):
         self.loaded = LoadedModel.load(checkpoints)
-        self.window, self.batching = window, batching
-        self.executor = ThreadPoolExecutor(max_workers=1)  # the model works in one thread
-        self.queue: asyncio.Queue | None = None
+        self.config = config = config or ServeConfig()
+        self.metrics = Metrics()
+        self.scheduler = Scheduler(self.loaded, config, self.metrics)
+        self.ready = False  # the model loaded and one pass run
+        self.draining = False
 
     def info(self) -> dict:
         columns = self.loaded.columns
@@ -112,209 +103,145 @@ class NameServer:
             "max_names": MAX_NAMES,
         }
 
-    def job(self, request) -> Job:
-        """An API request (SampleRequest) as a Job, or a ValueError that says what is wrong with it."""
+    def job(self, request) -> SampleJob:
+        """An API request (SampleRequest) as a job with its budget, or a ValueError that says what is
+        wrong with it. Its tries are cut to the server's bound; its draw ends max_draw_seconds from now."""
         options = request.model_dump()
         if options["n"] > MAX_NAMES:
             raise OptionError("n", f"must be at most {MAX_NAMES}, got {options['n']}")
         labels = [f"{column}={value}" for column, value in options.pop("labels").items()]
-        exclude = options.pop("exclude")
-        named = NameRequest.of(self.loaded, options, labels, exclude, what="labels")
-        return Job(named, self.loaded.labels(labels, what="labels"), named.search(self.loaded, MAX_ROWS))
+        named = NameRequest.of(self.loaded, options, labels, options.pop("exclude"), what="labels")
+        seeded = named.sampling.seed is not None  # drawn as `sample --seed` draws it, a batch at a time
+        search = named.search(self.loaded, named.sampling.batch_size if seeded else MAX_ROWS)
+        most = self.config.max_tries
+        if search.tries > most:
+            search.bound(most, f"this server draws at most {most:,} names for one request; loosen them")
+        else:
+            search.bound(search.tries, f"loosen them, or allow more with tries (at most {most:,} here)")
+        deadline = time.monotonic() + self.config.max_draw_seconds
+        return SampleJob(named, self.loaded.labels(labels, what="labels"), search, deadline=deadline)
 
-    # --- the model's thread ---------------------------------------------------------------------
-
-    def draw(self, jobs: list[Job]) -> None:
-        """Draw for every job, in passes shared by the jobs of one key, until each is done."""
-        while groups := self.passes(jobs):
-            for group in groups:
-                self.draw_pass(group)
-
-    @staticmethod
-    def passes(jobs: list[Job]) -> list[list[Job]]:
-        """The jobs not yet done, grouped as they share a pass: by their requests' pass_key."""
-        by_key: dict[SampleConfig, list[Job]] = {}
-        for job in jobs:
-            if not job.search.done:
-                by_key.setdefault(job.request.pass_key(), []).append(job)
-        return list(by_key.values())
-
-    def draw_pass(self, group: list[Job]) -> None:
-        """One generation pass for a group of jobs: each draws its share of the rows, with its labels."""
-        loaded = self.loaded
-        sizes = shares([job.search.next_size() for job in group], MAX_ROWS)
-        labels = None
-        if loaded.columns is not None:
-            labels = torch.cat([job.labels.expand(size, -1) for job, size in zip(group, sizes, strict=True)])
-        with sampler(loaded.model, loaded.vocab, group[0].request.drawing(), labels=labels) as drawn:
-            names = drawn(sum(sizes))
-        start = 0
-        for job, size in zip(group, sizes, strict=True):
-            job.search.take(names[start : start + size])
-            start += size
-
-    def serve_seeded(self, job: Job) -> SampleResponse:
-        """A seeded request alone, with its own random stream, as `sample --seed` draws it."""
-        try:
-            for _ in draw(self.loaded, job.request, job.search):
-                pass
-        except TooRare:  # the names found: the response says why there are not more
-            pass
-        return self.respond([job])[0]
-
-    def serve(self, jobs: list[Job]) -> list[SampleResponse]:
-        """Draw for the jobs and answer them, in one hand-off to the model's thread."""
-        self.draw(jobs)
-        return self.respond(jobs)
-
-    def respond(self, jobs: list[Job]) -> list[SampleResponse]:
-        """Every job's names with their marks and losses, scored in one pass."""
-        loaded = self.loaded
-        words = [s.name for job in jobs for s in job.search.found]
-        labels = None
-        if loaded.columns is not None:
-            labels = torch.cat([job.labels.expand(len(job.search.found), -1) for job in jobs])
-        losses = iter(score(loaded.model, loaded.vocab, words, labels) if words else [])
-        responses = []
-        for job in jobs:
-            names = [
-                Name(name=sampled.name, mark=loaded.mark(sampled), loss=round(next(losses), 4))
-                for sampled in job.search.found
-            ]
-            shortfall = job.search.shortfall()
-            message = "" if shortfall is None else str(shortfall)
-            responses.append(
-                SampleResponse(
-                    names=names, labels=loaded.label_values(job.labels), complete=shortfall is None, message=message
-                )
+    def admit(self) -> None:
+        """Refuse a request at once when the server drains (503) or holds all it may (429)."""
+        if self.draining:
+            self.metrics.refused.labels("draining").inc()
+            raise HTTPException(503, "the server is stopping", headers={"Connection": "close"})
+        if self.scheduler.held >= self.config.max_queue:
+            self.metrics.refused.labels("queue full").inc()
+            raise HTTPException(
+                429,
+                f"the server holds {self.config.max_queue} requests; try again",
+                headers={"Retry-After": RETRY_AFTER},
             )
-        return responses
 
-    # --- the event loop ---------------------------------------------------------------------------
+    async def answered(self, job, request: Request):
+        """The job's answer. A job not answered within WATCH_AFTER seconds is watched: if its client
+        goes away, its draw stops at the next pass (and the answer goes to nobody: 499 in the log).
+        Most are answered sooner, and cost no watcher."""
+        answer = self.scheduler.submit(job)
+        watcher = None
 
-    async def sample(self, job: Job) -> SampleResponse:
-        loop = asyncio.get_running_loop()
-        if job.request.sampling.seed is not None:
-            return await loop.run_in_executor(self.executor, self.serve_seeded, job)
-        job.future = loop.create_future()
-        await self.queue.put(job)
-        return await job.future
+        def watch():
+            nonlocal watcher
+            watcher = asyncio.ensure_future(_stop_when_gone(job, request))
 
-    async def batches(self) -> None:
-        """Forever: take a job, wait up to `window` for more (up to MAX_ROWS names), serve them in one pass."""
-        loop = asyncio.get_running_loop()
-        while True:
-            jobs = [await self.queue.get()]
-            deadline = loop.time() + self.window
-            while self.batching and sum(job.request.sampling.n for job in jobs) < MAX_ROWS:
-                if not self.queue.empty():  # those that came while the last pass ran, without waiting
-                    jobs.append(self.queue.get_nowait())
-                    continue
-                try:
-                    jobs.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
-                except asyncio.TimeoutError:  # (TimeoutError itself from Python 3.11)
-                    break
-            try:
-                responses = await loop.run_in_executor(self.executor, self.serve, jobs)
-            except Exception as e:  # one bad pass must not stop the server: its requests get the error
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(e)
-                continue
-            for job, response in zip(jobs, responses, strict=True):
-                if not job.future.done():  # (a client that went away)
-                    job.future.set_result(response)
-
-
-def shares(sizes: list[int], most: int) -> list[int]:
-    """Sizes of draws cut down in proportion to fit `most` rows in all, each at least 1."""
-    total = sum(sizes)
-    return sizes if total <= most else [max(1, size * most // total) for size in sizes]
-
-
-class BodyLimit:
-    """Refuses a request body over `limit` bytes with 413, whether it declares its length or not."""
-
-    def __init__(self, app, limit: int = MAX_BODY):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _too_large(send, self.limit)
-        received = 0
-
-        async def counted():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise _TooLarge
-            return message
-
+        timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch)
         try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await _too_large(send, self.limit)
+            result = await answer
+        finally:
+            timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
+        if job.gone:
+            raise HTTPException(499, "the client went away")  # (nobody reads it: the access log does)
+        return result
+
+    def warm(self) -> None:
+        """One pass of each kind the server runs, before it says it is ready: a name drawn and scored."""
+        with sampler(self.loaded.model, self.loaded.vocab, SampleConfig(n=1), labels=self.loaded.labels([])) as drawn:
+            names = drawn(1)
+        score(self.loaded.model, self.loaded.vocab, [names[0].name], None)
+
+    def drain(self) -> None:
+        """Refuse new requests, say so at /readyz, and cut every draw short before drain_seconds are up."""
+        self.draining = True
+        self.scheduler.drain(DRAW_SHARE_OF_DRAIN * self.config.drain_seconds)
 
 
-class _TooLarge(Exception):
-    pass
+async def _stop_when_gone(job, request: Request) -> None:
+    """Marks the job gone when its client goes (the body read, receive() waits for nothing else)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    job.gone = True
 
 
-async def _too_large(send, limit: int) -> None:
-    body = f'{{"detail": "the request body is over {limit:,} bytes"}}'.encode()
-    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port) and listening, for uvicorn to serve on.
-
-    It names IPPROTO_TCP, not 0 as socket.create_server does, since asyncio turns Nagle's algorithm
-    off (TCP_NODELAY) only on the connections of sockets that name it. With Nagle on, the body of
-    every response, written after its head, waited for the client's delayed ACK: 40 ms each.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-        listener.listen(2048)
-    except OSError:
-        listener.close()
-        raise
-    return listener
-
-
-def create_app(checkpoints: list[str | Path], window: float = WINDOW, batching: bool = True) -> FastAPI:
-    """The server's app, for uvicorn (wavenet-names serve) or a test's client."""
-    if not math.isfinite(window) or window < 0:
-        raise ValueError(f"the batching window must be a number of seconds, not negative, got {window}")
-    server = NameServer(checkpoints, window, batching)
+def create_app(checkpoints: list[str | Path], config: ServeConfig | None = None) -> FastAPI:
+    """The server's app, for uvicorn (hosting.py) or a test's client."""
+    server = NameServer(checkpoints, config)
+    config = server.config
     page = files("wavenet_names").joinpath("page.html").read_text(encoding="utf-8")
 
     async def lifespan(app):
-        server.queue = asyncio.Queue()
-        task = asyncio.create_task(server.batches())
+        passes = asyncio.create_task(server.scheduler.run())
+        warm = asyncio.get_running_loop().run_in_executor(server.scheduler.executor, server.warm)
+        warm.add_done_callback(lambda done: setattr(server, "ready", done.exception() is None))
         yield
-        task.cancel()
-        server.executor.shutdown(wait=False, cancel_futures=True)
+        passes.cancel()
+        server.scheduler.executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="wavenet-names", summary="names from a WaveNet of characters", lifespan=lifespan)
     app.state.server = server
+    add_routes(app, server, page)
+    app.openapi = with_bodies(app.openapi, (SampleRequest, ScoreRequest))
+    app.add_middleware(Bodies, limit=MAX_BODY, seconds=config.read_seconds)
+    if config.cors_origin:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origin),
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after"],
+        )
+    app.add_middleware(Access, metrics=server.metrics, json_lines=config.log_format == "json")
+    return app
 
+
+async def parsed(model: type[BaseModel], request: Request) -> BaseModel:
+    """The request's body as `model`, or a ValueError that names each field wrong and why.
+
+    The routes read their bodies themselves, with pydantic's JSON parser, rather than through
+    FastAPI's: it is the same check at a third of the cost, which counts at a thousand requests a
+    second on two cores."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as e:
+        problems = (f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors())
+        raise ValueError("; ".join(problems)) from None
+
+
+def body_of(model: type[BaseModel]) -> dict:
+    """A route's `openapi_extra` for a body it reads itself (parsed): its schema, in /openapi.json."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def with_bodies(openapi, models: tuple[type[BaseModel], ...]):
+    """FastAPI's openapi(), with the schemas of the bodies that routes read themselves."""
+
+    def schema() -> dict:
+        whole = openapi()
+        schemas = whole.setdefault("components", {}).setdefault("schemas", {})
+        for model in models:
+            schemas.setdefault(model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}"))
+        return whole
+
+    return schema
+
+
+def add_routes(app: FastAPI, server: NameServer, page: str) -> None:
     @app.exception_handler(ValueError)  # OptionError, DataError: a bad value of a good request
     async def bad_value(request: Request, e: ValueError):
         return JSONResponse({"detail": str(e)}, status_code=422)
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, e: RequestValidationError):
-        errors = e.errors()
-        problems = "; ".join(f"{'.'.join(map(str, err['loc'][1:])) or 'body'}: {err['msg']}" for err in errors)
-        return JSONResponse({"detail": problems or "a bad request"}, status_code=422)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
@@ -324,25 +251,42 @@ def create_app(checkpoints: list[str | Path], window: float = WINDOW, batching: 
     async def health() -> dict:
         return {"status": "ok"}
 
+    @app.get("/livez")
+    async def livez() -> dict:
+        """200 while the process serves."""
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz():
+        """200 once the model is loaded and has run a pass; 503 before, and while draining."""
+        status = "draining" if server.draining else "ready" if server.ready else "starting"
+        return JSONResponse({"status": status}, status_code=200 if status == "ready" else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        text, content_type = server.metrics.exposition()
+        return Response(text, media_type=content_type)
+
     @app.get("/api/model")
     async def model() -> dict:
         """The model served: its kind, size and label columns with their values."""
         return server.info()
 
-    @app.post("/api/sample")
-    async def sample(request: SampleRequest) -> SampleResponse:
+    @app.post("/api/sample", response_model=SampleResponse, openapi_extra=body_of(SampleRequest))
+    async def sample(request: Request) -> Response:
         """Names drawn from the model, as `wavenet-names sample` draws them, each with its mark and loss."""
-        return await server.sample(server.job(request))
+        server.admit()
+        answer = await server.answered(server.job(await parsed(SampleRequest, request)), request)
+        request.scope.setdefault("state", {})["names"] = len(answer["names"])  # for the access log
+        return Response(json.dumps(answer), media_type="application/json")
 
-    @app.post("/api/score")
-    async def score_items(request: ScoreRequest) -> dict:
+    @app.post("/api/score", openapi_extra=body_of(ScoreRequest))
+    async def score_items(request: Request) -> dict:
         """Each item's loss per character: the highest are the least like the training data."""
-        labels = server.loaded.labels([f"{k}={v}" for k, v in request.labels.items()], what="labels")
-        stacked = None if labels is None else labels.expand(len(request.items), -1)
-        loop = asyncio.get_running_loop()
-        model, vocab = server.loaded.model, server.loaded.vocab
-        losses = await loop.run_in_executor(server.executor, score, model, vocab, request.items, stacked)
-        return {"scores": [{"item": item, "loss": loss} for item, loss in zip(request.items, losses, strict=True)]}
-
-    app.add_middleware(BodyLimit)
-    return app
+        server.admit()
+        body = await parsed(ScoreRequest, request)
+        labels = server.loaded.labels([f"{k}={v}" for k, v in body.labels.items()], what="labels")
+        server.loaded.vocab.check(body.items)  # an unknown character: 422, before any work
+        job = ScoreJob(body.items, None if labels is None else labels.expand(len(body.items), -1))
+        losses = await server.answered(job, request)
+        return {"scores": [{"item": item, "loss": loss} for item, loss in zip(body.items, losses, strict=True)]}

@@ -17,7 +17,7 @@ from helpers import TINY, one_error
 def test_cut_at_counts_the_prefix_and_a_name_cut_there_is_marked(trained, capsys):
     """--prefix abcdefghij with a limit of 3 gave 'abcdefghijoug'; a name cut at the limit could get a *."""
     assert main(["sample", "--checkpoint", str(trained), "--prefix", "abcdefghij", "--cut-at", "3"]) == 2
-    assert "--prefix has 10 characters, more than --cut-at 3" in one_error(capsys)
+    assert "--prefix has 10 characters, past the 3 where a name is cut" in one_error(capsys)
     assert (
         main(["sample", "--checkpoint", str(trained), "-n", "200", "--seed", "0", "--prefix", "ka", "--cut-at", "4"])
         == 0

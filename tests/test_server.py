@@ -103,6 +103,7 @@ def test_a_constraint_too_rare_returns_what_it_found_and_why(client):
         ({"n": 0}, "n must be at least 1"),
         ({"temperature": 0}, "temperature must be greater than 0"),
         ({"prefix": "a1"}, "'1'"),
+        ({"prefix": "a" * 70}, "prefix has 70 characters, past the 64 where a name is cut"),
         ({"min_len": 5, "max_len": 4}, "leave no length"),
         ({"colour": "red"}, "colour: Extra inputs are not permitted"),
         ({"n": "5"}, "n: Input should be a valid integer"),  # strict: a string is not a count
@@ -551,3 +552,26 @@ def test_256_clients_over_the_queue_bound_get_200s_and_429s_and_memory_stays(gua
     after = resident_kib(guarded.process.pid)
     assert problems == [] and set(outcomes) == {200, 429}, outcomes
     assert after - before < 16 * 1024, (before, after)  # KiB
+
+
+@pytest.mark.slow  # starts the server
+@pytest.mark.parametrize(
+    "body, problem",
+    [({"n": "5"}, "n: Input should be a valid integer"), ({"n": True}, "n: Input should be a valid integer")],
+)
+def test_fields_are_strict_over_a_socket_too(guarded, body, problem):
+    """The adversary's "5" and true were taken as 5 and 1."""
+    status, answer = post(guarded.address, "/api/sample", body)
+    assert status == 422 and problem in answer["detail"]
+
+
+@pytest.mark.slow  # starts the server
+def test_tries_without_bound_are_cut_to_the_servers(served):
+    """The adversary's 1,000 names ending in "zzq" with 100,000,000 tries drew until stopped by hand.
+    Now it ends at the server's default bounds, 100,000 tries or 10 s (whichever a machine reaches
+    first), with what it found and why."""
+    address, _ = served
+    status, answer = post(address, "/api/sample", {"n": 1000, "ends_with": "zzq", "tries": 100_000_000})
+    assert status == 200 and answer["complete"] is False
+    bounds = ("tries; this server draws at most 100,000 names for one request", "this server draws for at most 10 s")
+    assert any(bound in answer["message"] for bound in bounds), answer["message"]

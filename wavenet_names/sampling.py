@@ -42,7 +42,9 @@ class SampleConfig:
         if not self.temperature > 0:
             raise OptionError("temperature", f"must be greater than 0, got {self.temperature}")
         if len(self.prefix) > self.cut_at:
-            raise OptionError("prefix", f"has {len(self.prefix)} characters, more than --cut-at {self.cut_at}")
+            raise OptionError(
+                "prefix", f"has {len(self.prefix)} characters, past the {self.cut_at} where a name is cut"
+            )
 
 
 class Sampled(NamedTuple):

@@ -6,6 +6,7 @@ found), and exit 0 within --drain-seconds. Kubernetes sends SIGTERM and waits 30
 it kills. A second signal exits at once.
 """
 
+import gc
 import logging
 import socket
 import sys
@@ -116,6 +117,10 @@ def access_log(log_format: str) -> None:
 def run(app, listener: socket.socket, config: ServeConfig) -> None:
     """Serve `app` (server.create_app's) on `listener` until a signal, then drain it."""
     access_log(config.log_format)
+    # Everything made so far (the model, its data, the app) lives as long as the process: out of the
+    # collector's sight, a full collection scans only what requests make. Without it, one took 100 ms
+    # every second at 64 clients, and held every request in flight.
+    gc.freeze()
     server = DrainingServer(
         uvicorn.Config(
             app,

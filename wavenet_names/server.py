@@ -86,6 +86,7 @@ class NameServer:
 
     def __init__(self, checkpoints: list[str | Path], config: ServeConfig | None = None):
         self.loaded = LoadedModel.load(checkpoints)
+        _ = self.loaded.seen, self.loaded.cut_at, self.loaded.columns  # (cached) made now, not at a request
         self.config = config = config or ServeConfig()
         self.metrics = Metrics()
         self.scheduler = Scheduler(self.loaded, config, self.metrics)

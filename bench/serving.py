@@ -1,14 +1,15 @@
 """What `wavenet-names serve` gives, measured in one run: names/s and latency at 1, 8 and 64
 concurrent clients, batched against one request at a time (two servers measured in turn); at 64
 clients, the batched server against the same model in-process, with no HTTP, for the same requests
-batched the same way; and 256 clients against a queue bounded at 64.
+batched the same way; 256 clients against a queue bounded at 64; and, with --rare, requests for
+one name beside a request whose constraint is too rare to meet.
 
 Each client is a coroutine of one process, on one kept-alive connection, sending its next request
 as soon as the last is answered (after a 429, when its Retry-After says): a request for 8 names,
 with no constraint, from the shipped names model. The clients' own cost is kept small
 (hand-written HTTP/1.1 over asyncio streams), since they share the machine's cores with the server.
 
-    python bench/serving.py [--clients 1 8 64] [--seconds 5] [--names 8] [--crowd 256]
+    python bench/serving.py [--clients 1 8 64] [--seconds 5] [--names 8] [--crowd 256] [--rare]
 """
 
 import argparse
@@ -18,6 +19,7 @@ import json
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -188,6 +190,34 @@ def crowd(clients: int, seconds: float, names: int) -> dict:
         return summary([load(*address, clients, seconds, names)], names)
 
 
+def post(host: str, port: int, body: dict) -> tuple[float, dict]:
+    """One request on a connection of its own: seconds, and the answer."""
+    request = urllib.request.Request(
+        f"http://{host}:{port}/api/sample", json.dumps(body).encode(), {"content-type": "application/json"}
+    )
+    start = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=600) as response:
+        answer = json.loads(response.read())
+    return time.perf_counter() - start, answer
+
+
+def beside_a_rare_request(plain: int = 20) -> str:
+    """A request for 1,000 names ending in "zzq" (none is likely), and, a second after it, `plain`
+    requests for one name, one after another: how long each waited, and how the rare one ended."""
+    with server() as address:
+        rare = []
+        drawing = threading.Thread(target=lambda: rare.append(post(*address, {"n": 1000, "ends_with": "zzq"})))
+        drawing.start()
+        time.sleep(1.0)
+        waits = [post(*address, {"n": 1})[0] for _ in range(plain)]
+        drawing.join()
+    seconds, answer = rare[0]
+    return (
+        f"beside a rare request: {plain} requests for one name took {1000 * statistics.median(waits):.0f} ms "
+        f"(the slowest {1000 * max(waits):.0f} ms); the rare one took {seconds:.1f} s: {answer['message']}\n"
+    )
+
+
 def table(rows: list[dict], names: int) -> str:
     lines = [
         "| clients | one at a time names/s | batched names/s | ratio | one at a time p50 / p99 ms "
@@ -225,7 +255,10 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=5.0, help="of load per server and client count")
     parser.add_argument("--names", type=int, default=8, help="per request")
     parser.add_argument("--crowd", type=int, default=256, help="clients against the bounded queue (0: none)")
+    parser.add_argument("--rare", action="store_true", help="then requests for one name beside a rare one")
     args = parser.parse_args()
     print(table(compare(args.clients, args.seconds, args.names), args.names), end="")
     if args.crowd:
         print(crowd_line(args.crowd, crowd(args.crowd, args.seconds, args.names)), end="")
+    if args.rare:
+        print(beside_a_rare_request(), end="")

@@ -11,8 +11,9 @@ import urllib.error
 import urllib.request
 
 import pytest
+import uvicorn
 
-from wavenet_names.hosting import listening_socket
+from wavenet_names.hosting import listening_socket, with_head_deadline
 
 import helpers
 
@@ -116,3 +117,38 @@ def test_ctrl_c_stops_an_idle_server_with_status_0(tmp_path):
         server.process.send_signal(signal.SIGINT)
         assert helpers.waited(server.process, DRAIN_SECONDS + 10) == 0
     assert "Traceback" not in server.log.read_text()
+
+
+@pytest.mark.parametrize("protocol", ["h11", "httptools"])
+def test_a_head_that_stops_halfway_is_closed_at_its_deadline_and_a_whole_one_is_answered(protocol):
+    """uvicorn in a thread, with either of its HTTP protocols and a head deadline of 0.3 s: half a
+    head, or nothing at all, and the connection is closed; a whole request is answered, and its
+    kept-alive connection still takes the next one after the deadline has passed."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    listener = listening_socket("127.0.0.1", 0)
+    config = uvicorn.Config(app, log_level="warning", http=with_head_deadline(0.3, protocol), lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]})
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        address = listener.getsockname()
+        half, silent, whole = (socket.create_connection(address, timeout=10) for _ in range(3))
+        half.sendall(b"GET / HTTP/1.1\r\nhost: te")
+        whole.sendall(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        assert whole.recv(1024).startswith(b"HTTP/1.1 200")
+        assert half.recv(1) == b"" and silent.recv(1) == b""  # closed by the server
+        whole.sendall(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")  # (its keep-alive lasts 5 s)
+        assert whole.recv(1024).startswith(b"HTTP/1.1 200")
+        for sock in (half, silent, whole):
+            sock.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -40,13 +40,13 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return listener
 
 
-def with_head_deadline(seconds: float):
+def with_head_deadline(seconds: float, protocol: str = "auto"):
     """uvicorn's HTTP protocol (httptools if installed, else h11), closing a connection whose next
     request's head has not all arrived `seconds` after the connection opened or its first byte came.
     uvicorn itself closes only connections idle between requests (its keep-alive timeout): a client
     that sends half a head, or nothing, would hold its connection for good. (The body's deadline is
-    middleware.Bodies'.)"""
-    base = import_from_string(HTTP_PROTOCOLS["auto"])
+    middleware.Bodies'.) `protocol`: uvicorn's name of the one to extend."""
+    base = import_from_string(HTTP_PROTOCOLS[protocol])
 
     class HeadDeadline(base):
         head_timer = None

@@ -130,7 +130,10 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         while True:
             self.active += await self.gather()
-            finished = await loop.run_in_executor(self.executor, self.step, list(self.active))
+            try:
+                finished = await loop.run_in_executor(self.executor, self.step, list(self.active))
+            except Exception as e:  # a step that failed outside a pass: its jobs get the error, the server goes on
+                finished = dict.fromkeys(self.active, e)
             self.coming_back += len(finished)
             for job, outcome in finished.items():
                 self.active.remove(job)

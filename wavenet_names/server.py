@@ -185,7 +185,7 @@ def create_app(checkpoints: list[str | Path], config: ServeConfig | None = None)
     async def lifespan(app):
         passes = asyncio.create_task(server.scheduler.run())
         warm = asyncio.get_running_loop().run_in_executor(server.scheduler.executor, server.warm)
-        warm.add_done_callback(lambda done: setattr(server, "ready", done.exception() is None))
+        warm.add_done_callback(lambda done: setattr(server, "ready", not done.cancelled() and not done.exception()))
         yield
         passes.cancel()
         server.scheduler.executor.shutdown(wait=False, cancel_futures=True)

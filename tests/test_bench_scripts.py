@@ -85,3 +85,17 @@ def test_versions_compares_this_checkout_with_a_commit():
     for bad, problem in [(["HEAD", "--blocks", "6"], "powers of two"), (["no-such-commit"], "no package at")]:
         refused = run_script(BENCH / "versions.py", *bad)
         assert refused.returncode == 2 and problem in refused.stderr, refused.stderr
+
+
+def test_roofline_counts_the_flops_twice_and_breaks_the_step_down(tmp_path):
+    chart = tmp_path / "roofline.png"
+    result = run_script(BENCH / "roofline.py", "--preset", "default", "--steps", "2", "--chart", str(chart))
+    assert result.returncode == 0, result.stderr
+    assert any(line.startswith("| default | 128 | 0.30") for line in result.stdout.splitlines())  # MFLOP/position
+    shares = next(line for line in result.stdout.splitlines() if line.startswith("| default |") and "%" in line)
+    assert sum(int(cell.strip().rstrip("%")) for cell in shares.split("|")[2:-1]) in range(98, 103)  # (rounding)
+    counted, by_hand = map(
+        float, re.findall(r"default: (\d\.\d+) MFLOP by FlopCounterMode, (\d\.\d+) by hand", result.stdout)[0]
+    )
+    assert abs(counted - by_hand) / counted < 0.02
+    assert chart.stat().st_size > 0

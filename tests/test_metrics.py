@@ -64,5 +64,5 @@ def test_the_metrics_count_known_traffic():
 
 
 def test_a_route_label_is_a_known_route_or_other():
-    assert Metrics.route("/api/sample") == "/api/sample"
+    assert Metrics.route("/api/sample") == "/api/sample" and Metrics.route("/docs") == "/docs"
     assert Metrics.route("/wp-admin/setup.php") == "other"

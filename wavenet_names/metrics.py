@@ -6,7 +6,18 @@ Each server has its own registry, so that two apps in one process (a test's) cou
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-ROUTES = ("/", "/api/sample", "/api/score", "/api/model", "/api/health", "/livez", "/readyz", "/metrics")
+ROUTES = (
+    "/",
+    "/api/sample",
+    "/api/score",
+    "/api/model",
+    "/api/health",
+    "/livez",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+)
 OTHER_ROUTE = "other"  # every other path, so that a scan of random paths cannot grow the label set
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 PASS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)

@@ -4,6 +4,7 @@ this one."""
 
 import contextlib
 import io
+import json
 import multiprocessing
 import os
 import runpy
@@ -316,6 +317,18 @@ def served(log: Path, *flags: str, checkpoint: str = "names-by-decade"):
         if process.poll() is None:
             process.terminate()
         waited(process, 30)
+
+
+def post(address: str, path: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
+    """A JSON request to a server at `address` (http://host:port/): its status and JSON answer."""
+    request = urllib.request.Request(
+        address + path.lstrip("/"), json.dumps(body).encode(), {"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def http_get(url: str) -> tuple[int, str]:

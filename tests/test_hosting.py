@@ -74,7 +74,9 @@ def test_sigterm_under_load_answers_what_it_holds_and_exits_0_in_time(tmp_path):
     with helpers.served(tmp_path / "serve.log", *flags, checkpoint="names") as server:
         long = []
         drawing = threading.Thread(
-            target=lambda: long.append(helpers_post(server.address, {"n": 1000, "ends_with": "zzq", "tries": 10**8}))
+            target=lambda: long.append(
+                helpers.post(server.address, "api/sample", {"n": 1000, "ends_with": "zzq", "tries": 10**8}, 120)
+            )
         )
         drawing.start()
         outcomes: list[str] = []
@@ -101,14 +103,6 @@ def test_sigterm_under_load_answers_what_it_holds_and_exits_0_in_time(tmp_path):
     assert answered_before > 0 and set(outcomes) <= {"200", "503", "refused"}, sorted(set(outcomes))
     ((code, answer),) = long
     assert code == 200 and answer["complete"] is False and "the server is stopping" in answer["message"]
-
-
-def helpers_post(address: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        address + "api/sample", json.dumps(body).encode(), {"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return response.status, json.loads(response.read())
 
 
 @pytest.mark.slow  # starts the server, and stops it

@@ -7,7 +7,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from wavenet_names import shipped
 from wavenet_names.draws import NameRequest, draw
 from wavenet_names.loading import LoadedModel
-from wavenet_names.metrics import Metrics
 from wavenet_names.server import create_app
 
 NAMES = shipped.path_of("names")
@@ -63,6 +62,7 @@ def test_the_metrics_count_known_traffic():
     assert metrics[("wavenet_names_queue_depth", ())] == 0
 
 
-def test_a_route_label_is_a_known_route_or_other():
-    assert Metrics.route("/api/sample") == "/api/sample" and Metrics.route("/docs") == "/docs"
-    assert Metrics.route("/wp-admin/setup.php") == "other"
+def test_a_route_label_is_one_of_the_apps_routes_or_other():
+    metrics = create_app([NAMES]).state.server.metrics
+    assert metrics.route("/api/sample") == "/api/sample" and metrics.route("/docs") == "/docs"
+    assert metrics.route("/readyz") == "/readyz" and metrics.route("/wp-admin/setup.php") == "other"

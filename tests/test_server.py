@@ -12,8 +12,6 @@ import shutil
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -335,17 +333,6 @@ def guarded(tmp_path_factory):
         yield server
 
 
-def post(address: str, path: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        address + path.lstrip("/"), json.dumps(body).encode(), {"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def resident_kib(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
@@ -361,7 +348,7 @@ def test_a_server_under_64_clients_makes_no_error_and_does_not_grow(served):
             body = {"n": 8, "labels": {"sex": "FM"[k % 2]}}
             if i % 4 == 3:  # a bad one now and then
                 body["temperature"] = 0
-            status, result = post(address, "/api/sample", body)
+            status, result = helpers.post(address, "/api/sample", body)
             expected = 422 if i % 4 == 3 else 200
             if status != expected or (status == 200 and len(result["names"]) != 8):
                 failures.append((status, result))
@@ -462,7 +449,7 @@ def test_a_rare_request_holds_no_other_and_stops_when_its_client_goes(guarded):
     rare.sendall(request_bytes("/api/sample", {"n": 1000, "ends_with": "zzq", "tries": 100_000_000}))
     until(lambda: metric(guarded, "wavenet_names_rejected_draws_total") > 0, "the rare request drawing")
     for _ in range(3):
-        status, answer = post(guarded.address, "/api/sample", {"n": 1})
+        status, answer = helpers.post(guarded.address, "/api/sample", {"n": 1})
         assert status == 200 and len(answer["names"]) == 1
     assert helpers.http_get(guarded.address + "readyz")[0] == 200
     assert select.select([rare], [], [], 0)[0] == []  # still drawing: not answered, not closed
@@ -490,7 +477,7 @@ def test_half_sent_requests_are_closed_at_the_read_deadline(guarded):
     body.settimeout(30)
     assert received(body).startswith(b"HTTP/1.1 408")
     body.close()
-    assert post(guarded.address, "/api/sample", {"n": 1})[0] == 200
+    assert helpers.post(guarded.address, "/api/sample", {"n": 1})[0] == 200
 
 
 @pytest.mark.slow  # starts the server
@@ -561,7 +548,7 @@ def test_256_clients_over_the_queue_bound_get_200s_and_429s_and_memory_stays(gua
 )
 def test_fields_are_strict_over_a_socket_too(guarded, body, problem):
     """The adversary's "5" and true were taken as 5 and 1."""
-    status, answer = post(guarded.address, "/api/sample", body)
+    status, answer = helpers.post(guarded.address, "/api/sample", body)
     assert status == 422 and problem in answer["detail"]
 
 
@@ -571,7 +558,7 @@ def test_tries_without_bound_are_cut_to_the_servers(served):
     Now it ends at the server's default bounds, 100,000 tries or 10 s (whichever a machine reaches
     first), with what it found and why."""
     address, _ = served
-    status, answer = post(address, "/api/sample", {"n": 1000, "ends_with": "zzq", "tries": 100_000_000})
+    status, answer = helpers.post(address, "/api/sample", {"n": 1000, "ends_with": "zzq", "tries": 100_000_000})
     assert status == 200 and answer["complete"] is False
     bounds = ("tries; this server draws at most 100,000 names for one request", "this server draws for at most 10 s")
     assert any(bound in answer["message"] for bound in bounds), answer["message"]

@@ -16,6 +16,7 @@ import uvicorn
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
 
+from . import middleware
 from .serving import ServeConfig
 
 GRACE_SHARE_OF_DRAIN = 0.9  # uvicorn waits this share of --drain-seconds for connections, then cuts them
@@ -101,7 +102,7 @@ class DrainingServer(uvicorn.Server):
 
 def access_log(log_format: str) -> None:
     """One line per request on stderr (middleware.Access writes them), as `log_format` says."""
-    log = logging.getLogger("wavenet_names.access")
+    log = middleware.log
     log.handlers.clear()
     log.propagate = False
     if log_format == "none":

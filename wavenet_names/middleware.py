@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from .metrics import Metrics
 
-log = logging.getLogger("wavenet_names.access")
+log = logging.getLogger("wavenet_names.access")  # (hosting.access_log gives it its handler)
 
 REQUEST_ID = b"x-request-id"
 GOOD_ID = re.compile(rb"[\x21-\x7e]{1,128}")  # printable ASCII without spaces: safe to echo and to log
@@ -46,7 +46,7 @@ class Access:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - start
-            route = Metrics.route(scope["path"])
+            route = self.metrics.route(scope["path"])
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(seconds)
             if log.isEnabledFor(logging.INFO):

@@ -193,6 +193,7 @@ def create_app(checkpoints: list[str | Path], config: ServeConfig | None = None)
     app = FastAPI(title="wavenet-names", summary="names from a WaveNet of characters", lifespan=lifespan)
     app.state.server = server
     add_routes(app, server, page)
+    server.metrics.routes = frozenset(route.path for route in app.routes)
     app.openapi = with_bodies(app.openapi, (SampleRequest, ScoreRequest))
     app.add_middleware(Bodies, limit=MAX_BODY, seconds=config.read_seconds)
     if config.cors_origin:

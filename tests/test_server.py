@@ -442,9 +442,9 @@ def request_bytes(path: str, body: dict) -> bytes:
 
 @pytest.mark.slow  # starts the server
 def test_a_rare_request_holds_no_other_and_stops_when_its_client_goes(guarded):
-    """The adversary's case: 1,000 names ending in "zzq", tries without bound, took 67 s and held a
-    request for one name for 64 s. Now the one-name requests are answered while it draws, and it
-    stops drawing when its client goes (its budget here is two minutes)."""
+    """A hostile request: 1,000 names ending in "zzq", tries without bound, took 67 s and held a
+    request for one name for 64 s before passes were bounded. Now the one-name requests are answered
+    while it draws, and it stops drawing when its client goes (its budget here is two minutes)."""
     rare = socket.create_connection((guarded.host, guarded.port))
     rare.sendall(request_bytes("/api/sample", {"n": 1000, "ends_with": "zzq", "tries": 100_000_000}))
     until(lambda: metric(guarded, "wavenet_names_rejected_draws_total") > 0, "the rare request drawing")
@@ -462,8 +462,8 @@ def test_a_rare_request_holds_no_other_and_stops_when_its_client_goes(guarded):
 
 @pytest.mark.slow  # starts the server
 def test_half_sent_requests_are_closed_at_the_read_deadline(guarded):
-    """The adversary held 50 connections open for 120 s with half-sent requests. With --read-seconds 1,
-    a head that stops halfway is closed, and a body that stops halfway gets 408."""
+    """50 half-sent requests held their connections for at least 120 s before reads had a deadline.
+    With --read-seconds 1, a head that stops halfway is closed, and a body that stops halfway gets 408."""
     heads = [socket.create_connection((guarded.host, guarded.port)) for _ in range(50)]
     for sock in heads:
         sock.sendall(b"POST /api/sample HTTP/1.1\r\nhost: test\r\ncontent-le")
@@ -482,7 +482,7 @@ def test_half_sent_requests_are_closed_at_the_read_deadline(guarded):
 
 @pytest.mark.slow  # starts the server
 def test_a_chunked_body_over_the_limit_gets_413_like_one_with_a_length(guarded):
-    """5.5 MB sent in chunks: the adversary got a 400 "error parsing the body"."""
+    """5.5 MB sent in chunks got a 400 "error parsing the body" before the body was read whole."""
     sock = socket.create_connection((guarded.host, guarded.port))
     sock.settimeout(30)
     head = b"POST /api/sample HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -547,15 +547,15 @@ def test_256_clients_over_the_queue_bound_get_200s_and_429s_and_memory_stays(gua
     [({"n": "5"}, "n: Input should be a valid integer"), ({"n": True}, "n: Input should be a valid integer")],
 )
 def test_fields_are_strict_over_a_socket_too(guarded, body, problem):
-    """The adversary's "5" and true were taken as 5 and 1."""
+    """Before the fields were strict, "5" and true were taken as 5 and 1."""
     status, answer = helpers.post(guarded.address, "/api/sample", body)
     assert status == 422 and problem in answer["detail"]
 
 
 @pytest.mark.slow  # starts the server
 def test_tries_without_bound_are_cut_to_the_servers(served):
-    """The adversary's 1,000 names ending in "zzq" with 100,000,000 tries drew until stopped by hand.
-    Now it ends at the server's default bounds, 100,000 tries or 10 s (whichever a machine reaches
+    """1,000 names ending in "zzq" with 100,000,000 tries drew until stopped by hand before requests had
+    budgets. Now it ends at the server's default bounds, 100,000 tries or 10 s (whichever a machine reaches
     first), with what it found and why."""
     address, _ = served
     status, answer = helpers.post(address, "/api/sample", {"n": 1000, "ends_with": "zzq", "tries": 100_000_000})

@@ -26,6 +26,7 @@ from wavenet_names.precision import autocast, matmuls
 from wavenet_names.sampling import SampleConfig, generate
 from wavenet_names.scoring import evaluate
 from wavenet_names.splits import Splits
+from wavenet_names.training import fuses_adamw
 
 N_EMBD, N_HIDDEN = 24, 128  # the lecture's final sizes
 PRECISIONS = tuple(p for p in TRAIN_PRECISIONS if p != "auto")  # a benchmark names its precision
@@ -60,7 +61,8 @@ def training_step(
     """One forward + backward of the loss over every position of `words`, in `precision` (fp32, tf32
     or bf16, as Trainer runs it). fixed: the conv model's fixed-shape step, its packed rows in a
     bucket (what a compiled or graph-captured step trains on, see NameBatches.sample). optimizer: and
-    an AdamW update, as Trainer makes it (fused on a GPU): the whole training step. Returns (fn, positions)."""
+    an AdamW update, as Trainer makes it (fused where torch has the kernel): the whole training step.
+    Returns (fn, positions)."""
     block_size = model.block_size
     rows = {}
     if kind == "conv":
@@ -72,7 +74,7 @@ def training_step(
         inputs, targets = windows(words, vocab, block_size)
     inputs, targets = inputs.to(device), targets.to(device)
     model.train()
-    update = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda") if optimizer else None
+    update = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fuses_adamw(device)) if optimizer else None
 
     def step():
         model.zero_grad(set_to_none=True)

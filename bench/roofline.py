@@ -18,7 +18,8 @@ that training uses:
 
 Read the breakdown before optimising: a step's FLOPs are all in its matrix products, so the fraction
 of the peak is the share of its time spent in them, times how fast they run. --candidates then
-measures two changes to the default step, each against the step as it is, in turn.
+measures changes to the default step, each against the step as it is, in turn: the optimizer
+unfused, the layer's backward written out by hand, a faster tanh, and the step compiled.
 """
 
 import argparse
@@ -32,6 +33,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from wavenet_names.configuration import settings
 from wavenet_names.data import NAMES_TXT
+from wavenet_names.layers import BatchNorm
+from wavenet_names.packing import ExactLayout
 from wavenet_names.splits import Splits
 from wavenet_names.training import Trainer
 
@@ -232,36 +235,178 @@ def interleaved(a: Trainer, b: Trainer, rounds: int = 25, steps: int = 10) -> fl
 
 
 def update_ops(train: Trainer) -> int:
-    """The aten ops of one optimizer update."""
+    """The aten ops of one optimizer update (after a step, so that every parameter has a gradient)."""
+    train.train_step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         train.optimizer.step()
     return sum(1 for e in prof.events() if e.name.startswith("aten::"))
 
 
-def candidates(splits: Splits) -> str:
-    """Two candidates for the default model's step, each against the step as it is, in turn: AdamW's
-    fused CPU kernel, and the step compiled (train --compile), after its compilation."""
-    base, fused = trainer("default", splits), trainer("default", splits)
-    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in fused.optimizer.param_groups]
-    fused.optimizer = torch.optim.AdamW(groups, lr=fused.config.lr, fused=True)
-    start = time.perf_counter()
-    compiled = trainer("default", splits, compile=True)
-    for _ in range(100):  # every bucket's shape compiled
-        compiled.train_step()
-    compiling = time.perf_counter() - start
-    for train in (base, fused):
+class HandWrittenLayer(torch.autograd.Function):
+    """A candidate: the default model's layer over an exact layout with one shared start row (W1 h[t]
+    for every row, W0 h[t - d] for the rows that reach into their own name, W0 h[0] for the rest;
+    the lecture's BatchNorm; tanh) as one autograd function with its backward written out, so that
+    autograd's engine runs one node a layer, not a dozen. fast_tanh: tanh as 2 sigmoid(2x) - 1,
+    which this CPU computes several times faster than torch.tanh."""
+
+    @staticmethod
+    def forward(ctx, h, weight, gamma, beta, far, dilation: int, norm: BatchNorm, fast_tanh: bool):
+        w0, w1, h0 = weight[..., 0], weight[..., 1], h[0]  # h[0]: the shared row over the padding
+        pre = torch.addmm(w0 @ h0, h, w1.t())  # (rows, n_conv): as if every left input were h[0]
+        left = None if far is None else h.index_select(0, far - dilation) - h0  # (n_far, n_in)
+        if far is not None:
+            pre.index_add_(0, far, left @ w0.t())  # by linearity: + W0 h[t - d] - W0 h[0]
+        shrink = (len(h) - 1) / len(h)  # the lecture's unbiased variance, as layers.BatchNorm
+        gamma_, eps = gamma * shrink**0.5, norm.eps * shrink
+        y, mean, invstd = torch.native_batch_norm(
+            pre, gamma_, beta, norm.running_mean, norm.running_var, True, norm.momentum, eps
+        )
+        out = torch.sigmoid(y.mul_(2)).mul_(2).sub_(1) if fast_tanh else torch.tanh(y)
+        ctx.save_for_backward(h, weight, left, pre, gamma_, mean, invstd, out, far)
+        ctx.dilation, ctx.eps, ctx.scale = dilation, eps, shrink**0.5
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, weight, left, pre, gamma_, mean, invstd, out, far = ctx.saved_tensors
+        w0, w1 = weight[..., 0], weight[..., 1]
+        grad_y = torch.ops.aten.tanh_backward(grad_out, out)
+        grad_pre, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
+            grad_y, pre, gamma_, None, None, mean, invstd, True, ctx.eps, [True, True, True]
+        )
+        total = grad_pre.sum(0)  # (n_conv,): every row read h[0] through W0 first
+        grad_w = torch.empty_like(weight)
+        grad_w[..., 1] = grad_pre.t() @ h
+        grad_h = grad_pre @ w1  # (rows, n_in)
+        if far is None:
+            grad_w[..., 0] = torch.outer(total, h[0])
+            grad_h[0] += w0.t() @ total
+        else:
+            grad_far = grad_pre.index_select(0, far)  # (n_far, n_conv)
+            grad_left = grad_far @ w0
+            grad_h.index_add_(0, far - ctx.dilation, grad_left)
+            grad_w[..., 0] = torch.addr(grad_far.t() @ left, total, h[0])
+            grad_h[0] += w0.t() @ total - grad_left.sum(0)
+        return grad_h, grad_w, grad_gamma * ctx.scale, grad_beta, None, None, None, None
+
+
+def hand_written(train: Trainer, fast_tanh: bool) -> Trainer:
+    """`train` with every layer's training forward on the default layout replaced by HandWrittenLayer."""
+    for layer in train.model.layers:
+
+        def forward_packed(h, layout, h_labels=None, layer=layer, own=layer.forward_packed):
+            if not (layer.training and layout.shared and isinstance(layout, ExactLayout) and layer.blocks_lecture):
+                return own(h, layout, h_labels)
+            far = layout.far.get(layer.dilation)
+            weights = layer.conv.weight, layer.norm.weight, layer.norm.bias
+            return HandWrittenLayer.apply(h, *weights, far, layer.dilation, layer.norm, fast_tanh), None
+
+        layer.blocks_lecture = train.model.blocks.lecture
+        layer.forward_packed = forward_packed
+    return train
+
+
+def tanh_speeds(rows: int, width: int) -> str:
+    """torch.tanh against 2 sigmoid(2x) - 1 on one layer's activations, (rows, width)."""
+    x = torch.randn(rows, width)
+    times = {}
+    for name, fn in (("torch.tanh", torch.tanh), ("2 sigmoid(2x) - 1", lambda x: torch.sigmoid(2 * x).mul_(2).sub_(1))):
+        for _ in range(10):
+            fn(x)
+        times[name] = min(_timed(lambda fn=fn: fn(x)) for _ in range(50))
+    return ", ".join(f"{name} {seconds * 1e6:.0f} µs" for name, seconds in times.items())
+
+
+class FixedBatch:
+    """What is left of the default step with every candidate above kept and nothing but arithmetic
+    around it: one batch, drawn and laid out once, then run again and again through the hand-written
+    layers with the fast tanh, the head, the loss and fused AdamW. No run can be faster than this
+    without fewer or fused operators: it is the floor of the step in eager PyTorch."""
+
+    def __init__(self, train: Trainer):
+        self.train, self.model = hand_written(train, fast_tanh=True), train.model
+        batch = train.train_batches.sample(train.config.batch_size, train.generator)
+        dilations = sorted({layer.dilation for layer in train.model.layers})
+        self.layout = ExactLayout.of(batch.inputs, batch.targets, train.model.block_size, dilations, labelled=False)
+        self.positions = batch.positions
+
+    @property
+    def step(self) -> int:
+        return self.train.step
+
+    def train_step(self) -> tuple[torch.Tensor, int]:
+        model, optimizer = self.train.model, self.train.optimizer
+        h = model.wte(self.layout.tokens)
+        for layer in model.layers:
+            h, _ = layer.forward_packed(h, self.layout)
+        loss = self.layout.loss(model.lm_head(h))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        self.train.step += 1
+        return loss.detach(), self.positions
+
+
+def candidates(splits: Splits, peak: float) -> str:
+    """Candidates for the default model's step, each against the step as it is, in turn, from the
+    same weights on the same batches: AdamW unfused (the update before the fused one was kept); the
+    layer written out by hand, with torch.tanh and with the fast tanh; and the step compiled (train
+    --compile), after its compilation."""
+
+    def unfused() -> Trainer:
+        train = trainer("default", splits)
+        groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in train.optimizer.param_groups]
+        train.optimizer = torch.optim.AdamW(groups, lr=train.config.lr, fused=False)
+        return train
+
+    ratio, apart = against_the_step(splits, unfused())
+    fused = trainer("default", splits)
+    lines = [
+        f"AdamW fused (kept): {1 / ratio:.2f}x the unfused update's positions/s ({update_ops(fused)} ops an "
+        f"update, against {update_ops(unfused())}); {apart}"
+    ]
+    for name, fast_tanh in (("the layer written out by hand", False), ("the same with the fast tanh", True)):
+        ratio, apart = against_the_step(splits, hand_written(trainer("default", splits), fast_tanh))
+        lines.append(f"{name}: {ratio:.2f}x; {apart}")
+    for preset, warm in (("default", 100), ("best", 30)):
+        start = time.perf_counter()
+        compiled = trainer(preset, splits, compile=True)
+        for _ in range(warm):  # every bucket's shape compiled
+            compiled.train_step()
+        compiling = time.perf_counter() - start
+        ratio, _ = against_the_step(splits, compiled, preset, rounds=25 if preset == "default" else 9)
+        step_ms = 1000 * step_rate(trainer(preset, splits), 5)[1]
+        lines.append(
+            f"--compile, {preset}: {ratio:.2f}x, after {compiling:.0f} s of compiling and warming "
+            f"(an eager step: {step_ms:.1f} ms)"
+        )
+    floor = FixedBatch(trainer("default", splits))
+    ratio, _ = against_the_step(splits, floor)
+    flops, positions = counted_flops(floor)
+    rate, _ = step_rate(floor, 40)
+    lines.append(
+        f"the floor, the last two and fused AdamW on one batch drawn once (FixedBatch): {ratio:.2f}x the step "
+        f"as it is, {rate * flops / positions / 1e9 / peak:.2f} of the peak"
+    )
+    lines.append(f"one layer's activations (1,000 x 128): {tanh_speeds(1000, 128)}")
+    return "\n".join(lines) + "\n"
+
+
+def against_the_step(
+    splits: Splits, candidate: Trainer, preset: str = "default", rounds: int = 25
+) -> tuple[float, str]:
+    """The candidate's positions/s over the preset's step as it is, trained side by side from the same
+    weights on the same batches (interleaved); and how far apart their weights are after it."""
+    reference = trainer(preset, splits)
+    for _ in range(max(0, candidate.step - reference.step)):  # a compiled candidate has warmed
+        reference.train_step()
+    for train in (reference, candidate):
         for _ in range(20):
             train.train_step()
-    fused_ratio = interleaved(base, fused)  # both trained on the same batches, from the same weights
-    apart = max(
-        (a - b).abs().max().item() for a, b in zip(base.model.parameters(), fused.model.parameters(), strict=True)
-    )
-    steps = base.step
-    return (
-        f"fused AdamW: {fused_ratio:.2f}x the positions/s ({update_ops(fused)} ops an update, against "
-        f"{update_ops(base)}); after {steps} steps on the same batches, the weights differ by up to {apart:.1e}\n"
-        f"--compile: {interleaved(base, compiled):.2f}x, after {compiling:.0f} s of compiling and warming\n"
-    )
+    ratio = interleaved(reference, candidate, rounds)
+    pairs = zip(reference.model.parameters(), candidate.model.parameters(), strict=True)
+    apart = max((a - b).abs().max().item() for a, b in pairs)
+    return ratio, f"after {reference.step} steps the weights differ by up to {apart:.1e}"
 
 
 def main() -> None:
@@ -269,7 +414,9 @@ def main() -> None:
     parser.add_argument("--preset", nargs="+", default=["default", "best"], help="default, best")
     parser.add_argument("--steps", type=int, default=40, help="steps per timing")
     parser.add_argument("--chart", type=Path, default=None, help="write the breakdown's bar chart here")
-    parser.add_argument("--candidates", action="store_true", help="then fused AdamW and --compile, each in turn")
+    parser.add_argument(
+        "--candidates", action="store_true", help="then each candidate for a faster step against the step as it is"
+    )
     args = parser.parse_args()
     splits = Splits.read(NAMES_TXT)
     peak = gflops_of_product(PEAK_SIZE, PEAK_SIZE, PEAK_SIZE)
@@ -278,7 +425,7 @@ def main() -> None:
     if args.chart:
         chart(rows, args.chart)
     if args.candidates:
-        print(candidates(splits), end="")
+        print(candidates(splits, peak), end="")
 
 
 if __name__ == "__main__":

@@ -99,3 +99,40 @@ def test_roofline_counts_the_flops_twice_and_breaks_the_step_down(tmp_path):
     )
     assert abs(counted - by_hand) / counted < 0.02
     assert chart.stat().st_size > 0
+
+
+@pytest.mark.parametrize("fast_tanh", [False, True])
+def test_the_hand_written_layer_candidate_computes_the_layers_own_gradients(fast_tanh):
+    """roofline.py --candidates times the layer with its backward written out by hand: a figure worth
+    reading only if it computes what the layer does. In float64, against autograd's, to 1e-9; a
+    dilation that reaches into the names and one that reaches past them."""
+    import runpy
+
+    import torch
+
+    from wavenet_names.packing import ExactLayout
+    from wavenet_names.wavenet import DilatedLayer
+
+    roofline = runpy.run_path(str(BENCH / "roofline.py"))
+    torch.manual_seed(0)
+    idx = torch.tensor([[0] * 4 + [3, 5, 2, 0, 0], [0] * 4 + [1, 2, 3, 4, 0]])
+    targets = torch.tensor([[3, 5, 2, 0, -1, -1], [1, 2, 3, 4, 0, -1]])
+    for dilation in (2, 8):
+        layout = ExactLayout.of(idx, targets, 4, [2] if dilation == 2 else [], labelled=False)
+        layer = DilatedLayer(8, 6, dilation).double()
+        h = torch.randn(len(layout.tokens), 8, dtype=torch.float64, requires_grad=True)
+        upstream = torch.randn(len(layout.tokens), 6, dtype=torch.float64)
+        results = []
+        for hand in (False, True):
+            h.grad = None
+            layer.zero_grad()
+            if hand:
+                weights = layer.conv.weight, layer.norm.weight, layer.norm.bias
+                far = layout.far.get(dilation)
+                out = roofline["HandWrittenLayer"].apply(h, *weights, far, dilation, layer.norm, fast_tanh)
+            else:
+                out, _ = layer.forward_packed(h, layout)
+            (out * upstream).sum().backward()
+            results.append([out.detach(), h.grad, *(p.grad for p in layer.parameters())])
+        for own, by_hand in zip(*results, strict=True):
+            torch.testing.assert_close(by_hand, own, rtol=0, atol=1e-9)

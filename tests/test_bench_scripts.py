@@ -136,3 +136,21 @@ def test_the_hand_written_layer_candidate_computes_the_layers_own_gradients(fast
             results.append([out.detach(), h.grad, *(p.grad for p in layer.parameters())])
         for own, by_hand in zip(*results, strict=True):
             torch.testing.assert_close(by_hand, own, rtol=0, atol=1e-9)
+
+
+def test_the_floor_trains_its_one_batch_with_fewer_operators_than_a_step():
+    """roofline.py's floor (FixedBatch) is the default step with the candidates kept and nothing drawn:
+    it must still train (its one batch's loss falls), and run fewer operators than the step."""
+    import runpy
+
+    from wavenet_names.data import NAMES_TXT
+    from wavenet_names.splits import Splits
+
+    roofline = runpy.run_path(str(BENCH / "roofline.py"))
+    splits = Splits.read(NAMES_TXT)
+    floor = roofline["FixedBatch"](roofline["trainer"]("default", splits))
+    losses = [float(floor.train_step()[0]) for _ in range(30)]
+    assert losses[-1] < 0.9 * losses[0]
+    step = roofline["trainer"]("default", splits)
+    step.train_step()
+    assert roofline["ops_of"](floor.train_step) < roofline["ops_of"](step.train_step)

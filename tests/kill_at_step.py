@@ -21,10 +21,10 @@ def kill_before_step(step: int) -> None:
     """Make this process kill itself with SIGKILL when training is about to take step `step`."""
     train_step = Trainer.train_step
 
-    def killed(trainer: Trainer):
+    def killed(trainer: Trainer, seconds: float = 0.0):
         if trainer.step == step:
             os.kill(os.getpid(), signal.SIGKILL)
-        return train_step(trainer)
+        return train_step(trainer, seconds)
 
     Trainer.train_step = killed
 

@@ -199,7 +199,7 @@ def test_sample_into_a_closed_pipe_stops_quietly(trained):
     ids=["cuda", "cpu"],
 )
 def test_out_of_memory_is_one_line(error, said, tmp_path, small_data_file, monkeypatch, capsys):
-    def fails(self):
+    def fails(self, seconds=0.0):
         raise error
 
     monkeypatch.setattr(Trainer, "train_step", fails)
@@ -210,7 +210,7 @@ def test_out_of_memory_is_one_line(error, said, tmp_path, small_data_file, monke
 
 
 def test_other_runtime_errors_keep_their_traceback(tmp_path, small_data_file, monkeypatch):
-    def fails(self):
+    def fails(self, seconds=0.0):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(Trainer, "train_step", fails)

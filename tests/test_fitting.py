@@ -63,7 +63,7 @@ def test_max_time_stops_at_that_much_training_and_evaluates_there(splits, tmp_pa
 
     def timed(trainer):
         step = trainer.train_step
-        trainer.train_step = lambda: (now.__setitem__(0, now[0] + 1.0), step())[1]
+        trainer.train_step = lambda seconds: (now.__setitem__(0, now[0] + 1.0), step(seconds))[1]
         return trainer
 
     trainer = timed(small_run(splits, max_time=5.5))  # evaluations every 7 steps

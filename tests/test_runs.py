@@ -152,8 +152,8 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_best_model(tmp_path, 
     --lr 1e6 does, but when depends on the machine's arithmetic): the evaluation at step 10 stops."""
     step = Trainer.train_step
 
-    def diverging(self):
-        result = step(self)
+    def diverging(self, seconds=0.0):
+        result = step(self, seconds)
         if self.step == 7:
             with torch.no_grad():
                 for p in self.model.parameters():

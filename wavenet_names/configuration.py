@@ -39,7 +39,12 @@ class TrainConfig:
         "--label` steers; --no-labels: on its items alone",
         negatable=True,
     )
-    steps: int = option(4000, "optimizer steps", resumable=True)
+    steps: int | None = option(
+        4000,
+        "optimizer steps; with --max-time alone, as many as the time holds, and with both, the run "
+        "ends, and its learning rate's schedule with it, at whichever comes first",
+        resumable=True,
+    )
     batch_size: int = option(128, "names per step (conv), or windows (the per-position models)")
     optimizer: str = option("adamw", "AdamW decays weight matrices only; SGD decays nothing", choices=OPTIMIZERS)
     lr: float = option(3e-3, "peak learning rate")
@@ -91,8 +96,10 @@ class TrainConfig:
     )
     max_time: float | None = option(
         None,
-        "stop after this many seconds of training, over every resumed session, with an evaluation "
-        "there; the learning rate's schedule still spans --steps (default: no limit)",
+        "train for this many seconds, over every resumed session, with an evaluation at the end: "
+        "a recipe for the time, whose learning rate's schedule ends when the time does; with no "
+        "model options given, it also chooses the model's size for the time (see docs/cli.md) "
+        "(default: no limit)",
         resumable=True,
         show_default=False,
     )
@@ -112,6 +119,8 @@ class TrainConfig:
         check_at_least(self, 0, "warmup")
         if self.max_time is not None and not (self.max_time > 0 and math.isfinite(self.max_time)):
             raise OptionError("max_time", f"must be a positive number of seconds, got {self.max_time}")
+        if self.steps is None and self.max_time is None:
+            raise OptionError("steps", "is needed without --max-time: a run ends after its steps or its time")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise OptionError("lr", f"must be a positive number, got {self.lr}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
@@ -142,12 +151,14 @@ def settings(options: dict, facts: Facts | None = None, preset: str | None = Non
     """A run's configs from options by name ({"model": "flat", "lr": 0.01, ...}): the preset's, then
     the options given, over the model kind's own defaults and recipe. facts: the data's, where they
     are known (ModelConfig.sized_for adds them later)."""
-    options = with_preset(options, preset)
+    given, options = options, with_preset(options, preset)
     check_names(options)
     kind = kind_named(options.get("model", "conv"))
     trains = train_options()
     model = {name: value for name, value in options.items() if name != "model" and name not in trains}
     train = {name: value for name, value in options.items() if name in trains}
+    if train.get("max_time") is not None and "steps" not in given:
+        train["steps"] = None  # a recipe for the time: a preset's or a kind's steps are a recipe for steps
     return ModelConfig.of(kind.name, facts or Facts(), **model), TrainConfig(**{**kind.recipe, **train})
 
 

@@ -92,6 +92,8 @@ def run_with_progress(
     tensorboard: Path | None = None,
 ) -> None:
     """fit, as the command line shows it (Progress): a runs.Runner."""
+    if trainer.chosen and trainer.context.is_main and not trainer.history:  # a new run, its size chosen
+        print(f"{label}{trainer.chosen}", flush=True)
     progress = Progress(trainer, label, draw_bar, eval_samples, tensorboard)
     previous = signal.signal(signal.SIGINT, progress.on_sigint)
     try:
@@ -124,7 +126,8 @@ def print_trained(metrics: dict, trainer: Trainer | None, out: Path) -> None:
         print(
             f"ensemble: train {metrics['train_loss']:.4f}  val {metrics['val_loss']:.4f}  over the whole splits  "
             f"({metrics['params']:,} parameters in "
-            f"{config['members']} models of {config['steps']} steps, {config['members_at_once']} at a time, "
+            f"{config['members']} models of {length(config['steps'], config['max_time'])}, "
+            f"{config['members_at_once']} at a time, "
             f"{metrics['seconds']:.0f} s of training; val of each alone {alone})"
         )
         print_test(metrics)
@@ -133,7 +136,8 @@ def print_trained(metrics: dict, trainer: Trainer | None, out: Path) -> None:
         )
         return
     if "stopped" in metrics:
-        print(f"stopped at step {trainer.step} of {trainer.config.steps}: {metrics['stopped']}")
+        of = "" if trainer.config.steps is None else f" of {trainer.config.steps}"
+        print(f"stopped at step {trainer.step}{of}: {metrics['stopped']}")
     # the step lines' train figure is the mean of the batches since the evaluation before; these are
     # model.pt's, over every item of each split
     print(
@@ -212,3 +216,9 @@ def allocation_failed(e: RuntimeError) -> str | None:
 
 def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
+
+
+def length(steps: int | None, max_time: float | None) -> str:
+    """A run's planned length, as its options give it: steps, seconds, or both."""
+    parts = ([] if steps is None else [f"{steps} steps"]) + ([] if max_time is None else [f"{max_time:g} s"])
+    return " or ".join(parts)

@@ -84,6 +84,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def most_over_ranks(value: float, device: torch.device) -> float:
+    """The largest of every rank's `value`, on every rank: the ranks' one clock is the slowest rank's."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64 if device.type == "cpu" else torch.float32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
+
+
 def gathered(value) -> list:
     """Every rank's `value` (any picklable object), in rank order, on every rank: [value] in one process."""
     if not dist.is_initialized():

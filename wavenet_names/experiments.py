@@ -273,8 +273,9 @@ def race(
     after."""
     rows, curves = [], {}
     for entrant in entrants:
-        options = {**entrant.options, "data": data, "seed": seed, "max_time": float(max(budgets))}
-        model_config, config = settings(options, splits.facts)
+        options = {**entrant.options, "data": data, "seed": seed}
+        steps = settings(options, splits.facts)[1].steps  # its recipe's, which --max-time alone would give way
+        model_config, config = settings({**options, "steps": steps, "max_time": float(max(budgets))}, splits.facts)
         directory = out / _slug(entrant.name)
         metrics = run(model_config, config, splits, directory, runner)
         history = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]

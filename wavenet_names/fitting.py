@@ -19,7 +19,7 @@ from .files import write_json, write_text
 from .models import batches_for, build_model, count_params
 from .plots import plot_losses
 from .scoring import evaluate
-from .training import Trainer, learning_rate
+from .training import Trainer
 
 
 class TrainingDiverged(ValueError):
@@ -70,16 +70,18 @@ def fit(
     config, record, since, main = trainer.config, None, _Since(trainer), trainer.context.is_main  # rank 0 writes
     # a resumed run whose time was spent trains no further; a run with no evaluation yet trains to one
     evaluated = distributed.any_rank(bool(trainer.history), trainer.device)  # (rank 0 keeps the history)
-    trainer.stopped = _stop_reason(trainer, since.time_up()) if evaluated else None
-    while trainer.step < config.steps and trainer.stopped is None:
+    seconds = since.clock()
+    trainer.stopped = _stop_reason(trainer, since.time_up(seconds)) if evaluated else None
+    while (config.steps is None or trainer.step < config.steps) and trainer.stopped is None:
         if distributed.any_rank(should_stop(), trainer.device):
             _save_last(trainer, out, since.bank(), main)
             raise TrainingInterrupted(trainer.step, out / "last.pt")
-        loss, n = trainer.train_step()
+        loss, n = trainer.train_step(seconds)
         since.took(loss, n)
         if on_step is not None:
             on_step(trainer.step, loss, since.rate())
-        out_of_time = since.time_up()
+        seconds = since.clock()
+        out_of_time = since.time_up(seconds)
         if trainer.step % config.eval_every == 0 or trainer.step == config.steps or out_of_time:
             ranks_rng = since.bank()
             if main:
@@ -88,6 +90,7 @@ def fit(
                     on_eval(record)
             since.restart()  # the evaluation's time is not training time
             trainer.stopped = _stop_reason(trainer, out_of_time)
+            seconds = since.clock()
         elif config.checkpoint_every and trainer.step % config.checkpoint_every == 0:
             _save_last(trainer, out, since.bank(), main)
     return record
@@ -121,13 +124,17 @@ class _Since:
         self.losses, self.banked_at = [], now
         return trainer.ranks_rng()
 
-    def time_up(self) -> bool:
-        """Whether config.max_time is spent; every rank agrees (each measures its own time)."""
+    def clock(self) -> float:
+        """The seconds of training so far, over every resumed session; with --max-time, the slowest
+        rank's, so that every rank follows one schedule and stops at the same step (one collective a
+        step, as the stop needed before the schedule followed the time)."""
         trainer = self.trainer
-        if trainer.config.max_time is None:
-            return False
-        spent = trainer.seconds + time.perf_counter() - self.banked_at >= trainer.config.max_time
-        return distributed.any_rank(spent, trainer.device)
+        seconds = trainer.seconds + time.perf_counter() - self.banked_at
+        return seconds if trainer.config.max_time is None else distributed.most_over_ranks(seconds, trainer.device)
+
+    def time_up(self, seconds: float) -> bool:
+        """Whether config.max_time is spent, by clock()'s `seconds`, which every rank shares."""
+        return self.trainer.config.max_time is not None and seconds >= self.trainer.config.max_time
 
     def restart(self) -> None:
         self.positions, self.started = 0, time.perf_counter()
@@ -170,7 +177,7 @@ def _evaluation(trainer: Trainer, out: Path, ranks_rng: list[dict], positions: i
         "train_loss": sum(since) / len(since),  # mean training-batch loss since the last evaluation
         "val_loss": val_loss,
         "best_val_loss": trainer.best_val_loss,
-        "lr": learning_rate(trainer.config, trainer.step - 1),
+        "lr": trainer.lr,  # the last update's
         "positions_per_second": positions / max(seconds, 1e-9),
         "seconds": trainer.seconds,
     }
@@ -207,6 +214,7 @@ def finish(trainer: Trainer, out: Path) -> tuple[dict, torch.nn.Module]:
         "seconds": round(trainer.seconds, 2),
         "params": count_params(model),
         **({"stopped": trainer.stopped} if trainer.stopped else {}),
+        **({"chosen": trainer.chosen} if trainer.chosen else {}),
         "model": trainer.model_config.saved(),
         "train_config": asdict(trainer.config),
     }

@@ -21,16 +21,26 @@ from .precision import autocast, matmuls, resolve_precision
 from .splits import Splits
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """The learning rate for the update that takes the model from `step` to `step + 1`."""
+def learning_rate(config: TrainConfig, step: int, seconds: float = 0.0) -> float:
+    """The learning rate for the update that takes the model from `step` to `step + 1`, after `seconds`
+    of training (which a schedule over --max-time follows)."""
     if config.schedule == "step":
-        return config.lr if step < 0.75 * config.steps else config.lr / 10
+        return config.lr if progress(config, step, seconds, warmup=0) < 0.75 else config.lr / 10
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
     if config.schedule == "constant":
         return config.lr
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr / 10 + (config.lr - config.lr / 10) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    done = progress(config, step, seconds, config.warmup)
+    return config.lr / 10 + (config.lr - config.lr / 10) * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
+
+def progress(config: TrainConfig, step: int, seconds: float, warmup: int) -> float:
+    """How far a run is through its schedule, after `warmup` steps: by its steps, by its time
+    (--max-time), or with both, by whichever is further along, so that the schedule ends when the
+    first of them does. Without --max-time, the steps' fraction alone, as it always was."""
+    by_steps = None if config.steps is None else (step - warmup) / max(1, config.steps - warmup)
+    by_time = None if config.max_time is None else seconds / config.max_time
+    return max(done for done in (by_steps, by_time) if done is not None)
 
 
 @dataclass
@@ -48,6 +58,7 @@ class Trainer:
     history: list[dict] = field(default_factory=list)  # one record per evaluation
     context: distributed.Context = field(default_factory=distributed.Context)
     stopped: str | None = None  # why fit stopped before config.steps (config.patience, config.max_time)
+    chosen: str | None = None  # why --max-time chose this model's size (budget.Choice.line), if it did
 
     def __post_init__(self):
         if self.config.members != 1:  # each member is a run of its own: runs.run trains them
@@ -73,6 +84,7 @@ class Trainer:
         self.val_batches = batches_for(self.model, self.splits, "val", self.device)
         self.optimizer = self._make_optimizer()
         self.generator = torch.Generator().manual_seed(self.config.seed)  # draws the batches
+        self.lr = learning_rate(self.config, self.step, self.seconds)  # the last update's (train_step sets it)
 
     @property
     def epochs(self) -> float:
@@ -107,16 +119,18 @@ class Trainer:
         gloo's threads in a half-torn-down interpreter aborted a finished run (SIGABRT) now and then."""
         self.forward = self._trainable(self.model)
 
-    def train_step(self) -> tuple[torch.Tensor, int]:
-        """One update; returns the batch loss (a tensor, so that the GPU need not wait) and how many
-        positions this rank trained."""
+    def train_step(self, seconds: float = 0.0) -> tuple[torch.Tensor, int]:
+        """One update, after `seconds` of training (the clock a schedule over --max-time follows: every
+        rank's the same); returns the batch loss (a tensor, so that the GPU need not wait) and how
+        many positions this rank trained."""
         rank, world_size = self.context.rank, self.context.world_size
         # compiled, every batch comes in one of a few shapes (see NameBatches.sample), each captured once
         fixed_shapes = self.config.compile and kind_named(self.model_config.kind).fixed_shapes
         batch = self.train_batches.sample(self.config.batch_size, self.generator, rank, world_size, fixed_shapes)
         fixed = {} if batch.rows is None else {"rows": batch.rows}
+        self.lr = learning_rate(self.config, self.step, seconds)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, self.step)
+            group["lr"] = self.lr
         self.model.train()
         try:
             with matmuls(self.precision):  # TF32 or not, forward and backward alike
@@ -178,6 +192,7 @@ class Trainer:
             "run_id": self.context.run_id,  # torchrun's job: a worker group it restarts continues this file
             "train_losses": torch.tensor(self.train_losses, dtype=torch.float32),
             "history": self.history,
+            "chosen": self.chosen,
         }
 
     @classmethod
@@ -205,7 +220,7 @@ class Trainer:
         if splits.fingerprint != checkpoint["data_fingerprint"]:
             raise ValueError("the data differs from the data this checkpoint was trained on; resuming needs the same")
         config = TrainConfig(**{**checkpoint["train_config"], **overrides})
-        if config.steps < checkpoint["step"]:
+        if config.steps is not None and config.steps < checkpoint["step"]:
             raise OptionError(
                 "steps",
                 f"{config.steps} is behind the saved run, at step {checkpoint['step']}: "
@@ -223,6 +238,7 @@ class Trainer:
             list(checkpoint["history"]),
             context=context,
         )
+        trainer.chosen = checkpoint.get("chosen")  # (not in a checkpoint of an earlier version)
         trainer.model.load_state_dict(checkpoint["model"])
         trainer.optimizer.load_state_dict(checkpoint["optimizer"])
         rng = checkpoint["rng"]

@@ -59,3 +59,17 @@ def test_two_ranks_train_the_single_process_model(tmp_path, small_data_file, sma
     assert main(["train", "--out", str(tmp_path / "two"), "--resume", "--steps", "25", "--samples", "0"]) == 0
     assert load_checkpoint(tmp_path / "two" / "last.pt")["step"] == 25
     assert "val" in capsys.readouterr().out
+
+
+def test_two_ranks_train_for_the_time_on_one_clock(tmp_path, small_data_file):
+    """--max-time alone: both ranks time the ladder and choose alike, follow one schedule by the
+    slowest rank's clock, and stop at the same step (a rank that stopped alone would leave the other
+    waiting in a collective, and this would not return)."""
+    out = tmp_path / "two"
+    args = ["train", "--data", str(small_data_file), "--max-time", "2", "--eval-every", "1000", "--samples", "0"]
+    two = torchrun(*LAUNCH, *args, "--out", str(out))
+    chosen = [line for line in two.stdout.splitlines() if line.startswith("--max-time chose")]
+    assert len(chosen) == 1  # rank 0 alone says it
+    saved = load_checkpoint(out / "last.pt")
+    assert saved["chosen"] == chosen[0] and saved["train_config"]["steps"] is None
+    assert saved["seconds"] >= 2.0 and saved["history"][-1]["step"] == saved["step"]

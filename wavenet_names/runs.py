@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import distributed
+from . import budget, distributed
 from .checkpoint import label_columns, load_checkpoint, load_model
 from .configuration import TrainConfig, changed_settings, same_settings, saved_configs, settings
 from .data import Vocab
@@ -133,7 +133,12 @@ def _started(request: Request, model_config: ModelConfig, config: TrainConfig, c
     splits = Splits.read(config.data, use_labels=config.labels)
     device = _rank_device(resolve_device(config.device), context)
     _refuse_over_earlier(request)  # what an earlier run left goes at the first evaluation
-    return Trainer(model_config.sized_for(splits), config, splits, device, context=context)
+    if not budget.chooses(request.options, request.preset, model_config, config):
+        return Trainer(model_config.sized_for(splits), config, splits, device, context=context)
+    model_config, config, choice = budget.choose(request.options, splits, device)  # the size for --max-time
+    trainer = Trainer(model_config, config, splits, device, seconds=choice.seconds, context=context)
+    trainer.chosen = choice.line()
+    return trainer
 
 
 def _resumed(request: Request, context) -> Trainer:

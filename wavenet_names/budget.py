@@ -1,0 +1,118 @@
+"""The model for the time you have: `train --max-time S`, with no option that sizes the model, chooses
+the model's size for S.
+
+A ladder of sizes, from the defaults to `--preset best`, each with the recipe it was measured with
+on val (RECIPE_STEPS steps), is timed on this machine at the start of the run: a few steps of each,
+smallest first, on the run's own data and device; those seconds count in S. The largest size whose
+recipe fits in what is left of S trains, and its learning rate's schedule spans S (training.progress):
+a bigger model needs its steps, and a size whose recipe would be cut short is not chosen. The run
+says what it chose and why, in one line (Choice.line), which its checkpoint and metrics.json keep.
+"""
+
+import time
+from dataclasses import dataclass
+
+from . import distributed
+from .configuration import TrainConfig, settings
+from .models import ModelConfig, count_params
+from .splits import Splits
+from .training import Trainer
+
+RECIPE_STEPS = 4000  # every rung's recipe, as measured: 4,000 steps of its batch
+WARM_STEPS, TIMED_STEPS = 2, 5  # each rung's timing: the first steps allocate, the next are timed
+
+
+@dataclass(frozen=True)
+class Rung:
+    """A size on the ladder: its options by name, as `train`'s flags, and the val its recipe reached on
+    data/names.txt (docs/experiments.md: the mean of three seeds)."""
+
+    name: str
+    options: dict
+    val: float
+
+
+LADDER = (
+    Rung("the defaults", {}, 1.9764),  # 76,579 parameters
+    Rung(  # 215,075 parameters
+        "gated, residual and skip blocks, dropout 0.2",
+        dict(gated=True, residual=True, skip=True, dropout=0.2),
+        1.9347,
+    ),
+    Rung(  # 923,643 parameters
+        "--preset best's model",
+        dict(n_embd=32, n_hidden=384, n_layers=4, dropout=0.2, batch_size=256),
+        1.9256,
+    ),
+)
+SIZING = frozenset(name for rung in LADDER for name in rung.options)  # what a rung sets
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The rung a run trains, and why: each timed rung's estimated seconds for its recipe here."""
+
+    rung: Rung
+    params: int
+    estimates: tuple[float, ...]  # seconds, for LADDER's first len(estimates) rungs
+    budget: float  # what was left of --max-time after the timing
+    seconds: float  # the timing's own, counted in --max-time
+
+    def line(self) -> str:
+        chosen = LADDER.index(self.rung)
+        why = f"its {RECIPE_STEPS:,} steps take about {self.estimates[chosen]:.0f} s here"
+        if self.estimates[chosen] > self.budget:
+            why = f"the smallest size: {why}, so in {self.budget:.0f} s it trains fewer"
+        elif chosen + 1 < len(self.estimates):
+            following = LADDER[chosen + 1]
+            why += f"; the next size's ({following.name}) about {self.estimates[chosen + 1]:.0f} s, past the "
+            why += f"{self.budget:.0f} s left"
+        elif chosen + 1 == len(LADDER):
+            why += ", the largest size"
+        return f"--max-time chose {self.rung.name} ({self.params:,} parameters): {why}"
+
+
+def chooses(options: dict, preset: str | None, model_config: ModelConfig, config: TrainConfig) -> bool:
+    """Whether a new run's size is chosen for its time: a single conv model with --max-time, and no
+    preset and no option given that sizes a model (a rung's, or any of the kind's own)."""
+    sizing = SIZING | set(vars(model_config.options))
+    return (
+        config.max_time is not None
+        and config.members == 1
+        and model_config.kind == "conv"
+        and preset is None
+        and not sizing & set(options)
+    )
+
+
+def choose(options: dict, splits: Splits, device, timed=None) -> tuple[ModelConfig, TrainConfig, Choice]:
+    """The configs of the largest rung whose recipe fits in options["max_time"] (the other options
+    given apply to every rung), and the Choice. Rungs are timed smallest first, up to the first that
+    does not fit; under torchrun every rank times them, and all take the slowest rank's figures, so that every
+    rank chooses alike. timed(trainer) -> seconds a step: how a rung is timed (by default, a few steps)."""
+    timed = timed or _seconds_a_step
+    start, budget = time.perf_counter(), options["max_time"]
+    estimates, chosen = [], None
+    for rung in LADDER:
+        model_config, config = settings({**rung.options, **options})
+        trainer = Trainer(model_config.sized_for(splits), config, splits, device)
+        estimate = distributed.most_over_ranks(RECIPE_STEPS * timed(trainer), device)
+        estimates.append(estimate)
+        fits = estimate <= budget - distributed.most_over_ranks(time.perf_counter() - start, device)
+        if fits or chosen is None:  # the smallest size, if none fits
+            chosen = (rung, trainer.model_config, config, count_params(trainer.model))
+        if not fits:
+            break
+    rung, model_config, config, params = chosen
+    spent = distributed.most_over_ranks(time.perf_counter() - start, device)
+    return model_config, config, Choice(rung, params, tuple(estimates), budget - spent, spent)
+
+
+def _seconds_a_step(trainer: Trainer) -> float:
+    for _ in range(WARM_STEPS):
+        trainer.train_step()
+    start = time.perf_counter()
+    for _ in range(TIMED_STEPS):
+        loss, _ = trainer.train_step()
+    float(loss)  # a GPU's steps are queued: done when the last loss can be read
+    return (time.perf_counter() - start) / TIMED_STEPS

@@ -26,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 from wavenet_names import (
     cli,
     encode_names,
+    fitting,
     pad_batch,
     windows,
 )
@@ -276,6 +277,20 @@ def small_run(splits, kind="conv", **overrides):
     model_config = ModelConfig.of(kind, splits.facts, **{k: v for k, v in sizes.items() if k in reads(kind)})
     config = TrainConfig(**{"steps": 30, "batch_size": 16, "eval_every": 7, **overrides})
     return Trainer(model_config, config, splits)
+
+
+def step_clock(monkeypatch, seconds_a_step: float):
+    """A training clock (fitting's) that moves `seconds_a_step` a step and stands still otherwise:
+    returns what makes a Trainer's steps move it."""
+    now = [0.0]
+    monkeypatch.setattr(fitting.time, "perf_counter", lambda: now[0])
+
+    def timed(trainer):
+        step = trainer.train_step
+        trainer.train_step = lambda seconds: (now.__setitem__(0, now[0] + seconds_a_step), step(seconds))[1]
+        return trainer
+
+    return timed
 
 
 def one_error(capsys) -> str:

@@ -1,7 +1,7 @@
 """`train --max-time S` as a recipe for S seconds (training.progress, budget.py): the learning rate's
 schedule spans the time, --steps and --max-time end a run at whichever comes first, a resumed run
-continues its clock, and with no option that sizes the model, the ladder's largest size whose recipe
-fits in S is chosen, in one line that says why. Without --max-time nothing changes."""
+continues its clock, and with no option that sizes the model, the ladder's largest size that S gives
+enough of its recipe's steps is chosen, in one line that says why. Without --max-time nothing changes."""
 
 import json
 import math
@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 
-from wavenet_names import fitting
 from wavenet_names.budget import LADDER, RECIPE_STEPS, choose, chooses
 from wavenet_names.checkpoint import load_checkpoint
 from wavenet_names.cli import main
@@ -21,7 +20,7 @@ from wavenet_names.options import OptionError
 from wavenet_names.splits import Splits
 from wavenet_names.training import Trainer, learning_rate
 
-from helpers import TINY, small_run
+from helpers import TINY, small_run, step_clock
 
 
 @pytest.fixture
@@ -78,13 +77,7 @@ def test_max_time_alone_leaves_the_steps_to_the_time():
 def test_a_run_for_the_time_ends_its_schedule_with_the_time(splits, tmp_path, monkeypatch):
     """A clock that moves 10 ms a step: a run of 1 s takes 100 steps, and its last lr is lr/10 (but for
     the last 10 ms); cut at 0.5 s and resumed, its clock goes on from there, to the same lr."""
-    now = [0.0]
-    monkeypatch.setattr(fitting.time, "perf_counter", lambda: now[0])
-
-    def timed(trainer):
-        step = trainer.train_step
-        trainer.train_step = lambda seconds: (now.__setitem__(0, now[0] + 0.01), step(seconds))[1]
-        return trainer
+    timed = step_clock(monkeypatch, 0.01)
 
     trainer = timed(small_run(splits, steps=None, max_time=1.0, warmup=10, eval_every=1000))
     fit(trainer, tmp_path / "whole")
@@ -110,9 +103,9 @@ SIZES = {76_579: 0.005, 215_075: 0.02, 923_643: 0.07}  # the ladder's models on 
 
 @pytest.mark.parametrize(
     "max_time, rung, timed",
-    [(5, 0, 1), (30, 0, 2), (100, 1, 3), (400, 2, 3)],
+    [(5, 0, 1), (30, 0, 2), (50, 1, 3), (100, 1, 3), (400, 2, 3)],  # at 50 s, 62% of the blocks' 80 s
 )
-def test_the_largest_size_whose_recipe_fits_is_chosen(max_time, rung, timed):
+def test_the_largest_size_the_time_gives_enough_of_its_steps_is_chosen(max_time, rung, timed):
     splits = Splits.read(NAMES_TXT)
     model_config, config, choice = choose({"max_time": float(max_time)}, splits, torch.device("cpu"), by_size(SIZES))
     assert choice.rung is LADDER[rung] and len(choice.estimates) == timed  # none timed past the first that does not fit
@@ -125,7 +118,7 @@ def test_the_largest_size_whose_recipe_fits_is_chosen(max_time, rung, timed):
     if rung == 0 and max_time < 20:
         assert "the smallest size" in line
     elif rung < 2:
-        assert f"the next size's ({LADDER[rung + 1].name})" in line
+        assert f"the next size's ({LADDER[rung + 1].name})" in line and "of them, under 60%" in line
     else:
         assert line.endswith("the largest size")
 

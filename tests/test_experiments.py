@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wavenet_names import experiments, runs
+from wavenet_names import experiments, race, runs
 from wavenet_names.cli import main
 from wavenet_names.configuration import TrainConfig
 from wavenet_names.experiments import SweepConfig
@@ -259,28 +259,33 @@ def test_conditioning_reports_loss_and_how_samples_follow_their_labels(tmp_path,
     assert len(refused.stderr.strip().splitlines()) == 1
 
 
-def test_the_race_keeps_each_budgets_best_val_and_reads_back(tmp_path, splits):
-    """Two small entrants for budgets of 0.1 and 0.3 s of training: each row's best val within a
-    budget is the lowest of the evaluations its run made by then, the table bolds each budget's
-    lowest, and the same race again trains nothing."""
+def test_the_race_trains_one_run_per_budget_scheduled_by_it_and_reads_back(tmp_path, splits):
+    """The convolution with --max-time alone and a small GRU, at budgets of 0.2 and 0.4 s, the second
+    seeded twice: each budget is a run of its own, scheduled by it; conv's size is chosen and kept;
+    the table gives each budget's mean and spread, conv's lead and its size; and the same race again
+    trains nothing."""
     entrants = (
-        experiments.Entrant("conv", {"model": "conv", "n_embd": 8, "n_hidden": 16, "eval_every": 15}),
-        experiments.Entrant("gru", {"model": "gru", "n_embd": 8, "n_hidden": 8, "eval_every": 15}),
+        race.Entrant(race.CONV, {"model": "conv", "eval_every": 1000}),
+        race.Entrant("gru", {"model": "gru", "n_embd": 8, "n_hidden": 8, "eval_every": 1000}),
     )
-    rows = experiments.race(splits, "tiny.txt", tmp_path, plain, (0.1, 0.3), entrants)
-    assert [r["entrant"] for r in rows] == ["conv", "gru"]
+    rows = race.race(splits, "tiny.txt", tmp_path, plain, (0.2, 0.4), entrants, seeded=(0.4,), seeds=2)
+    assert [r["entrant"] for r in rows] == [race.CONV, "gru"]
     for row in rows:
-        history = [json.loads(line) for line in (tmp_path / row["entrant"] / "metrics.jsonl").read_text().splitlines()]
-        recipe = json.loads((tmp_path / row["entrant"] / "metrics.json").read_text())["train_config"]["steps"]
-        assert history[-1]["seconds"] >= 0.3 or row["steps"] == recipe  # to the largest budget, or done sooner
-        early = [r["val_loss"] for r in history if r["seconds"] <= 0.1]
-        assert row["best_val"]["0.1"] == (min(early) if early else None)
-        assert row["best_val"]["0.3"] == min(r["val_loss"] for r in history)
+        assert [len(row["val"][b]) for b in ("0.2", "0.4")] == [1, 2]  # conv and the best (only) other, seeded
+        for directory in (tmp_path / race._slug(row["entrant"])).iterdir():
+            metrics = json.loads((directory / "metrics.json").read_text())
+            budget = float(directory.name.split("s-seed")[0])
+            assert metrics["train_config"]["max_time"] == budget and metrics["train_config"]["steps"] is None
+            assert metrics["seconds"] >= budget  # one run, to its own budget
+            assert ("chosen" in metrics) == (row["entrant"] == race.CONV)
+    conv = rows[0]
+    assert all(conv["chosen"][b].startswith("--max-time chose the defaults") for b in ("0.2", "0.4"))
     table = (tmp_path / "results.md").read_text()
-    best = min(r["best_val"]["0.3"] for r in rows)
-    assert f"**{best:.4f}**" in table and "| 0.1 s | 0.3 s |" in table
+    assert "| 0.2 s | 0.4 s |" in table and " 2 seeds)" in table
+    sizes = r"\| the size conv chose, and its positions/s \| the defaults, [\d,]+ \| the defaults, [\d,]+ \|"
+    assert re.search(sizes, table) and "| conv's lead over the best other |" in table
     assert (tmp_path / "race.png").stat().st_size > 0
-    assert experiments.race(splits, "tiny.txt", tmp_path, never, (0.1, 0.3), entrants) == rows
+    assert race.race(splits, "tiny.txt", tmp_path, never, (0.2, 0.4), entrants, seeded=(0.4,), seeds=2) == rows
 
 
 def test_race_budgets_must_be_seconds(capsys):

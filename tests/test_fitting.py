@@ -12,7 +12,7 @@ from wavenet_names.fitting import TrainingInterrupted, finish, fit
 from wavenet_names.splits import Splits
 from wavenet_names.training import Trainer
 
-from helpers import small_run
+from helpers import small_run, step_clock
 
 
 @pytest.fixture
@@ -58,13 +58,7 @@ def test_patience_stops_when_val_has_not_improved_for_that_many_evaluations(spli
 
 def test_max_time_stops_at_that_much_training_and_evaluates_there(splits, tmp_path, monkeypatch):
     """--max-time counts training time over resumed sessions alike: a clock here that moves 1 s a step."""
-    now = [0.0]
-    monkeypatch.setattr(fitting.time, "perf_counter", lambda: now[0])
-
-    def timed(trainer):
-        step = trainer.train_step
-        trainer.train_step = lambda seconds: (now.__setitem__(0, now[0] + 1.0), step(seconds))[1]
-        return trainer
+    timed = step_clock(monkeypatch, 1.0)
 
     trainer = timed(small_run(splits, max_time=5.5))  # evaluations every 7 steps
     fit(trainer, tmp_path)

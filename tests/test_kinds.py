@@ -152,7 +152,7 @@ def test_a_kind_from_outside_the_package_is_served_and_races(bigram, small_data_
     race = ["experiment", "race", "--models", "bigram", "--budgets", "0.2,0.5", "--data", str(small_data_file)]
     assert main([*race, "--out", str(tmp_path / "race")]) == 0
     assert "| bigram, its own recipe | " in (tmp_path / "race" / "results.md").read_text()
-    checkpoint = next((tmp_path / "race").glob("bigram*")) / "model.pt"
+    checkpoint = next((tmp_path / "race").glob("bigram*/0.5s-seed42")) / "model.pt"
     with TestClient(create_app([checkpoint])) as client:
         assert client.get("/api/model").json()["kind"] == "bigram"
         response = client.post("/api/sample", json={"n": 3, "max_len": 8})

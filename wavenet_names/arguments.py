@@ -11,7 +11,7 @@ import argparse
 import typing
 from dataclasses import dataclass
 
-from . import experiments, shipped
+from . import race, shipped
 from .configuration import TrainConfig
 from .constraints import Constraints
 from .devices import DEVICE_HELP
@@ -261,17 +261,25 @@ class Lecture:
 @dataclass(frozen=True)
 class Race:
     budgets: tuple[float, ...] = option(
-        experiments.RACE_BUDGETS,
-        "seconds of training, comma-separated: the table's columns; each kind trains up to the largest "
-        f"(default {','.join(map(str, experiments.RACE_BUDGETS))})",
+        race.RACE_BUDGETS,
+        "seconds of training, comma-separated: the table's columns; each kind trains one run per budget, "
+        f"scheduled by it (default {','.join(map(str, race.RACE_BUDGETS))})",
         parse=budgets,
         show_default=False,
+    )
+    seeds: int = option(
+        race.RACE_SEEDS,
+        f"at {' and '.join(f'{b} s' for b in race.SEEDED_BUDGETS)}, conv and the best other kind train from this "
+        "many seeds, for the mean and spread of each",
     )
     models: tuple[str, ...] | None = option(
         None, "the kinds that race, comma-separated (default: every kind)", parse=names, metavar="KINDS"
     )
     out: str = option("out/race", "directory for the runs, results.md and race.png")
     seed: int = option(42, "the runs' seed")
+
+    def __post_init__(self):
+        check_at_least(self, 1, "seeds")
 
 
 @dataclass(frozen=True)

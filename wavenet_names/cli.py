@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import experiments, runs
+from . import experiments, race, runs
 from .arguments import (
     Checkpoints,
     Evaluation,
@@ -213,11 +213,10 @@ def cmd_lecture(args) -> int:
 
 def cmd_race(args) -> int:
     options = Race(**given(args, Race))
-    entrants = experiments.entrants(options.models)  # an unknown kind: one line, before any data is read
+    entrants = race.entrants(options.models)  # an unknown kind: one line, before any data is read
     splits, data = _experiment(args)
     out = Path(options.out)
-    for row in experiments.race(splits, data, out, run_with_progress, options.budgets, entrants, options.seed):
-        print(f"{row['entrant']}: {row['params']:,} parameters, {row['positions_per_second']:,.0f} positions/s")
+    race.race(splits, data, out, run_with_progress, options.budgets, entrants, options.seed, seeds=options.seeds)
     print((out / "results.md").read_text(encoding="utf-8"), end="")
     print(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'race.png'}")
     return 0

@@ -1,5 +1,5 @@
-"""Experiments: the lecture's performance log as named presets, sweeps over options, a race of every
-kind of model against the clock, and the shipped models trained again.
+"""Experiments: the lecture's performance log as named presets, sweeps over options, and the shipped
+models trained again (the race of every kind against the clock is race.py's).
 
 Every run trains into a directory of its own and is resumable (see runs.run): an interrupted table
 or sweep is finished by running the same command again.
@@ -17,10 +17,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .configuration import option_names, settings
 from .files import write_json, write_text
 from .fitting import Runner
-from .models import KINDS
-from .options import OptionError, listing
-from .plots import plot_loss_against_time
-from .presets import LECTURE_PRESETS, TRAIN_PRESETS, Preset
+from .presets import LECTURE_PRESETS, Preset
 from .runs import run
 from .splits import Splits
 
@@ -216,121 +213,6 @@ def summary_table(rows: list[dict]) -> str:
             f"| {per_seed} | {train:.4f} | {seconds:.0f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-# --- the race ---------------------------------------------------------------------------------------
-
-RACE_BUDGETS = (30, 60, 150, 300)  # seconds of training
-
-
-@dataclass(frozen=True)
-class Entrant:
-    """One kind with its own recipe in the race: its name in the table, and its options of `train`."""
-
-    name: str
-    options: dict
-
-
-RACE_ENTRANTS = (
-    # the lecture's tree with the lecture's recipe, evaluated more often than its 10,000 steps
-    Entrant("tree, the lecture's recipe", {"model": "hierarchical", "eval_every": 2000}),
-    Entrant("conv, the defaults", {"model": "conv", "eval_every": 100}),
-    Entrant("conv --preset best", {**TRAIN_PRESETS["best"].options, "report_test": False, "eval_every": 50}),
-    # makemore's models with the recipes tuned for them here (models.TRANSFORMER_RECIPE, GRU_RECIPE)
-    Entrant("transformer, its tuned recipe", {"model": "transformer", "eval_every": 250}),
-    Entrant("gru, its tuned recipe", {"model": "gru", "eval_every": 250}),
-)
-
-
-def entrants(models: tuple[str, ...] | None = None) -> tuple[Entrant, ...]:
-    """The race's entrants: RACE_ENTRANTS, and every other registered kind with its own recipe; or
-    those of the kinds named in `models`, each of which must be registered."""
-    every = list(RACE_ENTRANTS)
-    raced = {entrant.options["model"] for entrant in every}
-    every += [Entrant(f"{name}, its own recipe", {"model": name}) for name in KINDS if name not in raced]
-    if models is None:
-        return tuple(every)
-    for name in models:
-        if name not in KINDS:
-            raise OptionError("models", f"names {name!r}, which is no kind of model: {listing(list(KINDS))}")
-    return tuple(entrant for entrant in every if entrant.options["model"] in models)
-
-
-def race(
-    splits: Splits,
-    data: str,
-    out: Path,
-    runner: Runner,
-    budgets: tuple[float, ...] = RACE_BUDGETS,
-    entrants: tuple[Entrant, ...] = RACE_ENTRANTS,
-    seed: int = 42,
-) -> list[dict]:
-    """Train every entrant, one at a time, on the same data and split, for up to the largest budget
-    of training seconds (--max-time: evaluations are not counted), each a resumable run in
-    out/<entrant>. Writes results.json, results.md (the best val within each budget, params and
-    positions/s) and race.png (val against training seconds, a curve per entrant); returns the rows.
-    A run whose recipe ends sooner (the default conv's 4,000 steps) keeps its best for every budget
-    after."""
-    rows, curves = [], {}
-    for entrant in entrants:
-        options = {**entrant.options, "data": data, "seed": seed}
-        steps = settings(options, splits.facts)[1].steps  # its recipe's, which --max-time alone would give way
-        model_config, config = settings({**options, "steps": steps, "max_time": float(max(budgets))}, splits.facts)
-        directory = out / _slug(entrant.name)
-        metrics = run(model_config, config, splits, directory, runner)
-        history = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
-        curves[entrant.name] = history
-        rows.append(_race_row(entrant, metrics, history, budgets))
-        _write_race(rows, curves, budgets, out)
-    return rows
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
-
-
-def _race_row(entrant: Entrant, metrics: dict, history: list[dict], budgets: tuple[float, ...]) -> dict:
-    """The best val within each budget (None before the first evaluation), and the run's mean rate."""
-    best = {}
-    for budget in budgets:
-        # the largest budget is --max-time, whose last evaluation comes at the step that reaches it
-        within = [
-            r["val_loss"] for r in history if r["seconds"] <= budget or (budget == max(budgets) and r is history[-1])
-        ]
-        best[str(budget)] = min(within) if within else None
-    rates = [r["positions_per_second"] for r in history]
-    return {
-        "entrant": entrant.name,
-        "options": entrant.options,
-        "params": metrics["params"],
-        "best_val": best,
-        "positions_per_second": sum(rates) / len(rates),
-        "steps": metrics["steps"],
-        "seconds": metrics["seconds"],
-    }
-
-
-def _write_race(rows: list[dict], curves: dict, budgets: tuple[float, ...], out: Path) -> None:
-    write_json(rows, out / "results.json")
-    winners = {
-        b: min((r["best_val"][str(b)] for r in rows if r["best_val"][str(b)] is not None), default=None)
-        for b in budgets
-    }
-    head = " | ".join(f"{b:g} s" for b in budgets)
-    lines = [
-        "Best val within each budget of training seconds, on the lecture's split (bold: the budget's best).",
-        "",
-        f"| model | {head} | params | positions/s |",
-        f"| --- | {' | '.join('---:' for _ in budgets)} | ---: | ---: |",
-    ]
-    for r in rows:
-        cells = []
-        for b in budgets:
-            val = r["best_val"][str(b)]
-            cells.append("-" if val is None else f"**{val:.4f}**" if val == winners[b] else f"{val:.4f}")
-        lines.append(f"| {r['entrant']} | {' | '.join(cells)} | {r['params']:,} | {r['positions_per_second']:,.0f} |")
-    write_text(out / "results.md", "\n".join(lines) + "\n")
-    plot_loss_against_time(curves, out / "race.png")
 
 
 # --- the shipped models ---------------------------------------------------------------------------

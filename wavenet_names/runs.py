@@ -133,11 +133,24 @@ def _started(request: Request, model_config: ModelConfig, config: TrainConfig, c
     splits = Splits.read(config.data, use_labels=config.labels)
     device = _rank_device(resolve_device(config.device), context)
     _refuse_over_earlier(request)  # what an earlier run left goes at the first evaluation
-    if not budget.chooses(request.options, request.preset, model_config, config):
-        return Trainer(model_config.sized_for(splits), config, splits, device, context=context)
-    model_config, config, choice = budget.choose(request.options, splits, device)  # the size for --max-time
-    trainer = Trainer(model_config, config, splits, device, seconds=choice.seconds, context=context)
-    trainer.chosen = choice.line()
+    choice = None
+    if budget.chooses(request.options, request.preset, model_config, config):
+        model_config, config, choice = budget.choose(request.options, splits, device)  # the size for --max-time
+    return _new(model_config.sized_for(splits), config, splits, device, choice, context)
+
+
+def _new(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    splits: Splits,
+    device: torch.device,
+    choice: budget.Choice | None,
+    context: distributed.Context | None = None,
+) -> Trainer:
+    """A new run's Trainer; with a --max-time choice, its timing already spent, and the line that says why."""
+    seconds = 0.0 if choice is None else choice.seconds
+    trainer = Trainer(model_config, config, splits, device, seconds=seconds, context=context or distributed.Context())
+    trainer.chosen = None if choice is None else choice.line()
     return trainer
 
 
@@ -202,11 +215,18 @@ def _train_ensemble(request: Request, model_config: ModelConfig, config: TrainCo
 
 
 def run(
-    model_config: ModelConfig, config: TrainConfig, splits: Splits, out: Path, runner: Runner, fresh: bool = False
+    model_config: ModelConfig,
+    config: TrainConfig,
+    splits: Splits,
+    out: Path,
+    runner: Runner,
+    fresh: bool = False,
+    choice: budget.Choice | None = None,
 ) -> dict:
     """Train one configuration into `out`, or continue or read back what is there (unless `fresh`:
     start afresh over it). An ensemble (config.members > 1) is a run of runs: see
-    ensembles.run_ensemble. Returns metrics."""
+    ensembles.run_ensemble. choice: how --max-time chose this size (budget.choose), whose timing
+    counts in the run's time. Returns metrics."""
     finished = None if fresh else _read_back(out, model_config, config)
     if finished is not None:
         return finished
@@ -218,7 +238,7 @@ def run(
         _check_same(checkpoint["model_config"], checkpoint["train_config"], model_config, config, out)
         trainer = Trainer.from_checkpoint(checkpoint, splits, device)
     else:
-        trainer = Trainer(model_config, config, splits, device)
+        trainer = _new(model_config, config, splits, device, choice)
     try:
         runner(trainer, out)
     except TrainingDiverged as e:  # a point of a sweep with too high a learning rate: a row of nan, not the end

@@ -297,16 +297,16 @@ class HandWrittenLayer(torch.autograd.Function):
 
 def hand_written(train: Trainer, fast_tanh: bool) -> Trainer:
     """`train` with every layer's training forward on the default layout replaced by HandWrittenLayer."""
+    lecture = train.model.blocks.lecture  # the layer HandWrittenLayer writes out: BatchNorm and tanh alone
     for layer in train.model.layers:
 
         def forward_packed(h, layout, h_labels=None, layer=layer, own=layer.forward_packed):
-            if not (layer.training and layout.shared and isinstance(layout, ExactLayout) and layer.blocks_lecture):
+            if not (layer.training and layout.shared and isinstance(layout, ExactLayout) and lecture):
                 return own(h, layout, h_labels)
             far = layout.far.get(layer.dilation)
             weights = layer.conv.weight, layer.norm.weight, layer.norm.bias
             return HandWrittenLayer.apply(h, *weights, far, layer.dilation, layer.norm, fast_tanh), None
 
-        layer.blocks_lecture = train.model.blocks.lecture
         layer.forward_packed = forward_packed
     return train
 

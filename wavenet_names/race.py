@@ -6,7 +6,7 @@ The convolution's entrant is `--max-time` alone, which chooses its size for the 
 the others keep their tuned recipes, scheduled by time the same way. At the seeded budgets, the
 convolution and the best of the others train again from more seeds: one seed is not a result.
 
-Every run is a resumable directory, out/<entrant>/<budget>s[-seed<N>]: the same race again reads
+Every run is a resumable directory, out/<entrant>/<budget>s-seed<N>: the same race again reads
 finished runs back, and a run cut short finishes.
 """
 
@@ -110,15 +110,13 @@ def _run(entrant: Entrant, seconds: float, seed: int, splits: Splits, data: str,
 
 
 def _saved(directory: Path) -> tuple | None:
-    """The configs of the run in `directory`, finished or not, or None."""
-    for name in ("metrics.json", "last.pt"):
-        if (directory / name).exists():
-            if name == "metrics.json":
-                saved = json.loads((directory / name).read_text(encoding="utf-8"))
-            else:
-                saved = load_checkpoint(directory / name)
-                saved = {"model": saved["model_config"], "train_config": saved["train_config"]}
-            return saved_configs(saved["model"], saved["train_config"])
+    """The configs of the run in `directory`, finished (metrics.json) or not (last.pt), or None."""
+    if (directory / "metrics.json").exists():
+        metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
+        return saved_configs(metrics["model"], metrics["train_config"])
+    if (directory / "last.pt").exists():
+        checkpoint = load_checkpoint(directory / "last.pt")
+        return saved_configs(checkpoint["model_config"], checkpoint["train_config"])
     return None
 
 
@@ -150,7 +148,7 @@ def _rows(entrants: tuple[Entrant, ...], budgets: tuple[float, ...], runs: dict)
                 "chosen": {str(b): ms[0].get("chosen") for b, ms in done.items()},
                 "steps": {str(b): ms[0]["steps"] for b, ms in done.items()},
                 "rates": {str(b): statistics.mean(m["positions_per_second"] for m in ms) for b, ms in done.items()},
-                "positions_per_second": sum(rates) / len(rates),
+                "positions_per_second": statistics.mean(rates),
             }
         )
     return rows

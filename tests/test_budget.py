@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from wavenet_names.budget import LADDER, RECIPE_STEPS, choose, chooses
+from wavenet_names.budget import LADDER, choose, chooses, chosen_size
 from wavenet_names.checkpoint import load_checkpoint
 from wavenet_names.cli import main
 from wavenet_names.configuration import TrainConfig, settings
@@ -98,26 +98,27 @@ def by_size(seconds: dict[int, float]):
     return lambda trainer: seconds[count_params(trainer.model)]
 
 
-SIZES = {76_579: 0.005, 215_075: 0.02, 923_643: 0.07}  # the ladder's models on data/names.txt
+SIZES = {76_579: 0.005, 215_075: 0.02, 469_731: 0.027, 822_691: 0.04}  # the ladder's models on data/names.txt
 
 
 @pytest.mark.parametrize(
     "max_time, rung, timed",
-    [(5, 0, 1), (30, 0, 2), (50, 1, 3), (100, 1, 3), (400, 2, 3)],  # at 50 s, 62% of the blocks' 80 s
+    [(5, 0, 1), (30, 0, 2), (50, 1, 3), (100, 1, 3), (300, 2, 4), (800, 3, 4)],  # at 50 s, 62% of the blocks' 80 s
 )
 def test_the_largest_size_the_time_gives_enough_of_its_steps_is_chosen(max_time, rung, timed):
     splits = Splits.read(NAMES_TXT)
     model_config, config, choice = choose({"max_time": float(max_time)}, splits, torch.device("cpu"), by_size(SIZES))
     assert choice.rung is LADDER[rung] and len(choice.estimates) == timed  # none timed past the first that does not fit
-    assert choice.estimates[0] == pytest.approx(RECIPE_STEPS * 0.005)
+    assert choice.estimates[0] == pytest.approx(LADDER[0].steps * 0.005)
     assert config.max_time == max_time and config.steps is None
-    assert model_config.options.n_hidden == (384 if rung == 2 else 128) and model_config.options.gated == (rung == 1)
+    assert model_config.options.n_hidden == (128, 128, 192, 256)[rung] and model_config.options.gated == (rung > 0)
     line = choice.line()
     assert line.startswith(f"--max-time chose {LADDER[rung].name} ({choice.params:,} parameters): ")
-    assert f"its 4,000 steps take about {choice.estimates[rung]:.0f} s here" in line
+    assert chosen_size(line) == LADDER[rung].name  # the race's table reads it back, parentheses and all
+    assert f"its {LADDER[rung].steps:,} steps take about {choice.estimates[rung]:.0f} s here" in line
     if rung == 0 and max_time < 20:
         assert "the smallest size" in line
-    elif rung < 2:
+    elif rung + 1 < len(LADDER):
         assert f"the next size's ({LADDER[rung + 1].name})" in line and "of them, under 60%" in line
     else:
         assert line.endswith("the largest size")

@@ -214,4 +214,4 @@ def _size(chosen: str | None, rate: float | None) -> str:
     """The size in a --max-time choice's line (budget.Choice.line), and the rate it trained at."""
     if not chosen:
         return "-"
-    return f"{chosen.removeprefix('--max-time chose ').split(' (')[0]}, {rate:,.0f}"
+    return f"{budget.chosen_size(chosen)}, {rate:,.0f}"

@@ -14,6 +14,7 @@ from wavenet_names.configuration import TrainConfig
 from wavenet_names.experiments import SweepConfig
 from wavenet_names.fitting import TrainingInterrupted, fit
 from wavenet_names.models import ModelConfig
+from wavenet_names.plots import curve_label
 from wavenet_names.splits import Splits
 
 from helpers import run_script
@@ -286,6 +287,16 @@ def test_the_race_trains_one_run_per_budget_scheduled_by_it_and_reads_back(tmp_p
     assert re.search(sizes, table) and "| conv's lead over the best other |" in table
     assert (tmp_path / "race.png").stat().st_size > 0
     assert race.race(splits, "tiny.txt", tmp_path, never, (0.2, 0.4), entrants, seeded=(0.4,), seeds=2) == rows
+
+
+def test_a_curves_legend_gives_its_lowest_val_and_when():
+    """A race's curve is one run per budget, so its lowest val need not be its last budget's."""
+    records = [
+        {"seconds": 150.0, "val_loss": 1.9731},
+        {"seconds": 300.0, "val_loss": 1.9707},
+        {"seconds": 600.0, "val_loss": 1.9801},
+    ]
+    assert curve_label("tree", records) == "tree: 1.9707 at 300 s"
 
 
 def test_race_budgets_must_be_seconds(capsys):

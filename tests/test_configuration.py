@@ -42,6 +42,7 @@ def test_bad_train_configs_are_refused(field, value):
 
 OTHER_VALUES = {
     "model": "hierarchical",
+    "init": "names",
     "n_embd": 9,
     "n_hidden": 17,
     "n_layers": 3,

@@ -138,3 +138,9 @@ def test_paths_may_be_strings(tmp_path):
     path = tmp_path / "w.txt"
     path.write_text("x\n")
     assert read_words(str(path)) == read_words(Path(path)) == ["x"]
+
+
+def test_text_is_nfc_normalised_so_a_letter_is_one_character_however_typed(tmp_path):
+    path = tmp_path / "typed.txt"
+    path.write_text("zo\u00e9\nzoe\u0301\n", encoding="utf-8")  # é composed, then e and a combining accent
+    assert read_words(path) == ["zo\u00e9", "zo\u00e9"]

@@ -97,11 +97,12 @@ def chosen_size(line: str) -> str:
 
 
 def chooses(options: dict, preset: str | None, model_config: ModelConfig, config: TrainConfig) -> bool:
-    """Whether a new run's size is chosen for its time: a single conv model with --max-time, and no
-    preset and no option given that sizes a model (a rung's, or any of the kind's own)."""
+    """Whether a new run's size is chosen for its time: a single conv model with --max-time, not a
+    fine-tune, and no preset and no option given that sizes a model (a rung's, or any of the kind's own)."""
     sizing = SIZING | set(vars(model_config.options))
     return (
         config.max_time is not None
+        and config.init is None
         and config.members == 1
         and model_config.kind == "conv"
         and preset is None

@@ -103,6 +103,13 @@ class TrainConfig:
         resumable=True,
         show_default=False,
     )
+    init: str | None = option(
+        None,
+        "start from a trained model's weights instead of from nothing: a checkpoint, a run's "
+        "directory, or a shipped model's name (names); the model's options are the base's, but for "
+        "--dropout and --label-dropout; characters and labels the base does not know start new",
+        show_default=False,
+    )
     checkpoint_every: int | None = option(
         None,
         "also save OUT/last.pt every N steps between evaluations, so "
@@ -119,6 +126,8 @@ class TrainConfig:
         check_at_least(self, 0, "warmup")
         if self.max_time is not None and not (self.max_time > 0 and math.isfinite(self.max_time)):
             raise OptionError("max_time", f"must be a positive number of seconds, got {self.max_time}")
+        if self.init is not None and self.members != 1:
+            raise OptionError("members", "trains an ensemble from nothing; with --init, one model trains from the base")
         if self.steps is None and self.max_time is None:
             raise OptionError("steps", "is needed without --max-time: a run ends after its steps or its time")
         if not (self.lr > 0 and math.isfinite(self.lr)):

@@ -11,6 +11,7 @@ right-pads the batch, with -1 targets at padding, so one forward pass trains eve
 """
 
 import random
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -70,13 +71,14 @@ def naming(source: str):
 
 
 def decode_text(raw: bytes, source: str) -> str:
-    """A data file's bytes as text, or one line that says why they are not UTF-8 text."""
+    """A data file's bytes as text, NFC-normalised, or one line that says why they are not UTF-8 text."""
     if b"\x00" in raw:
         raise DataError(f"{source}: looks like a binary file (it contains NUL bytes), expected UTF-8 text")
     try:
-        return raw.decode("utf-8-sig")  # a byte-order mark (Windows editors, spreadsheet exports) is not a character
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors, spreadsheet exports) is not a character
     except UnicodeDecodeError as e:
         raise DataError(f"{source}: not UTF-8 text (bad byte at offset {e.start})") from None
+    return unicodedata.normalize("NFC", text)  # one letter, one character: é typed as e and a combining accent too
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,7 @@ def finish(trainer: Trainer, out: Path) -> tuple[dict, torch.nn.Module]:
         "params": count_params(model),
         **({"stopped": trainer.stopped} if trainer.stopped else {}),
         **({"chosen": trainer.chosen} if trainer.chosen else {}),
+        **({"base": trainer.base} if trainer.base else {}),
         "model": trainer.model_config.saved(),
         "train_config": asdict(trainer.config),
     }

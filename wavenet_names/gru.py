@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .batches import NameBatches
-from .kinds import MAKEMORE_RECIPE, Kind
+from .kinds import MAKEMORE_RECIPE, CharacterRows, Kind
 from .losses import language_model_loss
 from .options import check_at_least, option
 from .splits import Facts
@@ -106,4 +106,5 @@ KIND = Kind(
     recipe=RECIPE,
     cached=True,
     windowed=False,
+    character_rows=CharacterRows(),
 )

@@ -38,6 +38,17 @@ def no_limit(model: nn.Module) -> int | None:
 
 
 @dataclass(frozen=True)
+class CharacterRows:
+    """The names of a model's tensors with a row per character, which a fine-tune grows when its list
+    brings characters the base does not know (finetune.py): the embedding, and the head's weight and
+    bias (a bias is what keeps a new character's logit low at first)."""
+
+    embedding: str = "wte.weight"
+    head: str = "lm_head.weight"
+    head_bias: str = "lm_head.bias"
+
+
+@dataclass(frozen=True)
 class Kind:
     """One kind of model: everything the rest of the package asks about it."""
 
@@ -56,3 +67,4 @@ class Kind:
     fixed_shapes: bool = False  # its forward takes rows: a batch laid out in a bucket (NameBatches.sample)
     needs: tuple[str, ...] = ()  # the Facts it cannot be built without (the Transformer's "longest")
     longest_name: Callable[[nn.Module], int | None] = no_limit  # the most characters it reads or writes in a name
+    character_rows: CharacterRows | None = None  # None: a fine-tune of it cannot take new characters

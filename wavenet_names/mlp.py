@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from .batches import WindowBatches
-from .kinds import Kind
+from .kinds import CharacterRows, Kind
 from .layers import BatchDimOnlyBatchNorm, BatchNorm, FlattenConsecutive, LabelEmbedding, init_lecture, label_vectors
 from .losses import language_model_loss
 from .options import check_at_least, check_fraction, option
@@ -179,6 +179,7 @@ HIERARCHICAL = Kind(
     batches=WindowBatches,
     recipe=LECTURE_RECIPE,
     conditional=True,
+    character_rows=CharacterRows(),
 )
 FLAT = Kind(
     name="flat",
@@ -188,4 +189,5 @@ FLAT = Kind(
     build=build_flat,
     batches=WindowBatches,
     recipe=LECTURE_RECIPE,
+    character_rows=CharacterRows(),
 )

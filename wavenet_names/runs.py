@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import budget, distributed
+from . import budget, distributed, finetune
 from .checkpoint import label_columns, load_checkpoint, load_model
 from .configuration import TrainConfig, changed_settings, same_settings, saved_configs, settings
 from .data import Vocab
@@ -130,13 +130,24 @@ def _settings(request: Request) -> tuple[ModelConfig, TrainConfig] | None:
 
 
 def _started(request: Request, model_config: ModelConfig, config: TrainConfig, context) -> Trainer:
-    splits = Splits.read(config.data, use_labels=config.labels)
+    base = None if config.init is None else finetune.base_checkpoint(config.init)
+    if base is not None:  # the base's model, and its vocabulary with the list's new characters
+        model_config, config = finetune.fine_tune_settings(base, request.options, request.preset, config.init)
+        words = Splits.read(config.data, use_labels=False)
+        vocab = finetune.grown_vocab(base, words.train + words.val + words.test, config.init)
+        splits = Splits.read(config.data, vocab, use_labels=config.labels)
+    else:
+        splits = Splits.read(config.data, use_labels=config.labels)
     device = _rank_device(resolve_device(config.device), context)
     _refuse_over_earlier(request)  # what an earlier run left goes at the first evaluation
     choice = None
     if budget.chooses(request.options, request.preset, model_config, config):
         model_config, config, choice = budget.choose(request.options, splits, device)  # the size for --max-time
-    return _new(model_config.sized_for(splits), config, splits, device, choice, context)
+    trainer = _new(model_config.sized_for(splits), config, splits, device, choice, context)
+    if base is not None:
+        finetune.start_from(trainer.model, base, splits.label_columns)
+        trainer.base = finetune.record(base, config.init)
+    return trainer
 
 
 def _new(

@@ -59,6 +59,7 @@ class Trainer:
     context: distributed.Context = field(default_factory=distributed.Context)
     stopped: str | None = None  # why fit stopped before config.steps (config.patience, config.max_time)
     chosen: str | None = None  # why --max-time chose this model's size (budget.Choice.line), if it did
+    base: dict | None = None  # the model a fine-tune started from (finetune.record), if it did
 
     def __post_init__(self):
         if self.config.members != 1:  # each member is a run of its own: runs.run trains them
@@ -193,6 +194,7 @@ class Trainer:
             "train_losses": torch.tensor(self.train_losses, dtype=torch.float32),
             "history": self.history,
             "chosen": self.chosen,
+            "base": self.base,
         }
 
     @classmethod
@@ -239,6 +241,7 @@ class Trainer:
             context=context,
         )
         trainer.chosen = checkpoint.get("chosen")  # (not in a checkpoint of an earlier version)
+        trainer.base = checkpoint.get("base")
         trainer.model.load_state_dict(checkpoint["model"])
         trainer.optimizer.load_state_dict(checkpoint["optimizer"])
         rng = checkpoint["rng"]

@@ -14,7 +14,7 @@ from torch import nn
 
 from .batches import NameBatches
 from .kernel import stacked_taps, taps
-from .kinds import Kind
+from .kinds import CharacterRows, Kind
 from .layers import BatchNorm, LabelEmbedding, init_lecture, label_vectors
 from .options import OptionError, check_at_least, check_choices, check_fraction, option
 from .packing import ExactLayout, FixedLayout, PackedLayout
@@ -346,4 +346,5 @@ KIND = Kind(
     cached=True,
     fixed_shapes=True,
     conditional=True,
+    character_rows=CharacterRows(),
 )

@@ -114,3 +114,24 @@ def test_a_missing_base_is_refused_in_one_line(small_data_file, tmp_path, capsys
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no such checkpoint file" in err[0] and not (tmp_path / "run").exists()
+
+
+def test_labels_the_base_does_not_have_start_new_and_the_bases_are_left_when_the_list_has_none(tmp_path, all_words):
+    table = tmp_path / "pets.tsv"
+    table.write_text(
+        "name\tkind\n" + "".join(f"{w}\t{'cat' if i % 2 else 'dog'}\n" for i, w in enumerate(all_words[:200]))
+    )
+    out = tmp_path / "pets"
+    assert main(["train", "--init", "names", "--data", str(table), "--steps", "2", "--out", str(out)]) == 0
+    model, _, checkpoint = load_model(out)
+    assert (
+        checkpoint["labels"]["names"] == ["kind"] and model.labels.columns[0].weight.shape[0] == 3
+    )  # cat, dog, unknown
+    plain = tmp_path / "plain.txt"
+    plain.write_text("\n".join(all_words[:200]) + "\n")
+    assert (
+        main(["train", "--init", "names-by-decade", "--data", str(plain), "--steps", "2", "--out", str(tmp_path / "p")])
+        == 0
+    )
+    model, _, checkpoint = load_model(tmp_path / "p")
+    assert model.labels is None and checkpoint["labels"] is None

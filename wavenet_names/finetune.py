@@ -8,10 +8,11 @@ adds what the list brings:
   Kind.character_rows names those tensors). A new character's embedding is the mean of the known ones,
   and its head row is zero with a bias of NEW_LOGIT, so that at step 0 it takes next to none of any
   prediction: the known characters' predictions do not move (tests/test_finetune.py);
-- label columns other than the base's start new (the fresh model's own initial embeddings).
+- label columns other than the base's start new: their embeddings, and every tensor that conditions
+  on them, are the fresh model's own.
 """
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -22,8 +23,13 @@ from .configuration import TrainConfig, settings, train_options
 from .data import Vocab
 from .kinds import CharacterRows
 from .labels import LabelColumns
-from .models import ModelConfig, kind_named, kind_of
+from .models import ModelConfig, build_model, kind_named, kind_of
 
+# A fine-tune's own recipe, under the options given, chosen on val over five short lists
+# (docs/experiments.md): the base's last rate, not its peak (lr 1e-3 lost on four lists of five), a
+# little dropout (without it, a list with new characters stopped before learning them: 2.0292 against
+# 1.8824 on faker's German names), and patience, since a short list is learnt in a few hundred steps.
+RECIPE = dict(lr=3e-4, dropout=0.1, eval_every=100, patience=8)
 OPEN = frozenset({"dropout", "label_dropout"})  # model options a fine-tune may change: no weight's shape
 
 # A new character's logit at step 0, whatever the context: e^-20 of the mass beside the known
@@ -54,8 +60,8 @@ def fine_tune_settings(
     checkpoint: dict, options: dict, preset: str | None, spec: str | Path
 ) -> tuple[ModelConfig, TrainConfig]:
     """A fine-tune's configs: the base's model, with the options given that change no weight's shape
-    (OPEN); training options as any run's, over the base kind's recipe. Other model options, a
-    preset and another kind are refused in one line."""
+    (OPEN); training options as any run's; both over RECIPE (what of it the base's kind reads), over
+    the kind's own. Other model options, a preset and another kind are refused in one line."""
     base = ModelConfig.from_saved(checkpoint["model_config"])
     if preset is not None:
         raise InitError(f"--init {spec}: a fine-tune trains the base's model; it takes no --preset")
@@ -67,8 +73,10 @@ def fine_tune_settings(
         flags = ", ".join("--" + name.replace("_", "-") for name in refused)
         raise InitError(f"--init {spec}: a fine-tune keeps the base's model options, so {flags} cannot be given "
                         f"(of the model's options, only --dropout and --label-dropout can)")  # fmt: skip
-    _, config = settings({**options, "model": base.kind})  # also refuses what the base's kind does not read
-    open_options = {name: options[name] for name in model_options}
+    reads = train_options() | {f.name for f in fields(base.options)}
+    recipe = {**{name: value for name, value in RECIPE.items() if name in reads}, **options, "model": base.kind}
+    _, config = settings(recipe)  # also refuses what the base's kind does not read
+    open_options = {name: recipe[name] for name in (model_options | set(RECIPE)) - train_options()}
     return ModelConfig(base.kind, base.facts, replace(base.options, **open_options)), config
 
 
@@ -96,9 +104,10 @@ def start_from(model: torch.nn.Module, checkpoint: dict, label_columns: LabelCol
     state = model.state_dict()
     n_known = len(checkpoint["vocab"])
     same_labels = label_columns is not None and label_columns.saved() == checkpoint.get("labels")
+    kept = None if same_labels else _unlabelled(checkpoint)  # None: every tensor of the base
     for name, weights in checkpoint["model"].items():
-        if name.startswith("labels.") and not same_labels:
-            continue  # the list's own labels start new
+        if kept is not None and name not in kept:
+            continue  # the labels' embeddings and what conditions on them: the list's own labels start new
         if rows is not None and name in (rows.embedding, rows.head, rows.head_bias):
             state[name] = _grown(name, rows, weights, state[name], n_known)
         elif name not in state or state[name].shape != weights.shape:
@@ -125,3 +134,11 @@ def record(checkpoint: dict, spec: str | Path) -> dict:
     """What a fine-tune's checkpoint keeps of its base: the name or path it was given, and the
     fingerprint of the data the base trained on."""
     return {"init": str(spec), "data_fingerprint": checkpoint["data_fingerprint"]}
+
+
+def _unlabelled(checkpoint: dict) -> set[str]:
+    """The names of the tensors the base's model would have without labels."""
+    config = ModelConfig.from_saved(checkpoint["model_config"])
+    return set(
+        build_model(ModelConfig(config.kind, replace(config.facts, label_sizes=()), config.options)).state_dict()
+    )

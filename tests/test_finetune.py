@@ -23,7 +23,9 @@ def fine_tuned(words: list[str]):
     splits = Splits.from_words(words * 10, vocab)
     model_config = ModelConfig.from_saved(checkpoint["model_config"]).sized_for(splits)
     model = build_model(model_config)
+    drawn = torch.get_rng_state()
     finetune.start_from(model, checkpoint, None)
+    assert torch.equal(torch.get_rng_state(), drawn)  # the run's dropout and batches draw as from any start
     return model.eval(), vocab, base_model, base_vocab
 
 

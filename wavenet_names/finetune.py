@@ -137,8 +137,9 @@ def record(checkpoint: dict, spec: str | Path) -> dict:
 
 
 def _unlabelled(checkpoint: dict) -> set[str]:
-    """The names of the tensors the base's model would have without labels."""
+    """The names of the tensors the base's model would have without labels (built on the meta device:
+    no memory, and no draw from the random numbers that the run's dropout and batches go on to use)."""
     config = ModelConfig.from_saved(checkpoint["model_config"])
-    return set(
-        build_model(ModelConfig(config.kind, replace(config.facts, label_sizes=()), config.options)).state_dict()
-    )
+    with torch.device("meta"):
+        bare = build_model(ModelConfig(config.kind, replace(config.facts, label_sizes=()), config.options))
+    return set(bare.state_dict())

@@ -137,3 +137,28 @@ def test_labels_the_base_does_not_have_start_new_and_the_bases_are_left_when_the
     )
     model, _, checkpoint = load_model(tmp_path / "p")
     assert model.labels is None and checkpoint["labels"] is None
+
+
+def test_a_kind_without_dropout_fine_tunes_with_the_rest_of_the_recipe(tmp_path, small_data_file):
+    base = tmp_path / "gru"
+    tiny = ["--model", "gru", "--n-embd", "8", "--n-hidden", "8", "--steps", "2"]
+    assert main(["train", "--data", str(small_data_file), "--out", str(base), *tiny]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--init",
+                str(base),
+                "--data",
+                str(small_data_file),
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "ft"),
+            ]
+        )
+        == 0
+    )
+    checkpoint = load_checkpoint(tmp_path / "ft" / "model.pt")
+    assert checkpoint["model_config"]["n_hidden"] == 8 and checkpoint["train_config"]["lr"] == finetune.RECIPE["lr"]
+    assert checkpoint["train_config"]["patience"] == finetune.RECIPE["patience"]

@@ -73,11 +73,12 @@ def fine_tune_settings(
         flags = ", ".join("--" + name.replace("_", "-") for name in refused)
         raise InitError(f"--init {spec}: a fine-tune keeps the base's model options, so {flags} cannot be given "
                         f"(of the model's options, only --dropout and --label-dropout can)")  # fmt: skip
-    reads = train_options() | {f.name for f in fields(base.options)}
+    its_own = {f.name for f in fields(base.options)}
+    reads = train_options() | its_own
     recipe = {**{name: value for name, value in RECIPE.items() if name in reads}, **options, "model": base.kind}
     _, config = settings(recipe)  # also refuses what the base's kind does not read
-    open_options = {name: recipe[name] for name in (model_options | set(RECIPE)) - train_options()}
-    return ModelConfig(base.kind, base.facts, replace(base.options, **open_options)), config
+    changed = {name: value for name, value in recipe.items() if name in its_own}
+    return ModelConfig(base.kind, base.facts, replace(base.options, **changed)), config
 
 
 def grown_vocab(checkpoint: dict, words: list[str], spec: str | Path) -> Vocab:

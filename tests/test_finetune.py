@@ -162,3 +162,39 @@ def test_a_kind_without_dropout_fine_tunes_with_the_rest_of_the_recipe(tmp_path,
     checkpoint = load_checkpoint(tmp_path / "ft" / "model.pt")
     assert checkpoint["model_config"]["n_hidden"] == 8 and checkpoint["train_config"]["lr"] == finetune.RECIPE["lr"]
     assert checkpoint["train_config"]["patience"] == finetune.RECIPE["patience"]
+
+
+def test_a_transformer_base_keeps_its_positions_and_refuses_longer_items(tmp_path, all_words):
+    longer = tmp_path / "longer.txt"
+    longer.write_text("\n".join(all_words[:300]) + "\n")
+    shorter = tmp_path / "shorter.txt"
+    shorter.write_text("\n".join(w for w in all_words[:300] if len(w) <= 6) + "\n")
+    tiny = ["--model", "transformer", "--n-embd", "8", "--n-head", "2", "--n-layer", "1", "--steps", "2"]
+    assert main(["train", "--data", str(longer), "--out", str(tmp_path / "t"), *tiny]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--init",
+                str(tmp_path / "t"),
+                "--data",
+                str(shorter),
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
+    base_longest = load_checkpoint(tmp_path / "t" / "model.pt")["model_config"]["longest"]
+    assert base_longest > 6 and load_checkpoint(tmp_path / "s" / "model.pt")["model_config"]["longest"] == base_longest
+    base = tmp_path / "s"
+    longest = tmp_path / "longest.txt"
+    longest.write_text("abcdefghijklmnop\n" * 50)
+    with pytest.raises(
+        finetune.InitError, match=f"longest item has 16 characters, and the base reads at most {base_longest}$"
+    ):
+        finetune.sized(
+            ModelConfig.from_saved(load_checkpoint(base / "model.pt")["model_config"]), Splits.read(longest), base
+        )

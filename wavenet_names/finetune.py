@@ -24,6 +24,7 @@ from .data import Vocab
 from .kinds import CharacterRows
 from .labels import LabelColumns
 from .models import ModelConfig, build_model, kind_named, kind_of
+from .splits import Splits
 
 # A fine-tune's own recipe, under the options given, chosen on val over five short lists
 # (docs/experiments.md): the base's last rate, not its peak (lr 1e-3 lost on four lists of five), a
@@ -95,6 +96,18 @@ def grown_vocab(checkpoint: dict, words: list[str], spec: str | Path) -> Vocab:
         raise InitError(f"--init {spec}: the list has characters the base does not know ({shown}), and a "
                         f"{kind.name} model cannot take new ones")  # fmt: skip
     return Vocab((*base.chars, *new))
+
+
+def sized(model_config: ModelConfig, splits: Splits, spec: str | Path) -> ModelConfig:
+    """The fine-tune's model config with the list's facts (its vocabulary and labels), but a position
+    table as long as the base's: its rows are trained, so a list's longest item may not outrun them."""
+    base_longest, longest = model_config.facts.longest, splits.facts.longest
+    if base_longest is None:  # a model of any length
+        return model_config.sized_for(splits)
+    if longest > base_longest:
+        too_long = f"the list's longest item has {longest} characters, and the base reads at most {base_longest}"
+        raise InitError(f"--init {spec}: {too_long}")
+    return ModelConfig(model_config.kind, replace(splits.facts, longest=base_longest), model_config.options)
 
 
 def start_from(model: torch.nn.Module, checkpoint: dict, label_columns: LabelColumns | None) -> None:

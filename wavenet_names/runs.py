@@ -143,7 +143,8 @@ def _started(request: Request, model_config: ModelConfig, config: TrainConfig, c
     choice = None
     if budget.chooses(request.options, request.preset, model_config, config):
         model_config, config, choice = budget.choose(request.options, splits, device)  # the size for --max-time
-    trainer = _new(model_config.sized_for(splits), config, splits, device, choice, context)
+    model_config = model_config.sized_for(splits) if base is None else finetune.sized(model_config, splits, config.init)
+    trainer = _new(model_config, config, splits, device, choice, context)
     if base is not None:
         finetune.start_from(trainer.model, base, splits.label_columns)
         trainer.base = finetune.record(base, config.init)

@@ -12,6 +12,7 @@ adds what the list brings:
   on them, are the fresh model's own.
 """
 
+from collections.abc import Iterable
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -82,12 +83,12 @@ def fine_tune_settings(
     return ModelConfig(base.kind, base.facts, replace(base.options, **changed)), config
 
 
-def grown_vocab(checkpoint: dict, words: list[str], spec: str | Path) -> Vocab:
-    """The base's vocabulary, then the characters of `words` it does not know, sorted: the known
-    characters keep their numbers, so the base's rows keep their places. A kind that cannot grow
-    its rows (Kind.character_rows) refuses new characters."""
+def grown_vocab(checkpoint: dict, items: Iterable[str], spec: str | Path) -> Vocab:
+    """The base's vocabulary, then the characters of `items` (a list's items, or its characters) it does
+    not know, sorted: the known characters keep their numbers, so the base's rows keep their places. A
+    kind that cannot grow its rows (Kind.character_rows) refuses new characters."""
     base = Vocab(tuple(checkpoint["vocab"]))
-    new = sorted(set("".join(words)) - set(base.chars[1:]))
+    new = sorted(set("".join(items)) - set(base.chars[1:]))
     if base.chars[0] in new:
         raise InitError(f"--init {spec}: the list has {base.chars[0]!r}, the base's start and end of every item")
     kind = kind_named(checkpoint["model_config"]["kind"])

@@ -131,13 +131,11 @@ def _settings(request: Request) -> tuple[ModelConfig, TrainConfig] | None:
 
 def _started(request: Request, model_config: ModelConfig, config: TrainConfig, context) -> Trainer:
     base = None if config.init is None else finetune.base_checkpoint(config.init)
-    if base is not None:  # the base's model, and its vocabulary with the list's new characters
+    if base is not None:  # the base's model
         model_config, config = finetune.fine_tune_settings(base, request.options, request.preset, config.init)
-        words = Splits.read(config.data, use_labels=False)
-        vocab = finetune.grown_vocab(base, words.train + words.val + words.test, config.init)
-        splits = Splits.read(config.data, vocab, use_labels=config.labels)
-    else:
-        splits = Splits.read(config.data, use_labels=config.labels)
+    splits = Splits.read(config.data, use_labels=config.labels)
+    if base is not None:  # the base's vocabulary, then the list's new characters (no split depends on it)
+        splits = replace(splits, vocab=finetune.grown_vocab(base, splits.vocab.chars[1:], config.init))
     device = _rank_device(resolve_device(config.device), context)
     _refuse_over_earlier(request)  # what an earlier run left goes at the first evaluation
     choice = None

@@ -8,7 +8,7 @@ Every file the package writes (checkpoints, metrics, tables, plots) goes through
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -48,6 +48,25 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(data, path: str | Path) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def check_writable(directory: str | Path, what: str) -> None:
+    """Raise one line that says why `directory` cannot be written (`what` names it: "--out"), or
+    return having written and removed a file there: before hours of work, not after. It leaves no
+    trace: the directories it made to try are removed again."""
+    directory = Path(directory)
+    made = [d for d in [directory, *directory.parents] if not d.exists()]  # the deepest first
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-check.{os.getpid()}.tmp"  # one per process: torchrun's ranks check at once
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{what} {directory}: cannot be written ({e.strerror or e})") from None
+    finally:
+        for made_here in made:
+            with suppress(OSError):  # (another rank's, removed already, or written into since)
+                made_here.rmdir()
 
 
 def remove_partial_writes(directory: str | Path) -> None:

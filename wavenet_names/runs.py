@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import budget, distributed, finetune
+from . import budget, distributed, files, finetune
 from .checkpoint import label_columns, load_checkpoint, load_model
 from .configuration import TrainConfig, changed_settings, same_settings, saved_configs, settings
 from .data import Vocab
@@ -75,9 +75,8 @@ def train(
     runner(trainer, out) trains a Trainer to its end (the CLI's fit with a progress bar);
     member_runner, a function a process can take, trains an ensemble's members (default: runner)."""
     out = request.out
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: is a file; --out names a directory")
     settings = _settings(request)  # None: a run's --resume, whose settings are in its last.pt
+    _check_out(out)
     if settings is not None and settings[1].members > 1:
         return _train_ensemble(request, *settings, member_runner or runner)
     context = distributed.setup(request.options.get("device", "auto"))
@@ -193,13 +192,31 @@ def _rank_device(device: torch.device, context: distributed.Context) -> torch.de
     return torch.device("cuda", context.local_rank) if device.type == "cuda" and context.active else device
 
 
+RUN_FILES = ("model.pt", "last.pt", ENSEMBLE_FILE, "metrics.json", "metrics.jsonl", "loss.png")  # what a run writes
+
+
 def _refuse_over_earlier(request: Request) -> None:
-    """A new run does not replace what out holds (a run, finished or not, or an ensemble's) unless told to."""
+    """A new run does not replace what out holds (a run, finished or not, an ensemble's, or only its
+    figures: metrics.json and loss.png with their checkpoints moved away) unless told to."""
     out = request.out
-    if not request.overwrite and any((out / f).exists() for f in ("model.pt", "last.pt", ENSEMBLE_FILE)):
+    held = [f for f in RUN_FILES if (out / f).exists()]
+    if request.overwrite or not held:
+        return
+    if {"model.pt", "last.pt", ENSEMBLE_FILE} & set(held):
         raise ValueError(
             f"{out} already holds a checkpoint: continue it with --resume, or pass --overwrite, or choose another --out"
         )
+    raise ValueError(f"{out} already holds a run's {held[0]}: pass --overwrite to replace it, or choose another --out")
+
+
+def _check_out(out: Path) -> None:
+    """Before the first step, not after the last: --out can be written, and is not a file system's root
+    (where a run would leave its five files among the system's)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file; --out names a directory")
+    if out.resolve() == Path(out.resolve().anchor):
+        raise ValueError(f"--out {out}: the root of a file system; choose a directory of the run's own")
+    files.check_writable(out, "--out")
 
 
 def _train_ensemble(request: Request, model_config: ModelConfig, config: TrainConfig, runner: Runner) -> Trained:

@@ -188,7 +188,9 @@ class Labelling:
 
 @dataclass(frozen=True)
 class Exclusion:
-    exclude: str | None = option(None, "a file of names to leave out, one per line", metavar="FILE")
+    exclude: str | None = option(
+        None, "a file of names to leave out, one per line, whatever their case", metavar="FILE"
+    )
 
 
 @dataclass(frozen=True)

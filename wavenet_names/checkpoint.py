@@ -63,8 +63,7 @@ def ensemble_checkpoint(members: list[dict], train_config: dict) -> dict:
         "train_config": train_config,
         "vocab": first["vocab"],
         "data_fingerprint": first["data_fingerprint"],
-        "train_words": first["train_words"],
-        "held_out_words": first.get("held_out_words", ""),
+        **{key: first[key] for key in ("train_words", "held_out_words", "seen_in_data") if key in first},
         "labels": first.get("labels"),
         "members": [member["model"] for member in members],  # one state dict per model
     }

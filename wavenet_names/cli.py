@@ -124,7 +124,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    loaded = LoadedModel.load(_checkpoints(args))
+    loaded = _loaded(args)
     exclude = Exclusion(**given(args, Exclusion)).exclude
     labels = given(args, Labelling).get("label", ())
     try:
@@ -138,6 +138,9 @@ def cmd_sample(args) -> int:
 def _print_drawn(loaded: LoadedModel, options: dict, labels=(), exclude=(), heading: bool = False) -> None:
     """The names of a NameRequest of these options, printed a batch at a time while the rest are made."""
     request = NameRequest.of(loaded, options, labels, exclude)
+    loaded.seen  # noqa: B018 (read now: a large list's marks come from its data file, or `unmarked` says why not)
+    if loaded.unmarked:
+        print(f"wavenet-names sample: {loaded.unmarked}", file=sys.stderr)
     print_names(draw(loaded, request), loaded.mark, request.sampling.cut_at, heading)
 
 
@@ -145,16 +148,26 @@ def _checkpoints(args) -> tuple[str, ...]:
     return given(args, Checkpoints).get("checkpoint", ())
 
 
+def _loaded(args, device="cpu") -> LoadedModel:
+    """The model of --checkpoint; without one, the model train wrote or the shipped one, and which of
+    them is said on stderr (the output stays the command's own: names, losses)."""
+    checkpoints = _checkpoints(args)
+    loaded = LoadedModel.load(checkpoints, device)
+    if not checkpoints:
+        print(f"wavenet-names {args.command}: {loaded.origin()}", file=sys.stderr)
+    return loaded
+
+
 def cmd_evaluate(args) -> int:
     options = Evaluation(**given(args, Evaluation))
-    loaded = LoadedModel.load(_checkpoints(args), resolve_device(options.device))
+    loaded = _loaded(args, resolve_device(options.device))
     print(f"{options.split} {evaluate_data(loaded, options.data, options.split):.4f}")
     return 0
 
 
 def cmd_score(args) -> int:
     options = Scoring(**given(args, Scoring))
-    loaded = LoadedModel.load(_checkpoints(args), resolve_device(options.device))
+    loaded = _loaded(args, resolve_device(options.device))
     if options.items == "-":
         if sys.stdin.isatty():  # typed, not piped: say why nothing happens yet
             print("reading items from standard input, one per line; end with Ctrl-D", file=sys.stderr)

@@ -14,6 +14,8 @@ from .logs import TensorBoardLog
 from .sampling import MARKS, SampleConfig, Sampled, default_cut_at, stream_sampled
 from .training import Trainer, out_of_memory
 
+LONG_EVALUATION = 100_000  # items of a training split whose final evaluation is said first: 40 s for 560,000 here
+
 
 class Lines:
     """What a progress bar does where none is drawn: its lines printed, nothing else. No tqdm at all: a
@@ -92,6 +94,8 @@ def run_with_progress(
     tensorboard: Path | None = None,
 ) -> None:
     """fit, as the command line shows it (Progress): a runs.Runner."""
+    if not label and trainer.step == 0:
+        say_data(trainer)
     if trainer.chosen and trainer.context.is_main and not trainer.history:  # a new run, its size chosen
         print(f"{label}{trainer.chosen}", flush=True)
     progress = Progress(trainer, label, draw_bar, eval_samples, tensorboard)
@@ -101,15 +105,30 @@ def run_with_progress(
     finally:
         signal.signal(signal.SIGINT, previous)
         progress.close()
+    items = len(trainer.splits.train)
+    if items >= LONG_EVALUATION and trainer.context.is_main:  # what comes next (fitting.finish) takes a while
+        print(f"{label}evaluating the best model over the {items:,} items of the training split", flush=True)
 
 
 def run_member(trainer: Trainer, out: Path, eval_samples: int = 0, tensorboard: Path | None = None) -> None:
     """An ensemble's member: its run, its evaluation lines labelled with its directory. Several at
     once, each in a process of its own, print their evaluations alone: one bar each would be a mess."""
+    if out.name == "member-1" and trainer.step == 0:  # the members share their data: said once
+        say_data(trainer)
     print(f"{out}: seed {trainer.config.seed}, from step {trainer.step}", flush=True)
     alone = multiprocessing.parent_process() is None
     log = tensorboard and tensorboard / out.name  # a member's own run of the ensemble's logs
     run_with_progress(trainer, out, f"{out.name}  ", alone, eval_samples, log)
+
+
+def say_data(trainer: Trainer) -> None:
+    """What a new run should know of its data before it trains (Splits.notes): warnings on stderr."""
+    if trainer.context.is_main:
+        notes, warnings = trainer.splits.notes(trainer.config.data)
+        for line in notes:
+            print(line, flush=True)
+        for line in warnings:
+            print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
 def say_restarted(trainer: Trainer, out: Path) -> None:

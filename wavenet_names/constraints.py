@@ -38,7 +38,7 @@ class Constraints:
     )
     ends_with: str = option("", "only names that end with these characters", show_default=False)
     new: bool = option(False, "only names that the data does not hold, in any of its splits")
-    exclude: tuple[str, ...] = ()  # names to leave out (sample --exclude FILE: one per line)
+    exclude: tuple[str, ...] = ()  # names to leave out, whatever their case (sample --exclude FILE: one per line)
     unique: bool = option(False, "no name twice")
     tries: int | None = option(
         None,
@@ -65,7 +65,7 @@ class Constraints:
 
     def accepts(self, seen: Seen) -> Callable[[Sampled], bool]:
         """The test that a drawn name must pass; with `unique`, it remembers the names it has passed."""
-        excluded = frozenset(self.exclude)
+        excluded = frozenset(name.casefold() for name in self.exclude)  # "Emma" in the file leaves out "emma"
         kept: set[str] = set()
         lowest, highest = self.min_len or 0, self.max_len or math.inf
 
@@ -76,7 +76,7 @@ class Constraints:
                 and lowest <= len(name) <= highest
                 and name.endswith(self.ends_with)
                 and not (self.new and (name in seen.train or name in seen.held_out))
-                and name not in excluded
+                and name.casefold() not in excluded
                 and not (self.unique and name in kept)
             )
             if ok and self.unique:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from .constraints import Constraints, Search, for_constraints
 from .loading import LoadedModel
-from .options import option_fields
+from .options import OptionError, option_fields
 from .sampling import SampleConfig, Sampled, sampler
 
 
@@ -37,6 +37,8 @@ class NameRequest:
         loaded.vocab.encode(sampling.prefix)
         constraints.check(sampling, loaded.vocab)
         loaded.labels(labels, what)  # a label the model does not know: now, not after the first names
+        if constraints.new and not loaded.seen.train and loaded.unmarked:  # no names to tell new ones from
+            raise OptionError("new", f"cannot be kept: {loaded.unmarked}")
         return cls(sampling, constraints, tuple(labels))
 
     def drawing(self) -> SampleConfig:

@@ -11,10 +11,10 @@ from torch import nn
 
 from . import shipped
 from .checkpoint import label_columns, load_models, training_data
-from .data import Vocab
+from .data import DataError, Vocab
 from .labels import LabelColumns, no_labels_error
 from .sampling import Sampled, default_cut_at
-from .splits import Seen
+from .splits import Seen, Splits
 
 
 @dataclass
@@ -23,6 +23,7 @@ class LoadedModel:
     vocab: Vocab
     checkpoint: dict  # the first checkpoint's: its configs, its data, the names of its splits
     names: str  # the checkpoints, as given, for messages
+    unmarked: str | None = None  # why samples go unmarked (seen), when they do
 
     @classmethod
     def load(cls, given: list[str | Path] | tuple = (), device: str | torch.device = "cpu") -> "LoadedModel":
@@ -32,9 +33,35 @@ class LoadedModel:
         model, vocab, checkpoint = load_models(paths, device)
         return cls(model, vocab, checkpoint, ", ".join(map(str, paths)))
 
+    def origin(self) -> str:
+        """Which model this is, with its val, in words: what a command says of the model it chose."""
+        if self.checkpoint.get("dataset"):  # a shipped model's
+            name = Path(self.names).stem
+            val = shipped.record().get(name, {}).get("val_loss")
+            return f"the shipped model {name}{_val(val)}; train one of your own with: wavenet-names train"
+        val = self.checkpoint.get("best_val_loss")
+        return f"{self.names}{_val(val)}, the model train wrote there; --checkpoint names for the shipped one"
+
     @cached_property
     def seen(self) -> Seen:
-        return Seen.of_checkpoint(self.checkpoint)
+        """The items of each split of its data, which samples are marked against: the checkpoint's, or
+        for a list too large to keep in it, its data file's, read again if it is there and the same.
+        Otherwise none, and `unmarked` says why."""
+        seen = Seen.of_checkpoint(self.checkpoint)
+        if seen is not None:
+            return seen
+        columns = self.columns
+        try:
+            splits = Splits.read(self.data, self.vocab, columns, use_labels=columns is not None)
+        except (DataError, OSError) as e:
+            return self._unmarked(f"its data file cannot be read ({e})")
+        if splits.fingerprint != self.checkpoint.get("data_fingerprint"):
+            return self._unmarked(f"{self.data} is not the data it was trained on any more")
+        return splits.seen
+
+    def _unmarked(self, why: str) -> Seen:
+        self.unmarked = f"names are not marked * or +: {why}, and the checkpoint keeps no names of a list so large"
+        return Seen(frozenset(), frozenset())
 
     @cached_property  # read at every request the server takes: made once
     def columns(self) -> LabelColumns | None:
@@ -70,3 +97,7 @@ class LoadedModel:
     def mark(self, sampled: Sampled) -> str:
         """ "*": of the training split; "+": of val or test; "": new; "cut": a name the model did not end."""
         return self.seen.mark(sampled.name).strip() if sampled.ended else "cut"
+
+
+def _val(val: float | None) -> str:
+    return f" (val {val:.4f})" if val is not None else ""

@@ -120,9 +120,12 @@ class ScoredItems:
         if unknown and not skip:
             first = items.words[unknown[0]]
             strange = "".join(sorted(set(first) - set(loaded.vocab.chars)))
+            # --lowercase is advice only where it was not given and would make an item known
+            lowering = not lowercase and any(loaded.vocab.knows(items.words[i].lower()) for i in unknown)
             raise DataError(
                 f"{source}: items with a character the model does not know: {len(unknown):,} of "
-                f"{len(items.words):,}, the first {first[:40]!r} ({strange!r}); pass --lowercase or --skip-unknown"
+                f"{len(items.words):,}, the first {first[:40]!r} ({strange!r}); "
+                f"pass {'--lowercase or ' if lowering else ''}--skip-unknown"
             )
         kept = sorted(set(range(len(items.words))) - set(unknown))
         labels = None if items.labels is None else items.labels[kept]

@@ -58,7 +58,7 @@ SampleRequest = create_model(
     __config__=ConfigDict(extra="forbid", strict=True),  # "5" is not a count, and true is not a number
     **_option_fields(SampleConfig, Constraints, skip=("cut_at",)),
     labels=(dict[str, str], Field(default_factory=dict, description='a conditional model\'s labels: {"sex": "F"}')),
-    exclude=(list[str], Field(default_factory=list, description="names to leave out")),
+    exclude=(list[str], Field(default_factory=list, description="names to leave out, whatever their case")),
 )
 
 

@@ -5,11 +5,14 @@ sample is marked against (Seen)."""
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import ascii_lowercase
 
 import torch
 
-from .data import DataError, Vocab, naming, split_words
+from .data import NAMES_TXT, DataError, Vocab, naming, split_words
 from .labels import LabelColumns, Table, read_items
+
+SHOWN_CHARACTERS = 40  # of a vocabulary beyond a-z, in a note
 
 
 @dataclass(frozen=True)
@@ -36,13 +39,32 @@ class Seen:
     held_out: frozenset[str]  # val and test
 
     @classmethod
-    def of_checkpoint(cls, checkpoint: dict) -> "Seen":
-        """What a checkpoint records (an earlier version's: its training split alone)."""
+    def of_checkpoint(cls, checkpoint: dict) -> "Seen | None":
+        """What a checkpoint records (an earlier version's: its training split alone); None for one of a
+        list too large to keep (seen_record), whose items are its data file's."""
+        if checkpoint.get("seen_in_data"):
+            return None
         words = [checkpoint.get(key, "") for key in ("train_words", "held_out_words")]
         return cls(*(frozenset(w.split("\n")) - {""} for w in words))
 
     def mark(self, name: str) -> str:
         return " *" if name in self.train else " +" if name in self.held_out else ""
+
+
+SEEN_LIMIT = (
+    1 << 22
+)  # characters of items that a checkpoint keeps for its marks (names.txt: 0.23 M, the decade table 1.1 M)
+
+
+def seen_record(splits: "Splits") -> dict:
+    """What a checkpoint keeps of its data's items, for the marks of its samples: the items of each
+    split, up to SEEN_LIMIT characters. Past it, none (a checkpoint's size must not grow with its data:
+    a list of 6.7 million lines made 51 MB ones), and the marks are read from the data file when it is
+    there and the same (loading.LoadedModel.seen)."""
+    train, held_out = splits.train, splits.val + splits.test
+    if sum(map(len, train)) + sum(map(len, held_out)) + len(train) + len(held_out) > SEEN_LIMIT:
+        return {"seen_in_data": True}
+    return {"train_words": "\n".join(train), "held_out_words": "\n".join(held_out)}
 
 
 def fingerprint(words: list[str], labels: torch.Tensor | None = None) -> str:
@@ -52,6 +74,36 @@ def fingerprint(words: list[str], labels: torch.Tensor | None = None) -> str:
 
 
 SPLITS = ("train", "val", "test")
+
+
+def keeps_repeats(path: str | Path) -> bool:
+    """Whether a data file's repeated lines stay: only the shipped data/names.txt's. It lists 2,559 names
+    twice (given to girls and to boys, once for each, as the lecture's own file does), and every figure
+    this project gives for it (val 1.9771, the race, the presets) is of the split with them. In any
+    other file a repeat is dropped before the split: its copies could fall in train and in val, and
+    val would score the model on names it trained on."""
+    return Path(path).resolve() == NAMES_TXT.resolve()
+
+
+def without_repeats(data: list[str] | Table, keep: bool = False) -> tuple[list[str] | Table, int]:
+    """The data with each line once, in the order first seen (a table's line is its item with every
+    field, so a name of two decades is two lines), and how many lines were dropped; `keep`: as it is."""
+    if keep:
+        return data, 0
+    keys = list(zip(data.items, data.fields, strict=True)) if isinstance(data, Table) else data
+    seen, first = set(), []  # the index of each line's first copy
+    for i, key in enumerate(keys):
+        if key not in seen:
+            seen.add(key)
+            first.append(i)
+    if len(first) == len(keys):
+        return data, 0
+    if isinstance(data, Table):
+        items, fields, lines = ([column[i] for i in first] for column in (data.items, data.fields, data.lines))
+        kept = Table(items, data.columns, fields, lines)
+    else:
+        kept = [data[i] for i in first]
+    return kept, len(keys) - len(first)
 
 
 @dataclass
@@ -66,6 +118,7 @@ class Splits:
     fingerprint: str
     label_columns: LabelColumns | None = None
     split_labels: dict[str, torch.Tensor] = field(default_factory=dict)  # by split name
+    repeats: int = 0  # lines of the file that repeated an earlier one, dropped before the split (read())
 
     @classmethod
     def from_words(
@@ -102,16 +155,45 @@ class Splits:
     ) -> "Splits":
         """A data file's splits: a list, or a table (.tsv, .csv) with its labels when use_labels. label_columns:
         a trained model's, whose numbering the table's labels take (None: the table's own)."""
-        data = read_items(path)
+        data, repeats = without_repeats(read_items(path), keeps_repeats(path))
         if vocab is not None:  # a trained model's: every character must be one it knows
             with naming(str(path)):
                 vocab.check(data.items if isinstance(data, Table) else data)
         if not isinstance(data, Table):
-            return cls.from_words(data, vocab)
-        if not use_labels or not data.columns:
-            return cls.from_words(data.items, vocab)
-        columns = label_columns or LabelColumns.of(data)
-        return cls.from_words(data.items, vocab, columns.encode(data, str(path)), columns)
+            splits = cls.from_words(data, vocab)
+        elif not use_labels or not data.columns:
+            splits = cls.from_words(data.items, vocab)
+        else:
+            columns = label_columns or LabelColumns.of(data)
+            splits = cls.from_words(data.items, vocab, columns.encode(data, str(path)), columns)
+        splits.repeats = repeats
+        return splits
+
+    def notes(self, source: str) -> tuple[list[str], list[str]]:
+        """What a run on these splits says about its data before it trains, as (notes, warnings): the
+        repeats dropped, the characters beyond a-z (each one to the model, the space included), and
+        letters that come in both cases, which the model learns as two characters."""
+        notes, warnings = [], []
+        if self.repeats:
+            items = len(self.train) + len(self.val) + len(self.test)
+            notes.append(
+                f"{source}: dropped {self.repeats:,} repeated lines before the split, so that no item is in "
+                f"train and in val alike; {items:,} items remain"
+            )
+        chars = self.vocab.chars[1:]
+        beyond = [ch for ch in chars if ch not in ascii_lowercase]
+        if beyond:
+            shown = " ".join(map(repr, beyond[:SHOWN_CHARACTERS])) + (" ..." if len(beyond) > SHOWN_CHARACTERS else "")
+            notes.append(f"{source}: {len(chars)} characters, each one to the model; beyond a-z: {shown}")
+        both = [ch for ch in chars if ch != ch.upper() and ch.upper() in chars]
+        if both:
+            pairs = ", ".join(f"{ch.upper()!r} and {ch!r}" for ch in both[:3])
+            more = f" (and {len(both) - 3} more letters)" if len(both) > 3 else ""
+            warnings.append(
+                f"{source} mixes upper and lower case: {pairs}{more} are two characters each to the model, "
+                "which learns them apart; lowercase the file if case does not matter"
+            )
+        return notes, warnings
 
     @property
     def facts(self) -> Facts:

@@ -18,7 +18,7 @@ from .layers import sync_batchnorm
 from .models import ModelConfig, batches_for, build_model, kind_named
 from .options import OptionError
 from .precision import autocast, matmuls, resolve_precision
-from .splits import Splits
+from .splits import Splits, seen_record
 
 
 def learning_rate(config: TrainConfig, step: int, seconds: float = 0.0) -> float:
@@ -176,8 +176,7 @@ class Trainer:
             "train_config": asdict(self.config),
             "vocab": "".join(self.splits.vocab.chars),
             "data_fingerprint": self.splits.fingerprint,
-            "train_words": "\n".join(self.splits.train),  # so that `sample` marks names the data holds
-            "held_out_words": "\n".join(self.splits.val + self.splits.test),  # (sampling.Seen)
+            **seen_record(self.splits),  # so that `sample` marks names the data holds (splits.Seen)
             "labels": self.splits.label_columns.saved() if self.splits.label_columns else None,  # their names
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

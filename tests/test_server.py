@@ -52,6 +52,8 @@ def test_health_model_and_openapi(client):
     assert client.get("/api/health").json() == {"status": "ok"}
     model = client.get("/api/model").json()
     assert model["kind"] == "conv" and model["max_names"] == MAX_NAMES
+    assert model["model"] == "the shipped model names-by-decade"
+    assert model["val"] == shipped.record()["names-by-decade"]["val_loss"]  # what the page says of it
     assert model["labels"]["sex"] == ["F", "M"] and "1920" in model["labels"]["decade"]
     schema = client.get("/openapi.json").json()
     assert {"/api/sample", "/api/score", "/api/health", "/api/model"} <= set(schema["paths"])
@@ -403,6 +405,9 @@ def test_the_page_in_a_real_browser_gives_names_of_a_chosen_label(served):
         assert len(shown) == 12 and all(text.endswith("a") for text in shown), shown
         assert browser.find_element(By.ID, "error").text == ""
         assert browser.find_element(By.ID, "summary").text == "12 names, sex F, decade 1920"  # the labels drawn with
+        val = shipped.record()["names-by-decade"]["val_loss"]
+        assert browser.find_element(By.ID, "model").text.startswith("Model: the shipped model names-by-decade (conv, ")
+        assert browser.find_element(By.ID, "model").text.endswith(f"parameters, val {val:.4f} nats per character)")
     finally:
         browser.quit()
 

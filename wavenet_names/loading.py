@@ -23,6 +23,7 @@ class LoadedModel:
     vocab: Vocab
     checkpoint: dict  # the first checkpoint's: its configs, its data, the names of its splits
     names: str  # the checkpoints, as given, for messages
+    joined: bool = False  # several checkpoints, as one ensemble
     unmarked: str | None = None  # why samples go unmarked (seen), when they do
 
     @classmethod
@@ -31,16 +32,29 @@ class LoadedModel:
         one ensemble); none given, the model `train` wrote, or the shipped one (shipped.checkpoints)."""
         paths = shipped.checkpoints(given)
         model, vocab, checkpoint = load_models(paths, device)
-        return cls(model, vocab, checkpoint, ", ".join(map(str, paths)))
+        return cls(model, vocab, checkpoint, ", ".join(map(str, paths)), joined=len(paths) > 1)
+
+    @property
+    def val(self) -> float | None:
+        """Its val loss as recorded when it was trained: a run's best, or a shipped model's (trained.json);
+        None for several checkpoints joined here as one, or a checkpoint that records none."""
+        if self.joined:
+            return None
+        if self.checkpoint.get("dataset"):  # a shipped model's
+            return shipped.record().get(Path(self.names).stem, {}).get("val_loss")
+        return self.checkpoint.get("best_val_loss")
+
+    @property
+    def title(self) -> str:
+        """What it is called: its checkpoints, or the shipped model's name."""
+        return f"the shipped model {Path(self.names).stem}" if self.checkpoint.get("dataset") else self.names
 
     def origin(self) -> str:
         """Which model this is, with its val, in words: what a command says of the model it chose."""
-        if self.checkpoint.get("dataset"):  # a shipped model's
-            name = Path(self.names).stem
-            val = shipped.record().get(name, {}).get("val_loss")
-            return f"the shipped model {name}{_val(val)}; train one of your own with: wavenet-names train"
-        val = self.checkpoint.get("best_val_loss")
-        return f"{self.names}{_val(val)}, the model train wrote there; --checkpoint names for the shipped one"
+        val = "" if self.val is None else f" (val {self.val:.4f})"
+        if self.checkpoint.get("dataset"):
+            return f"{self.title}{val}; train one of your own with: wavenet-names train"
+        return f"{self.title}{val}, the model train wrote there; --checkpoint names for the shipped one"
 
     @cached_property
     def seen(self) -> Seen:
@@ -97,7 +111,3 @@ class LoadedModel:
     def mark(self, sampled: Sampled) -> str:
         """ "*": of the training split; "+": of val or test; "": new; "cut": a name the model did not end."""
         return self.seen.mark(sampled.name).strip() if sampled.ended else "cut"
-
-
-def _val(val: float | None) -> str:
-    return f" (val {val:.4f})" if val is not None else ""

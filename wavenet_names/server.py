@@ -98,8 +98,10 @@ class NameServer:
         labels = {} if columns is None else dict(zip(columns.names, map(list, columns.values), strict=True))
         return {
             "checkpoint": self.loaded.names,
+            "model": self.loaded.title,
             "kind": kind_of(self.loaded.model).name,
             "params": count_params(self.loaded.model),
+            "val": self.loaded.val,  # its val loss per character when trained (None: not recorded)
             "labels": labels,
             "max_names": MAX_NAMES,
         }

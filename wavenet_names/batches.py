@@ -23,6 +23,7 @@ class Batch(NamedTuple):
     weight: float  # world_size * positions / (the whole batch's positions): the share's part in the mean
     rows: int | None = None  # ConvWaveNet's packed rows in a fixed-shape batch (see NameBatches.sample)
     labels: torch.Tensor | None = None  # (B, K) each input's labels (see labels.py), for a conditional model
+    soft: torch.Tensor | None = None  # a teacher's probabilities at the targets' positions, (..., vocab) (distill.py)
 
 
 class Chunk(NamedTuple):
@@ -61,6 +62,7 @@ class NameBatches:
         self.chars, self.starts, self.lengths = (t.to(device) for t in (chars, starts, self.lengths_cpu))
         self.n_examples = int(self.lengths_cpu.sum()) + len(words)  # every character and each end token
         self.longest = int(self.lengths_cpu.max()) if len(words) else 0
+        self.soft = None  # (n_examples, vocab): a teacher's probabilities, name after name (distill.py)
 
     def __len__(self) -> int:
         """How many names a batch is drawn from: an epoch."""
@@ -91,7 +93,7 @@ class NameBatches:
             longest = min(1 << (longest - 1).bit_length(), self.longest)
             rows = bucket(packed_rows(lengths, labelled=self.labels is not None))
         ix = to_device(mine, self.lengths.device)
-        return Batch(*self._batch(ix, longest), positions, weight, rows, self._labels(ix))
+        return Batch(*self._batch(ix, longest), positions, weight, rows, self._labels(ix), self._soft(ix, longest))
 
     def chunks(self, size: int):
         """Every name once, in batches for evaluation: shortest first, so that a batch is padded
@@ -111,6 +113,18 @@ class NameBatches:
 
     def _labels(self, ix: torch.Tensor) -> torch.Tensor | None:
         return None if self.labels is None else self.labels[ix]
+
+    def _soft(self, ix: torch.Tensor, longest: int) -> torch.Tensor | None:
+        """The teacher's probabilities for the names ix (B,), (B, longest + 1, vocab) as their targets
+        lie (pad_batch), 0 past each name's end token; None without a teacher."""
+        if self.soft is None:
+            return None
+        lengths = self.lengths[ix]
+        first = self.starts[ix] + ix  # a name's first position: every name before it adds its end token
+        columns = torch.arange(longest + 1, device=ix.device)
+        inside = columns <= lengths[:, None]  # (B, longest + 1): its characters and its end token
+        at = (first[:, None] + columns).masked_fill(~inside, 0)
+        return self.soft[at] * inside[..., None]
 
     def _batch(self, ix: torch.Tensor, longest: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The names ix (B,), on the device, each after block_size '.' tokens (see pad_batch)."""
@@ -150,6 +164,7 @@ class WindowBatches:
         # a word's labels (K,) for each of its windows
         self.labels = None if labels is None else labels.repeat_interleave(_windows_per_word(words), 0).to(device)
         self.n_examples = len(self.Y)
+        self.soft = None  # (n_examples, vocab): a teacher's probabilities, window by window (distill.py)
 
     def __len__(self) -> int:
         """How many windows a batch is drawn from: an epoch."""
@@ -168,7 +183,8 @@ class WindowBatches:
         ix = torch.randint(0, len(self.Y), (batch_size,), generator=generator)
         mine = to_device(ix.tensor_split(world_size)[rank], self.Y.device)
         labels = None if self.labels is None else self.labels[mine]
-        return Batch(self.X[mine], self.Y[mine], len(mine), world_size * len(mine) / batch_size, labels=labels)
+        soft = None if self.soft is None else self.soft[mine]
+        return Batch(self.X[mine], self.Y[mine], len(mine), world_size * len(mine) / batch_size, None, labels, soft)
 
     def chunks(self, size: int):
         for i in range(0, len(self.Y), size):

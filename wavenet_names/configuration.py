@@ -110,6 +110,15 @@ class TrainConfig:
         "--dropout and --label-dropout; characters and labels the base does not know start new",
         show_default=False,
     )
+    teacher: str | None = option(
+        None,
+        "distil a trained model into this one: a checkpoint, a run's or an ensemble's directory, "
+        "trained on the same data; its probabilities over the training split are computed once "
+        "(see docs/cli.md)",
+        show_default=False,
+    )
+    distill_temperature: float = option(1.0, "with --teacher: the temperature of both models' probabilities")
+    distill_weight: float = option(0.5, "with --teacher: the teacher's share of the loss, the data's the rest")
     checkpoint_every: int | None = option(
         None,
         "also save OUT/last.pt every N steps between evaluations, so "
@@ -128,6 +137,12 @@ class TrainConfig:
             raise OptionError("max_time", f"must be a positive number of seconds, got {self.max_time}")
         if self.init is not None and self.members != 1:
             raise OptionError("members", "trains an ensemble from nothing; with --init, one model trains from the base")
+        if not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
+            raise OptionError("distill_temperature", f"must be a positive number, got {self.distill_temperature}")
+        if not 0 <= self.distill_weight <= 1:
+            raise OptionError("distill_weight", f"must be from 0 to 1, got {self.distill_weight}")
+        if self.teacher is not None and self.compile:
+            raise OptionError("compile", "trains in fixed shapes, without the logits that --teacher needs")
         if self.steps is None and self.max_time is None:
             raise OptionError("steps", "is needed without --max-time: a run ends after its steps or its time")
         if not (self.lr > 0 and math.isfinite(self.lr)):

@@ -14,6 +14,7 @@ from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from . import distributed
 from .configuration import RESUMABLE, TrainConfig, changed_settings, saved_configs
+from .distill import distilled_loss, teacher_probabilities
 from .layers import sync_batchnorm
 from .models import ModelConfig, batches_for, build_model, kind_named
 from .options import OptionError
@@ -82,6 +83,9 @@ class Trainer:
         self.model = build_model(self.model_config).to(self.device)  # the raw module: what checkpoints hold
         self.forward = self._trainable(self.model)  # what trains: see distribute() and _trainable()
         self.train_batches = batches_for(self.model, self.splits, "train", self.device)
+        if self.config.teacher is not None:  # its probabilities, once for the run
+            teacher = self.config.teacher, self.splits, self.config.distill_temperature, self.device
+            self.train_batches.soft = teacher_probabilities(*teacher)
         self.val_batches = batches_for(self.model, self.splits, "val", self.device)
         self.optimizer = self._make_optimizer()
         self.generator = torch.Generator().manual_seed(self.config.seed)  # draws the batches
@@ -137,9 +141,15 @@ class Trainer:
             with matmuls(self.precision):  # TF32 or not, forward and backward alike
                 with autocast(self.precision, self.device):
                     # this rank's mean, in float32
-                    _, loss = self.forward(batch.inputs, batch.targets, labels=batch.labels, **fixed)
+                    logits, loss = self.forward(batch.inputs, batch.targets, labels=batch.labels, **fixed)
+                    fitted = loss  # the data's cross-entropy: what a step reports, distilled or not
+                    if batch.soft is not None:
+                        config = self.config
+                        fitted = distilled_loss(
+                            logits, batch.targets, loss, batch.soft, config.distill_temperature, config.distill_weight
+                        )
                 self.optimizer.zero_grad(set_to_none=True)
-                (loss * batch.weight).backward()  # averaged over ranks: the mean over the whole batch's positions
+                (fitted * batch.weight).backward()  # averaged over ranks: the mean over the whole batch's positions
         except RuntimeError as e:  # e.g. no C++ compiler for a CPU: say which option to drop
             if self.config.compile and isinstance(e, torch._dynamo.exc.TorchDynamoException):
                 cause = getattr(e, "inner_exception", None) or e  # what the compiler raised, not dynamo's wrapping

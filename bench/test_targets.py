@@ -9,10 +9,14 @@ workloads.multiply_add_ratio). Sampling: the cache over recomputing every window
 import pytest
 import torch
 
+from wavenet_names.configuration import settings
+from wavenet_names.training import Trainer
+
 import workloads
 
 TRAINING_FLOORS = {3: 1.6, 6: 7.0, 8: 20.0}  # n_layers -> conv / per-position, training step
 SAMPLING_FLOOR = 10.0  # cached / recomputed generation per name, block 256
+DISTILLED_CEILING = 2.0  # a distilled training step / a plain one, the default model and batch
 
 
 @pytest.mark.parametrize("n_layers", list(TRAINING_FLOORS))
@@ -36,3 +40,16 @@ def test_cached_sampling_speedup(data):
     speedup = seconds["recompute"] / seconds["cached"]
     print(f"block=256 sampling speedup {speedup:.2f}x")
     assert speedup >= SAMPLING_FLOOR
+
+
+def test_a_distilled_step_costs_at_most_twice_a_plain_one(data):
+    """train --teacher keeps the teacher's probabilities, computed once: a step adds their rows'
+    gather and a KL to the plain step, and no teacher's forward (the shipped model teaches here)."""
+    trainers = {}
+    for name, options in [("plain", {}), ("distilled", {"teacher": "names"})]:
+        model_config, config = settings(options)
+        trainers[name] = Trainer(model_config.sized_for(data), config, data)
+    seconds = workloads.interleaved_medians({name: t.train_step for name, t in trainers.items()}, repeats=21)
+    cost = seconds["distilled"] / seconds["plain"]
+    print(f"distilled step / plain step {cost:.2f}x")
+    assert cost <= DISTILLED_CEILING

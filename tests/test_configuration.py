@@ -43,6 +43,9 @@ def test_bad_train_configs_are_refused(field, value):
 OTHER_VALUES = {
     "model": "hierarchical",
     "init": "names",
+    "teacher": "names",
+    "distill_temperature": 3.0,
+    "distill_weight": 0.5,
     "n_embd": 9,
     "n_hidden": 17,
     "n_layers": 3,

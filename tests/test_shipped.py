@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from wavenet_names import shipped
+from wavenet_names import distill, experiments, presets, shipped
 from wavenet_names.checkpoint import label_columns, load_checkpoint, load_model, save_checkpoint, training_data
 from wavenet_names.cli import main
 from wavenet_names.data import NAMES_TXT
+from wavenet_names.fitting import fit
 from wavenet_names.models import batches_for
 from wavenet_names.scoring import evaluate
 from wavenet_names.splits import Splits
@@ -28,7 +29,7 @@ def test_a_shipped_model_has_the_val_loss_recorded_beside_it(name):
     assert splits.fingerprint == checkpoint["data_fingerprint"]  # the lecture's split of the same data
     recorded = shipped.record()[name]
     assert evaluate(model, batches_for(model, splits, "val")) == pytest.approx(recorded["val_loss"], abs=1e-5)
-    assert recorded["steps"] == 4000 and recorded["val_loss"] < 2.0  # the default recipe, trained to its end
+    assert recorded["steps"] == distill.STUDENT["steps"] and recorded["val_loss"] < 2.0  # the student's whole recipe
 
 
 def test_sample_before_any_training_reads_the_shipped_names_model(tmp_path, monkeypatch, capsys):
@@ -87,3 +88,26 @@ def test_a_slim_checkpoint_samples_marks_and_scores_as_its_run(tmp_path, capsys)
     assert outputs[0] == outputs[1] and " *" in outputs[0]
     slim_state, full_state = load_model(tmp_path / "slim.pt")[0].state_dict(), load_model(out)[0].state_dict()
     assert all(torch.equal(slim_state[k], full_state[k]) for k in full_state)
+
+
+def test_ship_distils_each_model_from_its_teacher_and_records_how(tmp_path, monkeypatch, small_data_file):
+    """`wavenet-names ship`, its recipes made tiny: a teacher ensemble, then the default-size student
+    taught by it, written slim with what made it; run again, it reads both runs back."""
+    tiny_max = {"model": "conv", "n_embd": 8, "n_hidden": 16, "n_layers": 2, "steps": 4, "batch_size": 16}
+    tiny_max |= {"eval_every": 2, "members": 2, "members_at_once": 1, "report_test": True}
+    monkeypatch.setitem(presets.TRAIN_PRESETS, "max", presets.Preset("max", "tiny", tiny_max))
+    monkeypatch.setattr(experiments, "STUDENT", {**distill.STUDENT, "steps": 4, "eval_every": 2})
+    model = shipped.ShippedModel("names", small_data_file, "a test's")
+    monkeypatch.setattr(shipped, "SHIPPED", {"names": model})
+    written = experiments.ship(lambda trainer, out: fit(trainer, out), tmp_path / "runs", tmp_path / "trained")
+    teacher = json.loads((tmp_path / "runs" / "names-teacher" / "metrics.json").read_text())
+    assert teacher["train_config"]["members"] == 2
+    record = shipped.record(tmp_path / "trained")["names"]
+    assert record == written["names"] and record["params"] == 76_579 and record["steps"] == 4
+    assert record["distilled"]["teacher_val_loss"] == teacher["val_loss"]
+    assert record["distilled"]["distill_weight"] == distill.STUDENT["distill_weight"]
+    student = load_checkpoint(shipped.path_of("names", tmp_path / "trained"))
+    assert student["train_config"]["teacher"] == str(tmp_path / "runs" / "names-teacher")
+    before = (tmp_path / "runs" / "names" / "model.pt").stat().st_mtime_ns
+    assert experiments.ship(lambda trainer, out: fit(trainer, out), tmp_path / "runs", tmp_path / "trained") == written
+    assert (tmp_path / "runs" / "names" / "model.pt").stat().st_mtime_ns == before  # read back, not trained again

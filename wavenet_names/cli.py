@@ -304,7 +304,13 @@ COMMANDS = (
         cmd_serve,
         (Checkpoints, ServeConfig),
     ),
-    Command("ship", "train the models that the package ships again, with the default recipe", cmd_ship, (Shipping,)),
+    Command(
+        "ship",
+        "train the models that the package ships again: for each, --preset max's ensemble, then the "
+        "default-size model distilled from it (see docs/cli.md for how long)",
+        cmd_ship,
+        (Shipping,),
+    ),
 )
 EXPERIMENTS = (
     Command(

@@ -117,8 +117,8 @@ class TrainConfig:
         "(see docs/cli.md)",
         show_default=False,
     )
-    distill_temperature: float = option(1.0, "with --teacher: the temperature of both models' probabilities")
-    distill_weight: float = option(0.5, "with --teacher: the teacher's share of the loss, the data's the rest")
+    distill_temperature: float = option(2.0, "with --teacher: the temperature of both models' probabilities")
+    distill_weight: float = option(0.9, "with --teacher: the teacher's share of the loss, the data's the rest")
     checkpoint_every: int | None = option(
         None,
         "also save OUT/last.pt every N steps between evaluations, so "

@@ -25,6 +25,12 @@ from .splits import Splits
 
 CHUNK = 1024  # names the teacher reads at once
 
+# A student's recipe, the shipped models' (`wavenet-names ship`): four times the default run's steps,
+# since the teacher's probabilities keep it from learning the training names by heart. Chosen on val
+# with `--preset max` as the teacher (docs/experiments.md): the default model reached 1.9433 in 4,000
+# steps and 1.9263 in 16,000 (temperature 2, weight 0.9, also the options' defaults), against 1.9771 alone.
+STUDENT = {"steps": 16_000, "eval_every": 1000, "distill_weight": 0.9, "distill_temperature": 2.0}
+
 
 def teacher_probabilities(spec: str, splits: Splits, temperature: float, device: torch.device) -> torch.Tensor:
     """The teacher's probabilities at `temperature` for every position of the training split, soft

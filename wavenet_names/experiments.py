@@ -15,6 +15,7 @@ from pathlib import Path
 from . import shipped
 from .checkpoint import load_checkpoint, save_checkpoint
 from .configuration import option_names, settings
+from .distill import STUDENT
 from .files import write_json, write_text
 from .fitting import Runner
 from .presets import LECTURE_PRESETS, Preset
@@ -219,14 +220,19 @@ def summary_table(rows: list[dict]) -> str:
 
 
 def ship(runner: Runner, runs: Path, directory: Path | None = None) -> dict:
-    """Train every shipped model with the default recipe, each a resumable run in runs/<name>, and write
-    its slim checkpoint and trained.json into `directory`; returns what trained.json holds."""
+    """Train every shipped model: on its data, a teacher (`--preset max`'s ensemble) in runs/<name>-teacher,
+    then the student it distils into, of the default size, with distill.STUDENT's recipe, in
+    runs/<name>; each run resumable. Writes each student's slim checkpoint and trained.json into
+    `directory`; returns what trained.json holds."""
     directory = directory or shipped.DIRECTORY
     written = {}
     for model in shipped.SHIPPED.values():
         splits = Splits.read(model.data)
-        model_config, config = settings({"data": str(model.data)}, splits.facts)
-        metrics = run(model_config, config, splits, runs / model.name, runner)
+        data = {"data": str(model.data)}
+        teacher_runs = runs / f"{model.name}-teacher"
+        teacher = run(*settings(data, splits.facts, preset="max"), splits, teacher_runs, runner)
+        student = {**data, **STUDENT, "teacher": str(teacher_runs)}
+        metrics = run(*settings(student, splits.facts), splits, runs / model.name, runner)
         checkpoint = load_checkpoint(runs / model.name / "model.pt")
         save_checkpoint(shipped.slim(checkpoint, model.data), shipped.path_of(model.name, directory))
         written[model.name] = {
@@ -236,6 +242,7 @@ def ship(runner: Runner, runs: Path, directory: Path | None = None) -> dict:
             "steps": metrics["steps"],
             "train_loss": metrics["train_loss"],
             "val_loss": metrics["val_loss"],
+            "distilled": {**STUDENT, "teacher": "--preset max", "teacher_val_loss": teacher["val_loss"]},
         }
         write_json(written, directory / shipped.RECORD)
     return written

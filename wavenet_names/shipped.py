@@ -1,11 +1,14 @@
 """Trained models that come with the package, so that `sample` gives names before any training.
 
-Each is the default recipe (`wavenet-names train`, 4,000 steps) on one of the shipped data files:
-"names" on data/names.txt, and "names-by-decade" on data/names-by-decade.tsv, conditioned on sex
-and decade. `wavenet-names ship` trains both again and writes them here, into wavenet_names/trained/,
-with trained.json beside them: each model's train and val loss, as evaluated when it was written
-(a test evaluates each again and compares). A shipped checkpoint keeps what sampling, evaluation
-and scoring read, not what --resume would (the optimizer's state): each is under 1 MB.
+Each is a student of the default model's size (76,579 parameters without labels), distilled from
+`--preset max`'s six-model ensemble on one of the shipped data files: "names" on data/names.txt, and
+"names-by-decade" on data/names-by-decade.tsv, conditioned on sex and decade. The same size as the
+default `train`'s model, so it samples as fast, but closer to the ensemble (distill.py).
+`wavenet-names ship` trains the teachers and the students again and writes the students here, into
+wavenet_names/trained/, with trained.json beside them: each model's train and val loss, as evaluated
+when it was written (a test evaluates each again and compares), and how it was made. A shipped
+checkpoint keeps what sampling, evaluation and scoring read, not what --resume would (the
+optimizer's state): each is under 1 MB.
 
 `--checkpoint names-by-decade` (a name, not a path) picks one; sample, evaluate, score and serve
 without a --checkpoint read out/model.pt if `train` wrote one there, and the shipped "names"
@@ -35,11 +38,16 @@ class ShippedModel:
 SHIPPED = {
     model.name: model
     for model in [
-        ShippedModel("names", NAMES_TXT, "the default recipe on data/names.txt: 32,469 US baby names of 2017"),
+        ShippedModel(
+            "names",
+            NAMES_TXT,
+            "the default model distilled from --preset max on data/names.txt: 32,469 US baby names of 2017",
+        ),
         ShippedModel(
             "names-by-decade",
             NAMES_BY_DECADE,
-            "the default recipe on data/names-by-decade.tsv, conditioned on sex and decade (sample --label)",
+            "the default model distilled from --preset max on data/names-by-decade.tsv, conditioned on sex "
+            "and decade (sample --label)",
         ),
     ]
 }

@@ -138,9 +138,8 @@ def cmd_sample(args) -> int:
 def _print_drawn(loaded: LoadedModel, options: dict, labels=(), exclude=(), heading: bool = False) -> None:
     """The names of a NameRequest of these options, printed a batch at a time while the rest are made."""
     request = NameRequest.of(loaded, options, labels, exclude)
-    loaded.seen  # noqa: B018 (read now: a large list's marks come from its data file, or `unmarked` says why not)
-    if loaded.unmarked:
-        print(f"wavenet-names sample: {loaded.unmarked}", file=sys.stderr)
+    if loaded.seen.missing:  # a large list's model, whose data file is not what it was
+        print(f"wavenet-names sample: {loaded.seen.missing}", file=sys.stderr)
     print_names(draw(loaded, request), loaded.mark, request.sampling.cut_at, heading)
 
 

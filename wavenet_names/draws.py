@@ -37,8 +37,8 @@ class NameRequest:
         loaded.vocab.encode(sampling.prefix)
         constraints.check(sampling, loaded.vocab)
         loaded.labels(labels, what)  # a label the model does not know: now, not after the first names
-        if constraints.new and not loaded.seen.train and loaded.unmarked:  # no names to tell new ones from
-            raise OptionError("new", f"cannot be kept: {loaded.unmarked}")
+        if constraints.new and loaded.seen.missing:  # no names to tell new ones from
+            raise OptionError("new", f"cannot be kept: {loaded.seen.missing}")
         return cls(sampling, constraints, tuple(labels))
 
     def drawing(self) -> SampleConfig:

@@ -24,7 +24,6 @@ class LoadedModel:
     checkpoint: dict  # the first checkpoint's: its configs, its data, the names of its splits
     names: str  # the checkpoints, as given, for messages
     joined: bool = False  # several checkpoints, as one ensemble
-    unmarked: str | None = None  # why samples go unmarked (seen), when they do
 
     @classmethod
     def load(cls, given: list[str | Path] | tuple = (), device: str | torch.device = "cpu") -> "LoadedModel":
@@ -60,7 +59,7 @@ class LoadedModel:
     def seen(self) -> Seen:
         """The items of each split of its data, which samples are marked against: the checkpoint's, or
         for a list too large to keep in it, its data file's, read again if it is there and the same.
-        Otherwise none, and `unmarked` says why."""
+        Otherwise none, and its `missing` says why."""
         seen = Seen.of_checkpoint(self.checkpoint)
         if seen is not None:
             return seen
@@ -68,14 +67,10 @@ class LoadedModel:
         try:
             splits = Splits.read(self.data, self.vocab, columns, use_labels=columns is not None)
         except (DataError, OSError) as e:
-            return self._unmarked(f"its data file cannot be read ({e})")
+            return _unmarked(f"its data file cannot be read ({e})")
         if splits.fingerprint != self.checkpoint.get("data_fingerprint"):
-            return self._unmarked(f"{self.data} is not the data it was trained on any more")
+            return _unmarked(f"{self.data} is not the data it was trained on any more")
         return splits.seen
-
-    def _unmarked(self, why: str) -> Seen:
-        self.unmarked = f"names are not marked * or +: {why}, and the checkpoint keeps no names of a list so large"
-        return Seen(frozenset(), frozenset())
 
     @cached_property  # read at every request the server takes: made once
     def columns(self) -> LabelColumns | None:
@@ -111,3 +106,8 @@ class LoadedModel:
     def mark(self, sampled: Sampled) -> str:
         """ "*": of the training split; "+": of val or test; "": new; "cut": a name the model did not end."""
         return self.seen.mark(sampled.name).strip() if sampled.ended else "cut"
+
+
+def _unmarked(why: str) -> Seen:
+    missing = f"names are not marked * or +: {why}, and the checkpoint keeps no names of a list so large"
+    return Seen(frozenset(), frozenset(), missing)

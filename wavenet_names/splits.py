@@ -37,6 +37,7 @@ class Seen:
 
     train: frozenset[str]
     held_out: frozenset[str]  # val and test
+    missing: str | None = None  # why there are no items to mark against, when there are none
 
     @classmethod
     def of_checkpoint(cls, checkpoint: dict) -> "Seen | None":

@@ -106,7 +106,7 @@ def main() -> None:
         "| --- | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for name, data in lists(args.out).items():
-        size = len(data.read_text(encoding="utf-8").splitlines())
+        size = len(set(data.read_text(encoding="utf-8").splitlines()))  # its items: train drops repeats
         for recipe, options in RECIPES.items():
             slug = f"{data.stem}/{recipe.replace(', ', '-').replace(' ', '-')}"
             r = run(data, options, args.out / slug)

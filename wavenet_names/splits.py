@@ -52,9 +52,8 @@ class Seen:
         return " *" if name in self.train else " +" if name in self.held_out else ""
 
 
-SEEN_LIMIT = (
-    1 << 22
-)  # characters of items that a checkpoint keeps for its marks (names.txt: 0.23 M, the decade table 1.1 M)
+# characters of items that a checkpoint keeps for its marks (names.txt has 0.23 M, the decade table 1.1 M)
+SEEN_LIMIT = 1 << 22
 
 
 def seen_record(splits: "Splits") -> dict:

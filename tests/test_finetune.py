@@ -198,3 +198,13 @@ def test_a_transformer_base_keeps_its_positions_and_refuses_longer_items(tmp_pat
         finetune.sized(
             ModelConfig.from_saved(load_checkpoint(base / "model.pt")["model_config"]), Splits.read(longest), base
         )
+
+
+def test_a_convolution_base_takes_items_longer_than_any_it_trained_on(tmp_path):
+    """The convolution has no position table: a German list's 17-character name was refused, as the
+    Transformer's would be, when the base had read at most 15."""
+    base = load_checkpoint(shipped.path_of("names"))
+    words = tmp_path / "long.txt"
+    words.write_text("".join(f"{'a' * n}b\n" for n in range(1, 25)))
+    sized = finetune.sized(ModelConfig.from_saved(base["model_config"]), Splits.read(words), "names")
+    assert base["model_config"]["longest"] == 15 and sized.facts.longest == 25

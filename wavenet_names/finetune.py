@@ -103,7 +103,7 @@ def sized(model_config: ModelConfig, splits: Splits, spec: str | Path) -> ModelC
     """The fine-tune's model config with the list's facts (its vocabulary and labels), but a position
     table as long as the base's: its rows are trained, so a list's longest item may not outrun them."""
     base_longest, longest = model_config.facts.longest, splits.facts.longest
-    if base_longest is None:  # a model of any length
+    if base_longest is None or "longest" not in kind_named(model_config.kind).needs:  # a model of any length
         return model_config.sized_for(splits)
     if longest > base_longest:
         too_long = f"the list's longest item has {longest} characters, and the base reads at most {base_longest}"

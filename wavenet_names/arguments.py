@@ -223,7 +223,7 @@ class Scoring:
 
 @dataclass(frozen=True)
 class Shipping:
-    out: str = option("out/shipped", "directory for the two runs, resumable")
+    out: str = option("out/shipped", "directory for the runs, each shipped model's teacher and student, resumable")
     into: str = option(
         str(shipped.DIRECTORY),
         "where to write the slim checkpoints and trained.json (default: the package's own)",

@@ -184,7 +184,8 @@ class WindowBatches:
         mine = to_device(ix.tensor_split(world_size)[rank], self.Y.device)
         labels = None if self.labels is None else self.labels[mine]
         soft = None if self.soft is None else self.soft[mine]
-        return Batch(self.X[mine], self.Y[mine], len(mine), world_size * len(mine) / batch_size, None, labels, soft)
+        weight = world_size * len(mine) / batch_size
+        return Batch(self.X[mine], self.Y[mine], len(mine), weight, labels=labels, soft=soft)
 
     def chunks(self, size: int):
         for i in range(0, len(self.Y), size):

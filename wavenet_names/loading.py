@@ -33,7 +33,7 @@ class LoadedModel:
         model, vocab, checkpoint = load_models(paths, device)
         return cls(model, vocab, checkpoint, ", ".join(map(str, paths)), joined=len(paths) > 1)
 
-    @property
+    @cached_property  # the server gives it at every /api/model: trained.json read once
     def val(self) -> float | None:
         """Its val loss as recorded when it was trained: a run's best, or a shipped model's (trained.json);
         None for several checkpoints joined here as one, or a checkpoint that records none."""

@@ -18,12 +18,13 @@ from wavenet_names import (
     read_words,
     windows,
 )
+from wavenet_names.choosing import SampleConfig
 from wavenet_names.data import NAMES_TXT
 from wavenet_names.models import kind_of
 from wavenet_names.packing import bucket, packed_rows
 from wavenet_names.precision import PRECISIONS as TRAIN_PRECISIONS
 from wavenet_names.precision import autocast, matmuls
-from wavenet_names.sampling import SampleConfig, generate
+from wavenet_names.sampling import generate
 from wavenet_names.scoring import evaluate
 from wavenet_names.splits import Splits
 from wavenet_names.training import fuses_adamw

@@ -23,9 +23,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import torch
+
 from wavenet_names.checkpoint import label_columns, load_model
+from wavenet_names.choosing import SampleConfig
 from wavenet_names.labels import read_items
-from wavenet_names.sampling import SampleConfig, generate
+from wavenet_names.sampling import generate
 
 N = 1000
 DECADES = ("1900", "1950", "2000")
@@ -35,7 +38,7 @@ SHOWN = 8  # sample names shown per label
 def sampled(model, vocab, columns, labels: dict[str, str], n: int = N, seed: int = 0) -> list[str]:
     """n names from `model` with these labels ({"sex": "F"}), the rest unknown; no labels for a model
     without them (columns None)."""
-    given = columns.parse([f"{k}={v}" for k, v in labels.items()]) if columns is not None else None
+    given = torch.from_numpy(columns.parse([f"{k}={v}" for k, v in labels.items()])) if columns is not None else None
     return generate(model, vocab, SampleConfig(n=n, seed=seed), labels=given)
 
 

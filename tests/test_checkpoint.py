@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from wavenet_names.checkpoint import FORMAT, label_columns, load_checkpoint, load_model, save_checkpoint
+from wavenet_names.choosing import SampleConfig
 from wavenet_names.cli import main
-from wavenet_names.sampling import SampleConfig, generate
+from wavenet_names.sampling import generate
 from wavenet_names.scoring import score
 
 from helpers import one_error
@@ -29,7 +30,7 @@ def test_a_checkpoint_written_before_samples_and_scores_as_it_did(name):
     record = RECORD[name]
     model, vocab, checkpoint = load_model(BEFORE / f"{name}.pt")
     columns = label_columns(checkpoint)
-    labels = columns.parse(record["labels"]) if columns else None
+    labels = torch.from_numpy(columns.parse(record["labels"])) if columns else None
     assert generate(model, vocab, SampleConfig(n=8, seed=0, cut_at=20), labels=labels) == record["names"]
     assert score(model, vocab, record["scored"]) == pytest.approx(record["scores"], abs=1e-6)
 

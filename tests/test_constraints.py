@@ -8,13 +8,14 @@ from collections import Counter
 import pytest
 import torch
 
+from wavenet_names.choosing import SampleConfig, Sampled
 from wavenet_names.cli import main
 from wavenet_names.constraints import Constraints, TooRare
 from wavenet_names.draws import NameRequest, draw
 from wavenet_names.loading import LoadedModel
 from wavenet_names.models import ModelConfig, build_model
-from wavenet_names.sampling import SampleConfig, Sampled, stream_sampled
-from wavenet_names.splits import Seen
+from wavenet_names.sampling import stream_sampled
+from wavenet_names.words import Seen
 
 from helpers import TINY
 

@@ -5,11 +5,12 @@ marks; and the batching key of the server, derived from the request's own fields
 import json
 
 from wavenet_names.checkpoint import load_checkpoint
+from wavenet_names.choosing import SampleConfig
 from wavenet_names.cli import main
 from wavenet_names.console import print_names
 from wavenet_names.draws import NameRequest, draw
 from wavenet_names.loading import LoadedModel
-from wavenet_names.sampling import SampleConfig, generate
+from wavenet_names.sampling import generate
 
 from helpers import TINY, one_error
 

@@ -22,13 +22,13 @@ from wavenet_names import (
 from wavenet_names.checkpoint import load_checkpoint, load_model
 from wavenet_names.cli import main
 from wavenet_names.configuration import settings
-from wavenet_names.data import read_words
 from wavenet_names.ensemble import Ensemble
 from wavenet_names.fitting import TrainingInterrupted, fit
 from wavenet_names.models import batches_for
 from wavenet_names.options import OptionError
 from wavenet_names.splits import Splits
 from wavenet_names.training import Trainer
+from wavenet_names.words import read_words
 
 from helpers import TINY, ended, mixture_loss
 

@@ -10,17 +10,19 @@ import torch
 
 from wavenet_names import ConvWaveNet, FlatMLP, HierarchicalMLP
 from wavenet_names.checkpoint import label_columns, load_checkpoint, load_model, save_checkpoint
+from wavenet_names.choosing import SampleConfig
 from wavenet_names.cli import main
 from wavenet_names.configuration import settings
-from wavenet_names.data import DataError, split_words
+from wavenet_names.data import split_words
 from wavenet_names.labels import LabelColumns, parse_table, read_items
 from wavenet_names.layers import LabelEmbedding
 from wavenet_names.models import batches_for
 from wavenet_names.options import OptionError
-from wavenet_names.sampling import SampleConfig, generate
+from wavenet_names.sampling import generate
 from wavenet_names.scoring import evaluate
 from wavenet_names.splits import Facts, Splits
 from wavenet_names.training import Trainer
+from wavenet_names.words import DataError
 
 from helpers import TINY, tiny
 

@@ -9,10 +9,11 @@ import pytest
 from wavenet_names import shipped
 from wavenet_names import splits as splits_module
 from wavenet_names.checkpoint import load_checkpoint
+from wavenet_names.choosing import Sampled
 from wavenet_names.cli import main
 from wavenet_names.constraints import Constraints
-from wavenet_names.sampling import Sampled
-from wavenet_names.splits import Seen, Splits
+from wavenet_names.splits import Splits
+from wavenet_names.words import Seen
 
 from conftest import NAMES_TXT
 from helpers import TINY, one_error

@@ -12,10 +12,10 @@ import torch
 
 from wavenet_names.checkpoint import load_checkpoint
 from wavenet_names.cli import main
-from wavenet_names.data import read_words
 from wavenet_names.logs import SCALARS
 from wavenet_names.splits import Splits
 from wavenet_names.training import Trainer
+from wavenet_names.words import read_words
 
 from helpers import TINY, one_error, run_cli
 

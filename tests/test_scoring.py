@@ -23,9 +23,9 @@ from wavenet_names import (
 from wavenet_names.batches import NameBatches, chunk_bounds
 from wavenet_names.checkpoint import load_model
 from wavenet_names.cli import main
-from wavenet_names.data import read_words
 from wavenet_names.scoring import evaluate, score
 from wavenet_names.splits import Splits
+from wavenet_names.words import read_words
 
 from helpers import HostReads, ended, one_error
 

@@ -18,10 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from wavenet_names import shipped
+from wavenet_names.choosing import SampleConfig
 from wavenet_names.cli import main
 from wavenet_names.constraints import Constraints
 from wavenet_names.options import option_fields
-from wavenet_names.sampling import SampleConfig
 from wavenet_names.scheduler import SCORE_CHUNK, groups
 from wavenet_names.server import MAX_BODY, MAX_NAMES, NameServer, SampleRequest, SampleResponse, create_app
 from wavenet_names.serving import ServeConfig

@@ -2,7 +2,8 @@
 sample is marked against."""
 
 from wavenet_names.checkpoint import load_checkpoint
-from wavenet_names.splits import Seen, Splits
+from wavenet_names.splits import Splits
+from wavenet_names.words import Seen
 
 
 def test_samples_are_marked_training_held_out_or_new(trained, small_data_file):

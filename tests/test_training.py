@@ -10,7 +10,6 @@ import torch
 
 from wavenet_names.checkpoint import load_checkpoint
 from wavenet_names.configuration import TrainConfig, settings
-from wavenet_names.data import Vocab
 from wavenet_names.fitting import fit
 from wavenet_names.models import KINDS
 from wavenet_names.packing import bucket
@@ -18,6 +17,7 @@ from wavenet_names.precision import matmuls, resolve_precision
 from wavenet_names.scoring import evaluate
 from wavenet_names.splits import Splits
 from wavenet_names.training import Trainer, learning_rate
+from wavenet_names.words import Vocab
 
 from helpers import reads, small_run
 

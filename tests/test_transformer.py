@@ -2,8 +2,9 @@
 
 import pytest
 
+from wavenet_names.choosing import SampleConfig
 from wavenet_names.models import ModelConfig, build_model, count_params
-from wavenet_names.sampling import SampleConfig, generate, longest_name
+from wavenet_names.sampling import generate, longest_name
 from wavenet_names.scoring import score
 from wavenet_names.splits import Facts
 

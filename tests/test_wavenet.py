@@ -19,7 +19,8 @@ from wavenet_names import (
     pad_batch,
     tree_from_conv,
 )
-from wavenet_names.sampling import SampleConfig, generate
+from wavenet_names.choosing import SampleConfig
+from wavenet_names.sampling import generate
 
 from helpers import LABEL_SIZES, both_views, random_labels, sgd_steps
 

@@ -12,13 +12,13 @@ import typing
 from dataclasses import dataclass
 
 from . import race, shipped
+from .choosing import SampleConfig
 from .configuration import TrainConfig
 from .constraints import Constraints
 from .devices import DEVICE_HELP
 from .models import KINDS
 from .options import check_at_least, default, flag, listing, option, option_fields
 from .presets import QUICK_FACTOR
-from .sampling import SampleConfig
 
 
 class Parser(argparse.ArgumentParser):

@@ -9,8 +9,9 @@ from typing import NamedTuple
 
 import torch
 
-from .data import Vocab, encode_names, names_end_to_end, names_right_padded, pad_batch, windows
+from .data import encode_names, names_end_to_end, names_right_padded, pad_batch, windows
 from .packing import bucket, packed_rows
+from .words import Vocab
 
 
 class Batch(NamedTuple):

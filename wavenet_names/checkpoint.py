@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from . import files
-from .data import Vocab, shipped
+from .data import shipped
 from .ensemble import Ensemble
 from .labels import LabelColumns
 from .models import ModelConfig, build_model
+from .words import Vocab
 
 FORMAT = "wavenet_names.checkpoint/1"
 

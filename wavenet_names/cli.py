@@ -35,6 +35,7 @@ from .arguments import (
     model_options,
 )
 from .checkpoint import CheckpointError
+from .choosing import SampleConfig
 from .configuration import TrainConfig
 from .console import (
     allocation_failed,
@@ -49,7 +50,6 @@ from .console import (
     version,
 )
 from .constraints import Constraints, TooRare
-from .data import DataError, parse_words, read_words
 from .devices import resolve_device
 from .draws import NameRequest, draw
 from .fitting import TrainingInterrupted
@@ -58,10 +58,10 @@ from .loading import LoadedModel
 from .logs import TensorBoardLog
 from .options import OptionError
 from .presets import QUICK_FACTOR
-from .sampling import SampleConfig
 from .scoring import ScoredItems, evaluate_data
 from .serving import ServeConfig
 from .splits import Splits
+from .words import DataError, parse_words, read_words
 
 TRAINING_COMMANDS = ("train", "experiment")  # what a second Ctrl-C cuts short, and a smaller batch helps
 

@@ -9,9 +9,10 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from .choosing import MARKS, SampleConfig, Sampled, default_cut_at
 from .fitting import fit
 from .logs import TensorBoardLog
-from .sampling import MARKS, SampleConfig, Sampled, default_cut_at, stream_sampled
+from .sampling import stream_sampled
 from .training import Trainer, out_of_memory
 
 LONG_EVALUATION = 100_000  # items of a training split whose final evaluation is said first: 40 s for 560,000 here

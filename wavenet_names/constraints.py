@@ -17,10 +17,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
-from .data import Vocab
+from .choosing import SampleConfig, Sampled
 from .options import OptionError, check_at_least, option
-from .sampling import SampleConfig, Sampled
-from .splits import Seen
+from .words import Seen, Vocab
 
 TRIES_PER_NAME = 1000  # the default bound on draws, per name asked for
 SMALLEST_DRAW = 64  # the fewest names drawn at once after the first draw

@@ -5,15 +5,22 @@ and the labels of every name; draw() gives its names, constrained or not, from o
 The server draws the requests that arrive together in shared passes (server.py): it groups them by
 NameRequest.pass_key(), which is derived from the request's own fields, so a sampling option added
 later keeps requests that differ in it apart without anyone listing it.
+
+Nothing here imports torch: a model exported to ONNX (portable.py) takes the same requests, and keeps
+names by the same constraints, as a PyTorch one. The model is anything with LoadedModel's vocab,
+cut_at, seen, labels() and sampler().
 """
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
+from .choosing import SampleConfig, Sampled
 from .constraints import Constraints, Search, for_constraints
-from .loading import LoadedModel
 from .options import OptionError, option_fields
-from .sampling import SampleConfig, Sampled, sampler
+
+if TYPE_CHECKING:  # (for its annotations: LoadedModel is PyTorch's, and this module must not need torch)
+    from .loading import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -26,7 +33,7 @@ class NameRequest:
     labels: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, loaded: LoadedModel, options: dict, labels=(), exclude=(), what: str = "--label") -> "NameRequest":
+    def of(cls, loaded: "LoadedModel", options: dict, labels=(), exclude=(), what: str = "--label") -> "NameRequest":
         """A request from options by name, as `sample`'s flags and the API's fields name them
         (SampleConfig's and Constraints'; a cut_at not given is the model's own, LoadedModel.cut_at),
         checked against the model before anything is drawn: the prefix's and the ending's
@@ -52,7 +59,7 @@ class NameRequest:
         search, so requests that differ only in those share passes."""
         return replace(self.drawing(), n=1)
 
-    def search(self, loaded: LoadedModel, batch_size: int) -> Search:
+    def search(self, loaded: "LoadedModel", batch_size: int) -> Search:
         """This request's draws, at most batch_size names at once: under constraints, names kept or
         drawn again; without any, every name drawn is kept, cut or not, in one draw of n."""
         n = self.sampling.n
@@ -66,13 +73,13 @@ def _picked(cls, options: dict) -> dict:
     return {f.name: options[f.name] for f in option_fields(cls) if f.name in options}
 
 
-def draw(loaded: LoadedModel, request: NameRequest, search: Search | None = None) -> Iterator[Sampled]:
+def draw(loaded: "LoadedModel", request: NameRequest, search: Search | None = None) -> Iterator[Sampled]:
     """The request's names, yielded a batch at a time as they are found (request.search, unless a
     search is given); after the last one found, raises constraints.TooRare if the bound on tries ran
     out first. The same seed gives the same names."""
     search = search or request.search(loaded, request.sampling.batch_size)
     labels = loaded.labels(request.labels)
-    with sampler(loaded.model, loaded.vocab, request.drawing(), labels=labels) as drawn:
+    with loaded.sampler(request.drawing(), labels) as drawn:
         while not search.done:
             yield from search.take(drawn(search.next_size()))
     shortfall = search.shortfall()

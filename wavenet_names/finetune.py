@@ -21,11 +21,11 @@ import torch
 from . import shipped
 from .checkpoint import CheckpointError, load_checkpoint
 from .configuration import TrainConfig, settings, train_options
-from .data import Vocab
 from .kinds import CharacterRows
 from .labels import LabelColumns
 from .models import ModelConfig, build_model, kind_named, kind_of
 from .splits import Splits
+from .words import Vocab
 
 # A fine-tune's own recipe, under the options given, chosen on val over five short lists
 # (docs/experiments.md): the base's last rate, not its peak (lr 1e-3 lost on four lists of five), a

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from .data import DataError, decode_text, parse_words, read_text
+from .words import DataError, decode_text, parse_words, read_text
 
 UNKNOWN = 0  # every column's value for "not given"
 DELIMITERS = {".tsv": "\t", ".csv": ","}  # a table's suffix, and what separates its fields
@@ -96,16 +96,16 @@ class LabelColumns:
         """How many values each column's embedding has: its values, and unknown."""
         return tuple(len(v) + 1 for v in self.values)
 
-    def encode(self, table: Table, source: str) -> torch.Tensor:
-        """The table's labels as numbers, (N, len(names)) long. The table's columns are matched by name:
-        a column the model has and the table lacks is unknown; one the table has and the model lacks,
-        or a value the model never saw, is an error."""
+    def encode(self, table: Table, source: str) -> np.ndarray:
+        """The table's labels as numbers, (N, len(names)) int64 (torch.from_numpy takes them as they lie).
+        The table's columns are matched by name: a column the model has and the table lacks is unknown;
+        one the table has and the model lacks, or a value the model never saw, is an error."""
         for name in table.columns:
             if name not in self.names:
                 raise DataError(f"{source}: column {name!r} is not a label of this model ({self._listed()})")
         # per model column, the table's column that holds it (None: unknown throughout)
         at = [table.columns.index(name) if name in table.columns else None for name in self.names]
-        rows = []  # built as lists, then one tensor: a tensor written entry by entry takes seconds
+        rows = []  # built as lists, then one array: an array written entry by entry takes seconds
         for fields, line in zip(table.fields, table.lines, strict=True):
             row = [UNKNOWN if j is None else self._number(k, fields[j]) for k, j in enumerate(at)]
             if None in row:
@@ -115,12 +115,12 @@ class LabelColumns:
                     f"model knows ({self.choices(k)})"
                 )
             rows.append(row)
-        return torch.tensor(rows, dtype=torch.long).view(len(rows), len(self.names))
+        return np.array(rows, dtype=np.int64).reshape(len(rows), len(self.names))
 
-    def parse(self, given: list[str], what: str = "--label") -> torch.Tensor:
-        """`sample --label` values, ["sex=F", "decade=1920"], as numbers (len(names),): unknown where
+    def parse(self, given: list[str], what: str = "--label") -> np.ndarray:
+        """`sample --label` values, ["sex=F", "decade=1920"], as numbers (len(names),) int64: unknown where
         not given. `what` names them in errors (the server's "label")."""
-        labels = torch.zeros(len(self.names), dtype=torch.long)
+        labels = np.zeros(len(self.names), dtype=np.int64)
         seen = set()
         for pair in given:
             name, equals, value = pair.partition("=")

@@ -11,10 +11,11 @@ from torch import nn
 
 from . import shipped
 from .checkpoint import label_columns, load_models, training_data
-from .data import DataError, Vocab
+from .choosing import SampleConfig, Sampled, default_cut_at
 from .labels import LabelColumns, no_labels_error
-from .sampling import Sampled, default_cut_at
-from .splits import Seen, Splits
+from .sampling import sampler
+from .splits import Splits
+from .words import DataError, Seen, Vocab
 
 
 @dataclass
@@ -94,7 +95,11 @@ class LoadedModel:
             if given:
                 raise no_labels_error(what)
             return None
-        return self.columns.parse(list(given), what)
+        return torch.from_numpy(self.columns.parse(list(given), what))
+
+    def sampler(self, config: SampleConfig, labels: torch.Tensor | None = None):
+        """sampling.sampler's draw(n) for this model: names drawn with config, each with these labels."""
+        return sampler(self.model, self.vocab, config, labels=labels)
 
     def label_values(self, labels: torch.Tensor | None) -> dict[str, str]:
         """(K,) label numbers as {column: value}, leaving out the unknown ones."""

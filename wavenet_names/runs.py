@@ -19,7 +19,6 @@ from torch import nn
 from . import budget, distributed, files, finetune
 from .checkpoint import label_columns, load_checkpoint, load_model
 from .configuration import TrainConfig, changed_settings, same_settings, saved_configs, settings
-from .data import Vocab
 from .devices import resolve_device
 from .ensembles import ENSEMBLE_FILE, run_ensemble
 from .files import remove_partial_writes, write_json
@@ -27,8 +26,9 @@ from .fitting import Runner, TrainingDiverged, TrainingInterrupted, finish
 from .models import ModelConfig, count_params
 from .options import OptionError, option
 from .presets import PRESET_HELP, TRAIN_PRESETS
-from .splits import Seen, Splits
+from .splits import Splits
 from .training import Trainer
+from .words import Seen, Vocab
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .choosing import Sampled
 from .constraints import Search
 from .draws import NameRequest
 from .loading import LoadedModel
 from .metrics import Metrics
-from .sampling import Sampled, sampler
+from .sampling import sampler
 from .scoring import score
 from .serving import ServeConfig
 

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from .batches import chunk_bounds
-from .data import DataError, Vocab
 from .devices import float64_on
 from .labels import Table
 from .loading import LoadedModel
 from .losses import widened
 from .models import batches_for, kind_of
 from .splits import Splits
+from .words import DataError, Vocab
 
 
 @torch.no_grad()
@@ -135,7 +135,7 @@ class ScoredItems:
     def _read(cls, loaded: LoadedModel, data: list[str] | Table, source: str) -> "ScoredItems":
         if not isinstance(data, Table):  # (a conditional model reads a list's items with their labels unknown)
             return cls(list(data), None, [""] * len(data))
-        labels = loaded.columns.encode(data, source) if loaded.columns is not None else None
+        labels = torch.from_numpy(loaded.columns.encode(data, source)) if loaded.columns is not None else None
         return cls(data.items, labels, ["".join(f"\t{field}" for field in row) for row in data.fields])
 
     def scores(self, loaded: LoadedModel) -> Iterator[float]:

@@ -23,6 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from .choosing import SampleConfig
 from .constraints import Constraints
 from .draws import NameRequest
 from .loading import LoadedModel
@@ -30,7 +31,7 @@ from .metrics import Metrics
 from .middleware import Access, Bodies
 from .models import count_params, kind_of
 from .options import OptionError, default, option_fields
-from .sampling import SampleConfig, sampler
+from .sampling import sampler
 from .scheduler import MAX_ROWS, SampleJob, Scheduler, ScoreJob
 from .scoring import score
 from .serving import ServeConfig

@@ -9,8 +9,9 @@ from string import ascii_lowercase
 
 import torch
 
-from .data import NAMES_TXT, DataError, Vocab, naming, split_words
+from .data import NAMES_TXT, split_words
 from .labels import LabelColumns, Table, read_items
+from .words import DataError, Seen, Vocab, naming
 
 SHOWN_CHARACTERS = 40  # of a vocabulary beyond a-z, in a note
 
@@ -27,29 +28,6 @@ class Facts:
 
     def __post_init__(self):
         object.__setattr__(self, "label_sizes", tuple(self.label_sizes))  # (a list, from JSON)
-
-
-@dataclass(frozen=True)
-class Seen:
-    """The items of the data a model was trained on, by split, so that a sample can be told apart as
-    one of the training split (marked *), one of val or test (+, held out: a name the model has
-    never seen, but no new one either), or new, as makemore tells them."""
-
-    train: frozenset[str]
-    held_out: frozenset[str]  # val and test
-    missing: str | None = None  # why there are no items to mark against, when there are none
-
-    @classmethod
-    def of_checkpoint(cls, checkpoint: dict) -> "Seen | None":
-        """What a checkpoint records (an earlier version's: its training split alone); None for one of a
-        list too large to keep (seen_record), whose items are its data file's."""
-        if checkpoint.get("seen_in_data"):
-            return None
-        words = [checkpoint.get(key, "") for key in ("train_words", "held_out_words")]
-        return cls(*(frozenset(w.split("\n")) - {""} for w in words))
-
-    def mark(self, name: str) -> str:
-        return " *" if name in self.train else " +" if name in self.held_out else ""
 
 
 # characters of items that a checkpoint keeps for its marks (names.txt has 0.23 M, the decade table 1.1 M)
@@ -165,7 +143,7 @@ class Splits:
             splits = cls.from_words(data.items, vocab)
         else:
             columns = label_columns or LabelColumns.of(data)
-            splits = cls.from_words(data.items, vocab, columns.encode(data, str(path)), columns)
+            splits = cls.from_words(data.items, vocab, torch.from_numpy(columns.encode(data, str(path))), columns)
         splits.repeats = repeats
         return splits
 

@@ -1,6 +1,8 @@
 """How tests/before/ was written: this script, run at commit 2946bd1 (before each kind owned its options
 and its file), `python tests/before/written_by.py tests/before`. Kept as the record of what those
-checkpoints are; the code it calls has moved since, and tests/test_checkpoints.py reads what it wrote."""
+checkpoints are; the code it calls has moved since, and tests/test_checkpoints.py reads what it wrote.
+The "names" of samples.json were drawn again from the same checkpoints when the draw became the one
+that onnxruntime reproduces (choosing.py); their scores are as this script wrote them."""
 
 import json
 import shutil
@@ -8,8 +10,9 @@ import sys
 from pathlib import Path
 
 from wavenet_names.checkpoint import label_columns, load_model
+from wavenet_names.choosing import SampleConfig
 from wavenet_names.cli import main
-from wavenet_names.sampling import SampleConfig, generate
+from wavenet_names.sampling import generate
 from wavenet_names.scoring import score
 
 here = Path(sys.argv[1])

@@ -153,6 +153,21 @@ class Checkpoints:
 
 
 @dataclass(frozen=True)
+class Onnx:
+    onnx: str | None = option(
+        None,
+        "sample from a directory that `export` wrote, with onnxruntime in place of PyTorch (the same seed "
+        "gives the same names); needs the onnx extra",
+        metavar="DIR",
+    )
+
+
+@dataclass(frozen=True)
+class Exporting:
+    out: str = option("onnx", "the directory to write step.onnx, full.onnx and seen.json.gz into")
+
+
+@dataclass(frozen=True)
 class Report:
     """What `train` prints besides its evaluations."""
 

@@ -19,8 +19,10 @@ from .arguments import (
     Evaluation,
     Exclusion,
     Experiment,
+    Exporting,
     Labelling,
     Lecture,
+    Onnx,
     Parser,
     Race,
     Report,
@@ -124,7 +126,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    loaded = _loaded(args)
+    loaded = _onnx(args) if args.onnx is not None else _loaded(args)
     exclude = Exclusion(**given(args, Exclusion)).exclude
     labels = given(args, Labelling).get("label", ())
     try:
@@ -141,6 +143,31 @@ def _print_drawn(loaded: LoadedModel, options: dict, labels=(), exclude=(), head
     if loaded.seen.missing:  # a large list's model, whose data file is not what it was
         print(f"wavenet-names sample: {loaded.seen.missing}", file=sys.stderr)
     print_names(draw(loaded, request), loaded.mark, request.sampling.cut_at, heading)
+
+
+def _onnx(args):
+    """The exported model of --onnx, read by onnxruntime (portable.py), which draws as PyTorch does."""
+    if _checkpoints(args):
+        raise ValueError("--onnx and --checkpoint name two models: give one")
+    try:
+        from .portable import OnnxModel  # here: onnxruntime is an optional dependency
+    except ImportError as e:
+        raise ValueError(f"--onnx needs onnxruntime ({e}): pip install 'wavenet_names[onnx]'") from None
+    return OnnxModel.load(args.onnx)
+
+
+def cmd_export(args) -> int:
+    options = Exporting(**given(args, Exporting))
+    loaded = _loaded(args)
+    try:
+        from .export import export  # here: the exporter needs the onnx and onnxscript packages
+    except ImportError as e:
+        raise ValueError(f"export needs the onnx extra ({e}): pip install 'wavenet_names[onnx]'") from None
+    written = export(loaded, options.out)
+    sizes = ", ".join(f"{path.name} ({path.stat().st_size / 1e6:.2f} MB)" for path in written)
+    print(f"exported {loaded.title} into {options.out}: {sizes}")
+    print(f"sample from it without PyTorch: wavenet-names sample --onnx {options.out} (see docs/onnx.md)")
+    return 0
 
 
 def _checkpoints(args) -> tuple[str, ...]:
@@ -285,8 +312,14 @@ COMMANDS = (
         "sample",
         "print new names from a checkpoint",
         cmd_sample,
-        (Checkpoints, Labelling, SampleConfig),
+        (Checkpoints, Onnx, Labelling, SampleConfig),
         _constraint_flags,
+    ),
+    Command(
+        "export",
+        "write a checkpoint as ONNX graphs, for onnxruntime and other runtimes without PyTorch",
+        cmd_export,
+        (Checkpoints, Exporting),
     ),
     Command(
         "evaluate", "print the mean loss of a checkpoint over a whole split", cmd_evaluate, (Checkpoints, Evaluation)

@@ -48,6 +48,11 @@ class NameRequest:
             raise OptionError("new", f"cannot be kept: {loaded.seen.missing}")
         return cls(sampling, constraints, tuple(labels))
 
+    @staticmethod
+    def option_names() -> set[str]:
+        """The options that of() takes by name: SampleConfig's and Constraints'."""
+        return {f.name for cls in (SampleConfig, Constraints) for f in option_fields(cls)}
+
     def drawing(self) -> SampleConfig:
         """How each name is drawn: the sampling settings, with a name cut just past max_len, since it is
         rejected whatever would follow."""

@@ -13,6 +13,8 @@ A kind's class keeps the package's contract (makemore's, with labels):
                                                                 (only if `windowed`)
     init_state(batch_size, labels=None) -> state                generation one character at a time,
     step(token, state) -> (logits, state)                       the state all tensors (only if `cached`)
+    step_queued(token, queues, labels=None) -> (logits, queues) step() with nothing written in place,
+    queue_shapes() -> [(dilation, width), ...]                  for an ONNX step graph (only if `exports`)
 
 Adding a kind: write its module with the class, the dataclass of the options it reads (each an
 options.option, with its help and default; __post_init__ checks them), and its Kind; then register
@@ -68,3 +70,4 @@ class Kind:
     needs: tuple[str, ...] = ()  # the Facts it cannot be built without (the Transformer's "longest")
     longest_name: Callable[[nn.Module], int | None] = no_limit  # the most characters it reads or writes in a name
     character_rows: CharacterRows | None = None  # None: a fine-tune of it cannot take new characters
+    exports: bool = False  # export.py writes its ONNX graphs (step_queued, queue_shapes, forward_full)

@@ -283,6 +283,29 @@ class ConvWaveNet(nn.Module):
             skips.append(skip)
         return self._head(h, skips), state._replace(t=state.t + 1)
 
+    def step_queued(
+        self, token: torch.Tensor, queues: tuple[torch.Tensor, ...], labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """step() as a function of its state, with nothing written in place: the form an exported step
+        graph takes (export.py). token (B,); queues: per layer its last `dilation` inputs, oldest first,
+        (B, dilation, n_in); labels (B, K) or None. Returns the logits (B, vocab) and the queues after
+        this character. From queues of zeros, block_size '.' tokens fill them exactly as init_state does
+        (each layer's oldest input is then one of '.' padding), the last one's logits the first character's."""
+        h_labels = label_vectors(self.labels, labels, token.shape[0], token.device)  # (B, n_label), or None
+        h, skips, queued = self.wte(token), [], []  # (B, n_embd)
+        for layer, queue in zip(self.layers, queues, strict=True):
+            condition = None if h_labels is None else layer.condition(h_labels)  # (B, n_conv)
+            queued.append(
+                torch.cat([queue[:, 1:], h[:, None]], dim=1)
+            )  # (B, dilation, n_in): h joins, the oldest leaves
+            h, skip = layer(h, queue[:, 0], condition)  # (B, n_hidden)
+            skips.append(skip)
+        return self._head(h, skips), tuple(queued)
+
+    def queue_shapes(self) -> list[tuple[int, int]]:
+        """Each layer's queue in step_queued, (dilation, n_in), per name."""
+        return [(layer.dilation, layer.conv.in_channels) for layer in self.layers]
+
 
 class ConvState(NamedTuple):
     """ConvWaveNet's generation state, all tensors: the characters fed so far, t (a 0-dimensional
@@ -347,4 +370,5 @@ KIND = Kind(
     fixed_shapes=True,
     conditional=True,
     character_rows=CharacterRows(),
+    exports=True,
 )

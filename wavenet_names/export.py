@@ -1,0 +1,168 @@
+"""`wavenet-names export`: a trained model as two ONNX graphs (exported.py says what they take and
+give), for runtimes without PyTorch: onnxruntime on a desktop, a phone or a page, Unity's Sentis,
+or this package's own sampler, portable.py.
+
+The step graph is the cached generation that `sample` runs (ConvWaveNet.step_queued: each layer's
+queue of its last inputs as state in and out), and the full graph the plain dilated convolution over
+padded names (ConvWaveNet.forward_full). Both come from eval mode, so BatchNorm is its running
+statistics, and both take any batch: the example batch they are traced with has 2 rows, since an
+example of 1 would fix the dimension at 1.
+"""
+
+import gzip
+import json
+import logging
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .console import version
+from .ensemble import Ensemble
+from .exported import FORMAT, FULL, KEY, SEEN, STEP, ExportedFacts
+from .loading import LoadedModel
+from .models import KINDS, kind_of
+from .options import listing
+
+EXAMPLE_BATCH = 2  # rows of the example the graphs are traced with: more than 1 keeps the batch dynamic
+
+
+class _Step(nn.Module):
+    """step_queued() with its state as separate tensors: the inputs and outputs of the step graph."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, token, labels, queues):
+        logits, queued = self.model.step_queued(token, queues, labels)
+        return (logits, *queued)
+
+
+class _Full(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx, labels):
+        return self.model.forward_full(idx, labels)
+
+
+def export(loaded: LoadedModel, out: str | Path) -> list[Path]:
+    """Write the step and full graphs of `loaded`'s model into the directory `out`, and the names of
+    its splits beside them; returns the files written. A model that cannot be exported (an ensemble,
+    a kind without a step_queued), and an `out` that holds a run's checkpoints, are refused first."""
+    model = loaded.model
+    if isinstance(model, Ensemble):
+        raise ValueError(
+            "an ensemble exports as no one graph: export one of its members' model.pt, or distil the "
+            "ensemble into one model first (train --teacher)"
+        )
+    kind = kind_of(model)
+    if not kind.exports:
+        exporting = listing([k.name for k in KINDS.values() if k.exports])
+        raise ValueError(f"a {kind.name} model does not export to ONNX; the kinds that do: {exporting}")
+    out = _checked(Path(out))
+    labelled = loaded.columns is not None
+    columns = loaded.columns.saved() if labelled else None
+    facts = dict(
+        format=FORMAT,
+        version=version(),
+        kind=kind.name,
+        chars=loaded.vocab.chars,
+        block_size=model.block_size,
+        queues=tuple(model.queue_shapes()),
+        cut_at=loaded.cut_at,
+        labels=columns,
+        val=loaded.val,
+        model=loaded.title,
+        recipe={k: loaded.checkpoint.get(k) for k in ("model_config", "train_config")},
+    )
+    batch = torch.export.Dim("batch")
+    B, K = EXAMPLE_BATCH, len(columns["names"]) if labelled else 0
+    labels = torch.zeros(B, K, dtype=torch.long) if labelled else None
+    queues = tuple(torch.zeros(B, d, n) for d, n in model.queue_shapes())
+    token = torch.zeros(B, dtype=torch.long)
+    written = [
+        _write(
+            _Step(model),
+            (token, labels, queues),
+            ({0: batch}, {0: batch} if labelled else None, tuple({0: batch} for _ in queues)),
+            ["token", *(["labels"] if labelled else []), *(f"queue{i}" for i in range(len(queues)))],
+            ["logits", *(f"queue{i}_out" for i in range(len(queues)))],
+            ExportedFacts(graph="step", **facts),
+            out / STEP,
+        ),
+        _write(
+            _Full(model),
+            (torch.zeros(B, model.block_size + 4, dtype=torch.long), labels),
+            ({0: batch, 1: torch.export.Dim("length", min=model.block_size)}, {0: batch} if labelled else None),
+            ["idx", *(["labels"] if labelled else [])],
+            ["logits"],
+            ExportedFacts(graph="full", **facts),
+            out / FULL,
+        ),
+    ]
+    seen = loaded.seen
+    if not seen.missing:
+        names = {"train": sorted(seen.train), "held_out": sorted(seen.held_out)}
+        written.append(_replace(out / SEEN, gzip.compress(json.dumps(names, ensure_ascii=False).encode("utf-8"))))
+    elif (out / SEEN).exists():  # an earlier export's names are not this model's
+        (out / SEEN).unlink()
+    return written
+
+
+def _checked(out: Path) -> Path:
+    """The directory to export into, made if need be; a run's directory is refused, so that an export
+    never mixes with the checkpoints of training."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a directory")
+    if (out / "model.pt").exists() or (out / "last.pt").exists():
+        raise ValueError(f"--out {out}: holds a training run's checkpoints; export into a directory of its own")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write(module, args, dynamic_shapes, input_names, output_names, facts: ExportedFacts, path: Path) -> Path:
+    """One graph, traced with torch.export (the exporter's dynamo path), with `facts` in its metadata."""
+    with _quiet():
+        program = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=dynamic_shapes,
+            optimize=True,
+            verbose=False,
+        )
+    program.model.metadata_props[KEY] = facts.to_json()
+    partial = path.with_name(path.name + ".partial")
+    program.save(str(partial))
+    os.replace(partial, path)  # whole or not at all: an earlier export stays until this one is written
+    return path
+
+
+@contextmanager
+def _quiet():
+    """The exporter's warnings and log lines are about its own internals (torchvision's operators, say):
+    nothing a user can act on."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _replace(path: Path, data: bytes) -> Path:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return path

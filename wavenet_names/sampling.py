@@ -56,6 +56,8 @@ def sampler(
     seed = config.seed if config.seed is not None else int(torch.randint(2**62, ()))
     numbers = random_numbers(seed)
 
+    labels = None if labels is None else torch.as_tensor(labels)  # (K,): LabelColumns.parse's numpy, too
+
     def draw(n: int) -> list[Sampled]:
         batch_labels = None if labels is None else labels.expand(n, -1)  # (n, K)
         return _batch(model, vocab, config, n, numbers, use_cache, batch_labels)

@@ -164,7 +164,7 @@ class Onnx:
 
 @dataclass(frozen=True)
 class Exporting:
-    out: str = option("onnx", "the directory to write step.onnx, full.onnx and seen.json.gz into")
+    out: str = option("out/onnx", "the directory to write step.onnx, full.onnx and seen.json.gz into", metavar="DIR")
 
 
 @dataclass(frozen=True)

@@ -84,10 +84,6 @@ class OnnxModel:
     def val(self) -> float | None:
         return self.facts.val
 
-    @property
-    def title(self) -> str:
-        return f"the export of {self.facts.model} in {self.directory}"
-
     @cached_property
     def seen(self) -> Seen:
         """The items of each split of its data, if the export wrote them (seen.json.gz)."""

@@ -12,7 +12,6 @@ example of 1 would fix the dimension at 1.
 import gzip
 import json
 import logging
-import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import nn
 from .console import version
 from .ensemble import Ensemble
 from .exported import FORMAT, FULL, KEY, SEEN, STEP, ExportedFacts
+from .files import check_writable, replace
 from .loading import LoadedModel
 from .models import KINDS, kind_of
 from .options import listing
@@ -109,20 +109,22 @@ def export(loaded: LoadedModel, out: str | Path) -> list[Path]:
     seen = loaded.seen
     if not seen.missing:
         names = {"train": sorted(seen.train), "held_out": sorted(seen.held_out)}
-        written.append(_replace(out / SEEN, gzip.compress(json.dumps(names, ensure_ascii=False).encode("utf-8"))))
+        with replace(out / SEEN) as partial:
+            partial.write_bytes(gzip.compress(json.dumps(names, ensure_ascii=False).encode("utf-8")))
+        written.append(out / SEEN)
     elif (out / SEEN).exists():  # an earlier export's names are not this model's
         (out / SEEN).unlink()
     return written
 
 
 def _checked(out: Path) -> Path:
-    """The directory to export into, made if need be; a run's directory is refused, so that an export
-    never mixes with the checkpoints of training."""
+    """The directory to export into, checked before any work: one that cannot be written is refused, and so
+    is a run's directory, so that an export never mixes with the checkpoints of training."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: is a file, not a directory")
     if (out / "model.pt").exists() or (out / "last.pt").exists():
         raise ValueError(f"--out {out}: holds a training run's checkpoints; export into a directory of its own")
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, "--out")
     return out
 
 
@@ -140,9 +142,8 @@ def _write(module, args, dynamic_shapes, input_names, output_names, facts: Expor
             verbose=False,
         )
     program.model.metadata_props[KEY] = facts.to_json()
-    partial = path.with_name(path.name + ".partial")
-    program.save(str(partial))
-    os.replace(partial, path)  # whole or not at all: an earlier export stays until this one is written
+    with replace(path) as partial:  # whole or not at all: an earlier export stays until this one is written
+        program.save(str(partial))
     return path
 
 
@@ -159,10 +160,3 @@ def _quiet():
             yield
     finally:
         logger.setLevel(level)
-
-
-def _replace(path: Path, data: bytes) -> Path:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-    return path

@@ -49,7 +49,9 @@ RECIPES = {
         "--patience",
         "8",
     ],
-    "from names, its recipe: lr 3e-4, dropout 0.1, patience 8": ["--init", "names"],
+    "from names, lr 3e-4, dropout 0.1, patience 8": ["--init", "names", "--eval-every", "100", "--patience", "8"],
+    "from names, lr 3e-4, dropout 0.1, patience 4": ["--init", "names", "--eval-every", "100", "--patience", "4"],
+    "from names, its recipe: lr 3e-4, dropout 0.1, every 50, patience 4": ["--init", "names"],
 }
 
 
@@ -72,29 +74,33 @@ def lists(out: Path) -> dict[str, Path]:
 
 
 def run(data: Path, recipe: list[str], directory: Path) -> dict:
-    """One run, or the one already in `directory`: its metrics, wall seconds and five names."""
+    """One run, or the one already in `directory`: its metrics, wall seconds and five names (drawn
+    again if a result has none: the draw changed since some runs were made)."""
     done = directory / "result.json"
     if done.exists():
-        return json.loads(done.read_text(encoding="utf-8"))
+        result = json.loads(done.read_text(encoding="utf-8"))
+        if "names" not in result:
+            result["names"] = five_names(directory)
+            done.write_text(json.dumps(result), encoding="utf-8")
+        return result
     start = time.perf_counter()
     command = [sys.executable, "-m", "wavenet_names", "train", "--data", str(data), "--out", str(directory)]
     subprocess.run([*command, "--overwrite", *recipe], check=True, capture_output=True)
     wall = time.perf_counter() - start
+    metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
+    result = {"val": metrics["val_loss"], "steps": metrics["steps"], "wall": wall, "names": five_names(directory)}
+    done.write_text(json.dumps(result), encoding="utf-8")
+    return result
+
+
+def five_names(directory: Path) -> list[str]:
     sampled = subprocess.run(
         [sys.executable, "-m", "wavenet_names", "sample", "--checkpoint", str(directory), "-n", "5", "--seed", "1"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.splitlines()
-    metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
-    result = {
-        "val": metrics["val_loss"],
-        "steps": metrics["steps"],
-        "wall": wall,
-        "names": [line.rstrip(" *+") for line in sampled],
-    }
-    done.write_text(json.dumps(result), encoding="utf-8")
-    return result
+    return [line.rstrip(" *+") for line in sampled]
 
 
 def main() -> None:

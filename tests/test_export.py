@@ -253,3 +253,20 @@ def test_the_sampler_refuses_unknown_options(shipped_exports):
         names.names(n=1, colour="red")
     with pytest.raises(DataError, match="no such file"):
         OnnxModel.load(names.directory.parent)
+
+
+@pytest.mark.parametrize(
+    "command, missing",
+    [
+        (["export"], ["onnxscript", "wavenet_names.export"]),
+        (["sample", "--onnx", "x"], ["onnxruntime", "wavenet_names.portable"]),
+    ],
+    ids=["export", "sample"],
+)
+def test_without_the_onnx_extra_a_command_says_what_to_install(command, missing, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, missing[0], None)  # import fails, as where it is not installed
+    monkeypatch.delitem(sys.modules, missing[1], raising=False)  # imported again, here
+    assert main([*command, "--out", str(tmp_path / "out")] if command == ["export"] else command) == 2
+    line = one_error(capsys)
+    assert "pip install 'wavenet_names[onnx]'" in line and missing[0] in line
+    assert not (tmp_path / "out").exists()

@@ -158,11 +158,11 @@ def _onnx(args):
 
 def cmd_export(args) -> int:
     options = Exporting(**given(args, Exporting))
-    loaded = _loaded(args)
     try:
         from .export import export  # here: the exporter needs the onnx and onnxscript packages
     except ImportError as e:
         raise ValueError(f"export needs the onnx extra ({e}): pip install 'wavenet_names[onnx]'") from None
+    loaded = _loaded(args)
     written = export(loaded, options.out)
     sizes = ", ".join(f"{path.name} ({path.stat().st_size / 1e6:.2f} MB)" for path in written)
     print(f"exported {loaded.title} into {options.out}: {sizes}")

@@ -16,6 +16,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import onnxscript  # noqa: F401  (what torch.onnx.export(dynamo=True) writes with: missing, one line now)
 import torch
 from torch import nn
 

@@ -67,46 +67,13 @@ def export(loaded: LoadedModel, out: str | Path) -> list[Path]:
         exporting = listing([k.name for k in KINDS.values() if k.exports])
         raise ValueError(f"a {kind.name} model does not export to ONNX; the kinds that do: {exporting}")
     out = _checked(Path(out))
-    labelled = loaded.columns is not None
-    columns = loaded.columns.saved() if labelled else None
-    facts = dict(
-        format=FORMAT,
-        version=version(),
-        kind=kind.name,
-        chars=loaded.vocab.chars,
-        block_size=model.block_size,
-        queues=tuple(model.queue_shapes()),
-        cut_at=loaded.cut_at,
-        labels=columns,
-        val=loaded.val,
-        model=loaded.title,
-        recipe={k: loaded.checkpoint.get(k) for k in ("model_config", "train_config")},
-    )
-    batch = torch.export.Dim("batch")
-    B, K = EXAMPLE_BATCH, len(columns["names"]) if labelled else 0
-    labels = torch.zeros(B, K, dtype=torch.long) if labelled else None
-    queues = tuple(torch.zeros(B, d, n) for d, n in model.queue_shapes())
-    token = torch.zeros(B, dtype=torch.long)
-    written = [
-        _write(
-            _Step(model),
-            (token, labels, queues),
-            ({0: batch}, {0: batch} if labelled else None, tuple({0: batch} for _ in queues)),
-            ["token", *(["labels"] if labelled else []), *(f"queue{i}" for i in range(len(queues)))],
-            ["logits", *(f"queue{i}_out" for i in range(len(queues)))],
-            ExportedFacts(graph="step", **facts),
-            out / STEP,
-        ),
-        _write(
-            _Full(model),
-            (torch.zeros(B, model.block_size + 4, dtype=torch.long), labels),
-            ({0: batch, 1: torch.export.Dim("length", min=model.block_size)}, {0: batch} if labelled else None),
-            ["idx", *(["labels"] if labelled else [])],
-            ["logits"],
-            ExportedFacts(graph="full", **facts),
-            out / FULL,
-        ),
-    ]
+    facts = _facts(loaded, kind.name)
+    was_training = model.training
+    model.eval()  # BatchNorm as its running statistics, and no dropout: what sampling and scoring compute
+    try:
+        written = [_step_graph(model, facts, out / STEP), _full_graph(model, facts, out / FULL)]
+    finally:
+        model.train(was_training)
     seen = loaded.seen
     if not seen.missing:
         names = {"train": sorted(seen.train), "held_out": sorted(seen.held_out)}
@@ -116,6 +83,60 @@ def export(loaded: LoadedModel, out: str | Path) -> list[Path]:
     elif (out / SEEN).exists():  # an earlier export's names are not this model's
         (out / SEEN).unlink()
     return written
+
+
+def _facts(loaded: LoadedModel, kind: str) -> dict:
+    """ExportedFacts' fields but the graph's name: the same in both graphs."""
+    model = loaded.model
+    return dict(
+        format=FORMAT,
+        version=version(),
+        kind=kind,
+        chars=loaded.vocab.chars,
+        block_size=model.block_size,
+        queues=tuple(model.queue_shapes()),
+        cut_at=loaded.cut_at,
+        labels=loaded.columns.saved() if loaded.columns is not None else None,
+        val=loaded.val,
+        model=loaded.title,
+        recipe={k: loaded.checkpoint.get(k) for k in ("model_config", "train_config")},
+    )
+
+
+def _example_labels(facts: dict) -> torch.Tensor | None:
+    """Labels for the example batch (EXAMPLE_BATCH, K), all unknown; None for a model without labels."""
+    labels = facts["labels"]
+    return None if labels is None else torch.zeros(EXAMPLE_BATCH, len(labels["names"]), dtype=torch.long)
+
+
+def _step_graph(model: nn.Module, facts: dict, path: Path) -> Path:
+    labels, batch = _example_labels(facts), torch.export.Dim("batch")
+    queues = tuple(torch.zeros(EXAMPLE_BATCH, d, n) for d, n in model.queue_shapes())
+    token = torch.zeros(EXAMPLE_BATCH, dtype=torch.long)
+    return _write(
+        _Step(model),
+        (token, labels, queues),
+        ({0: batch}, None if labels is None else {0: batch}, tuple({0: batch} for _ in queues)),
+        ["token", *([] if labels is None else ["labels"]), *(f"queue{i}" for i in range(len(queues)))],
+        ["logits", *(f"queue{i}_out" for i in range(len(queues)))],
+        ExportedFacts(graph="step", **facts),
+        path,
+    )
+
+
+def _full_graph(model: nn.Module, facts: dict, path: Path) -> Path:
+    labels, batch = _example_labels(facts), torch.export.Dim("batch")
+    length = torch.export.Dim("length", min=model.block_size)  # T: any length from one window up
+    idx = torch.zeros(EXAMPLE_BATCH, model.block_size + 4, dtype=torch.long)
+    return _write(
+        _Full(model),
+        (idx, labels),
+        ({0: batch, 1: length}, None if labels is None else {0: batch}),
+        ["idx", *([] if labels is None else ["labels"])],
+        ["logits"],
+        ExportedFacts(graph="full", **facts),
+        path,
+    )
 
 
 def _checked(out: Path) -> Path:

@@ -143,6 +143,29 @@ def test_sample_onnx_prints_what_sample_prints(shipped_exports, capsys):
     assert capsys.readouterr().out == by_torch and "*" in by_torch  # marks included
 
 
+@pytest.mark.parametrize("name", ["names", "names-by-decade"])
+def test_score_onnx_prints_what_score_prints(shipped_exports, name, tmp_path, capsys):
+    """A list for `names` (one item it cannot read, skipped), a table with labels for `names-by-decade`."""
+    _, onnx_model = shipped_exports[name]
+    if name == "names":
+        items = tmp_path / "items.txt"
+        items.write_text("emma\nzzyzx\nq\nchloé\n" + "\n".join(NAMES_TXT.read_text().split()[:300]) + "\n")
+    else:
+        items = tmp_path / "items.tsv"
+        items.write_text("\n".join(NAMES_BY_DECADE.read_text().splitlines()[:300]) + "\n")
+    printed = {}
+    for flags in (["--checkpoint", name], ["--onnx", str(onnx_model.directory)]):
+        assert main(["score", str(items), "--skip-unknown", *flags]) == 0
+        printed[flags[0]] = capsys.readouterr()
+    by_torch, by_onnx = (printed[f].out.splitlines() for f in ("--checkpoint", "--onnx"))
+    assert len(by_onnx) == len(by_torch) >= 299
+    for a, b in zip(by_torch, by_onnx, strict=True):
+        loss_a, item_a = a.split("\t", 1)
+        loss_b, item_b = b.split("\t", 1)
+        assert item_a == item_b and float(loss_a) == pytest.approx(float(loss_b), abs=1.01e-4)
+    assert printed["--onnx"].err == printed["--checkpoint"].err
+
+
 def test_a_fresh_interpreter_without_torch_samples_and_scores(shipped_exports):
     loaded, onnx_model = shipped_exports["names-by-decade"]
     script = (

@@ -156,8 +156,8 @@ class Checkpoints:
 class Onnx:
     onnx: str | None = option(
         None,
-        "sample from a directory that `export` wrote, with onnxruntime in place of PyTorch (the same seed "
-        "gives the same names); needs the onnx extra",
+        "a directory that `export` wrote, run by onnxruntime in place of PyTorch (sample: the same seed "
+        "gives the same names; score: the same scores); needs the onnx extra",
         metavar="DIR",
     )
 

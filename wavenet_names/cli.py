@@ -193,7 +193,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_score(args) -> int:
     options = Scoring(**given(args, Scoring))
-    loaded = _loaded(args, resolve_device(options.device))
+    loaded = _onnx(args) if args.onnx is not None else _loaded(args, resolve_device(options.device))
     if options.items == "-":
         if sys.stdin.isatty():  # typed, not piped: say why nothing happens yet
             print("reading items from standard input, one per line; end with Ctrl-D", file=sys.stderr)
@@ -201,7 +201,9 @@ def cmd_score(args) -> int:
     else:
         source, data = options.items, read_items(options.items)
     items = ScoredItems.of(loaded, data, source, options.lowercase, options.skip_unknown)
-    for word, fields, loss in zip(items.words, items.fields, items.scores(loaded), strict=True):
+    # an export scores with onnxruntime's full graph (portable.py), a checkpoint with PyTorch
+    scores = loaded.losses(items.words, items.labels) if args.onnx is not None else items.scores(loaded)
+    for word, fields, loss in zip(items.words, items.fields, scores, strict=True):
         print(f"{loss:.4f}\t{word}{fields}")  # printed as they come
     if items.skipped:
         total = f"{items.skipped:,} of {items.skipped + len(items.words):,} items"
@@ -328,7 +330,7 @@ COMMANDS = (
         "score",
         "print each item's loss per character: the highest are the least like the training data",
         cmd_score,
-        (Scoring, Checkpoints),
+        (Scoring, Checkpoints, Onnx),
     ),
     Command(
         "serve",

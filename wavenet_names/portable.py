@@ -148,12 +148,15 @@ class OnnxModel:
         else:
             words, given = list(items), self.labels(labels, "labels")
             numbers = None if given is None else np.repeat(given[None], len(words), axis=0)
+        return list(self.losses(words, numbers))
+
+    def losses(self, words: list[str], labels: np.ndarray | None = None) -> Iterator[float]:
+        """scores() of words with their label numbers (N, K), SCORED_AT_ONCE items at a time: the first
+        come while the rest are computed."""
         self.vocab.check(words)
-        losses = []
         for i in range(0, len(words), SCORED_AT_ONCE):
-            chunk = None if numbers is None else numbers[i : i + SCORED_AT_ONCE]
-            losses.extend(self._losses(words[i : i + SCORED_AT_ONCE], chunk))
-        return losses
+            chunk = None if labels is None else labels[i : i + SCORED_AT_ONCE]
+            yield from self._losses(words[i : i + SCORED_AT_ONCE], chunk)
 
     # --- the graphs ---------------------------------------------------------------------------------
 

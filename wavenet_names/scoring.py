@@ -7,6 +7,7 @@ ScoredItems) is checked here against the model: its data, its characters, its la
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -102,7 +103,7 @@ class ScoredItems:
     """The items of a list or a table as a loaded model scores them."""
 
     words: list[str]
-    labels: torch.Tensor | None  # (N, K): a table's, for a conditional model; None: unknown, or no labels
+    labels: np.ndarray | None  # (N, K) int64: a table's, for a conditional model; None: unknown, or no labels
     fields: list[str]  # each item's label fields as printed after it, tab-separated ("" for a list's)
     skipped: int = 0  # items left out for a character the model does not know
 
@@ -135,9 +136,10 @@ class ScoredItems:
     def _read(cls, loaded: LoadedModel, data: list[str] | Table, source: str) -> "ScoredItems":
         if not isinstance(data, Table):  # (a conditional model reads a list's items with their labels unknown)
             return cls(list(data), None, [""] * len(data))
-        labels = torch.from_numpy(loaded.columns.encode(data, source)) if loaded.columns is not None else None
+        labels = loaded.columns.encode(data, source) if loaded.columns is not None else None
         return cls(data.items, labels, ["".join(f"\t{field}" for field in row) for row in data.fields])
 
     def scores(self, loaded: LoadedModel) -> Iterator[float]:
         """Each item's score, a chunk at a time (stream_scores)."""
-        return stream_scores(loaded.model, loaded.vocab, self.words, self.labels)
+        labels = None if self.labels is None else torch.from_numpy(self.labels)
+        return stream_scores(loaded.model, loaded.vocab, self.words, labels)

@@ -7,9 +7,9 @@ import json
 from wavenet_names.checkpoint import load_checkpoint
 from wavenet_names.choosing import SampleConfig
 from wavenet_names.cli import main
-from wavenet_names.console import print_names
 from wavenet_names.draws import NameRequest, draw
 from wavenet_names.loading import LoadedModel
+from wavenet_names.printing import print_names
 from wavenet_names.sampling import generate
 
 from helpers import TINY, one_error

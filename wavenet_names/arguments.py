@@ -1,14 +1,10 @@
-"""The command line's arguments: a flag for each option of the config dataclasses (options.option),
-made here, and the dataclasses of the options that only the command line takes.
-
-Every flag defaults to None, so that an option not given is told from one given its default value:
-given() returns the options given, by name, and the library's dataclasses supply the rest. The
-model's options are every registered kind's (models.KINDS), merged by name: --n-embd is one flag,
-whose help gives each kind's default.
+"""The command line's arguments beyond flags.py's: the model's options, which are every registered kind's
+(models.KINDS) merged by name (--n-embd is one flag, whose help gives each kind's default), the
+training options, the spelling of every flag for errors, and the dataclasses of the options that only
+the command line takes.
 """
 
 import argparse
-import typing
 from dataclasses import dataclass
 
 from . import race, shipped
@@ -16,47 +12,10 @@ from .choosing import SampleConfig
 from .configuration import TrainConfig
 from .constraints import Constraints
 from .devices import DEVICE_HELP
+from .flags import add_flag, given, help_of
 from .models import KINDS
 from .options import check_at_least, default, flag, listing, option, option_fields
 from .presets import QUICK_FACTOR
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def add_options(parser, cls) -> None:
-    """A flag (or an argument) for each option field of the config dataclass `cls`."""
-    for f in option_fields(cls):
-        _add(parser, f, _help(f, default(f)))
-
-
-def _add(parser, f, help: str) -> None:
-    """The flag of option field `f`: a switch for a bool, repeatable, or of its type (or its parse)."""
-    meta = f.metadata
-    spec = {"default": None, "help": help}
-    if f.type is bool:
-        spec["action"] = argparse.BooleanOptionalAction if meta["negatable"] else "store_true"
-    elif meta["repeatable"]:
-        spec["metavar"] = meta["metavar"]
-        spec["action"] = "append"
-    else:
-        types = (int, float, str)
-        spec["type"] = meta["parse"] or next(t for t in types if t is f.type or t in typing.get_args(f.type))
-        spec["choices"], spec["metavar"] = meta["choices"], meta["metavar"]
-    if meta["positional"]:
-        parser.add_argument(f.name, nargs="?", **spec)
-    else:
-        parser.add_argument(flag(f), dest=f.name, **spec)
-
-
-def _help(f, value, by_kind: str = "") -> str:
-    """An option's help, with its default (`value`, or what differs by kind, `by_kind`)."""
-    text = f.metadata["help"]
-    if not f.metadata["show_default"] or f.type is bool or (value is None and not by_kind):
-        return text
-    return f"{text} (default {by_kind or value})"
 
 
 def add_model_options(parser) -> None:
@@ -77,12 +36,12 @@ def add_model_options(parser) -> None:
         if len(of) == 1:
             kind = of[0][0]
             group = groups.setdefault(kind.name, parser.add_argument_group(f"{kind.name} model only"))
-            _add(group, of[0][1], _help(of[0][1], default(of[0][1])))
+            add_flag(group, of[0][1], help_of(of[0][1], default(of[0][1])))
         else:
-            _add(shared, of[0][1], _merged_help(of))
+            add_flag(shared, of[0][1], _mergedhelp_of(of))
 
 
-def _merged_help(of: list) -> str:
+def _mergedhelp_of(of: list) -> str:
     """The help of an option that several kinds read: each kind's words and default where they differ."""
     helps: dict[str, list[str]] = {}
     defaults: dict[object, list[str]] = {}
@@ -111,14 +70,7 @@ def add_train_options(parser) -> None:
             if value != default(f):
                 by_value.setdefault(value, []).append(kind.name)
         by_kind = "; ".join([str(default(f)), *(f"{listing(kinds)} {value}" for value, kinds in by_value.items())])
-        _add(group, f, _help(f, default(f), by_kind if by_value else ""))
-
-
-def given(args, *classes) -> dict:
-    """The options of these dataclasses given on the command line, by name (a repeatable one as a tuple)."""
-    names = [f.name for cls in classes for f in option_fields(cls)]
-    values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    return {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
+        add_flag(group, f, help_of(f, default(f), by_kind if by_value else ""))
 
 
 def model_options(args) -> dict:
@@ -187,25 +139,6 @@ class Report:
 
     def __post_init__(self):
         check_at_least(self, 0, "samples", "eval_samples")
-
-
-@dataclass(frozen=True)
-class Labelling:
-    label: tuple[str, ...] = option(
-        (),
-        "a conditional model's label for every name, e.g. --label sex=F --label decade=1920; a label not "
-        "given is unknown",
-        metavar="COLUMN=VALUE",
-        repeatable=True,
-        show_default=False,
-    )
-
-
-@dataclass(frozen=True)
-class Exclusion:
-    exclude: str | None = option(
-        None, "a file of names to leave out, one per line, whatever their case", metavar="FILE"
-    )
 
 
 @dataclass(frozen=True)

@@ -17,23 +17,18 @@ from . import experiments, race, runs
 from .arguments import (
     Checkpoints,
     Evaluation,
-    Exclusion,
     Experiment,
     Exporting,
-    Labelling,
     Lecture,
     Onnx,
-    Parser,
     Race,
     Report,
     Scoring,
     Shipping,
     Sweep,
     add_model_options,
-    add_options,
     add_train_options,
     flags,
-    given,
     model_options,
 )
 from .checkpoint import CheckpointError
@@ -42,28 +37,27 @@ from .configuration import TrainConfig
 from .console import (
     allocation_failed,
     is_main_process,
-    print_names,
     print_run,
     print_trained,
     run_member,
     run_with_progress,
-    said,
     say_restarted,
     version,
 )
-from .constraints import Constraints, TooRare
+from .constraints import Constraints
 from .devices import resolve_device
-from .draws import NameRequest, draw
 from .fitting import TrainingInterrupted
+from .flags import Exclusion, Labelling, Parser, add_options, given
 from .labels import read_items
 from .loading import LoadedModel
 from .logs import TensorBoardLog
 from .options import OptionError
 from .presets import QUICK_FACTOR
+from .printing import print_drawn, print_sampled, said
 from .scoring import ScoredItems, evaluate_data
 from .serving import ServeConfig
 from .splits import Splits
-from .words import DataError, parse_words, read_words
+from .words import DataError, parse_words
 
 TRAINING_COMMANDS = ("train", "experiment")  # what a second Ctrl-C cuts short, and a smaller batch helps
 
@@ -121,28 +115,13 @@ def cmd_train(args) -> int:
         logs = report.tensorboard
         print(f"logged each evaluation for TensorBoard in {logs} (tensorboard --logdir {logs})")
     if report.samples:  # what `sample --seed 0` prints from the model.pt just written
-        _print_drawn(LoadedModel.load([request.out / "model.pt"]), {"n": report.samples, "seed": 0}, heading=True)
+        print_drawn(LoadedModel.load([request.out / "model.pt"]), {"n": report.samples, "seed": 0}, heading=True)
     return 0
 
 
 def cmd_sample(args) -> int:
     loaded = _onnx(args) if args.onnx is not None else _loaded(args)
-    exclude = Exclusion(**given(args, Exclusion)).exclude
-    labels = given(args, Labelling).get("label", ())
-    try:
-        _print_drawn(loaded, given(args, SampleConfig, Constraints), labels, read_words(exclude) if exclude else ())
-    except TooRare as e:  # the names found are printed: say why there are not more
-        print(f"wavenet-names sample: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _print_drawn(loaded: LoadedModel, options: dict, labels=(), exclude=(), heading: bool = False) -> None:
-    """The names of a NameRequest of these options, printed a batch at a time while the rest are made."""
-    request = NameRequest.of(loaded, options, labels, exclude)
-    if loaded.seen.missing:  # a large list's model, whose data file is not what it was
-        print(f"wavenet-names sample: {loaded.seen.missing}", file=sys.stderr)
-    print_names(draw(loaded, request), loaded.mark, request.sampling.cut_at, heading)
+    return print_sampled(loaded, args, "wavenet-names sample")
 
 
 def _onnx(args):

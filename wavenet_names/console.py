@@ -6,10 +6,9 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .choosing import MARKS, SampleConfig, Sampled, default_cut_at
+from .choosing import SampleConfig, default_cut_at
 from .fitting import fit
 from .logs import TensorBoardLog
 from .sampling import stream_sampled
@@ -188,20 +187,6 @@ def print_run(name: str, metrics: dict) -> None:
     )
 
 
-def print_names(names: Iterable[Sampled], mark: Callable[[Sampled], str], cut_at: int, heading: bool = False) -> None:
-    """Each name as it comes, with its mark ("*", "+", "": LoadedModel.mark), or why it stopped before
-    the model ended it: --cut-at, or the most the model can read. heading: what the marks mean, first."""
-    if heading:
-        print(f"samples ({MARKS}):")
-    for sampled in names:
-        printed, marked = sampled.name or "(empty)", mark(sampled)
-        if marked == "cut":
-            why = f"--cut-at {cut_at}" if len(sampled.name) == cut_at else f"the model's longest, {len(sampled.name)}"
-            print(f"{printed}  (cut at {why})")
-        else:
-            print(f"{printed} {marked}" if marked else printed)
-
-
 # --- errors and facts, in the command line's words --------------------------------------------------
 
 
@@ -214,13 +199,6 @@ def version() -> str:
         return installed("wavenet_names")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "(not installed)"
-
-
-def said(e: Exception) -> str:
-    """An error's one line: an OSError as its file and the system's words, not "[Errno 2] ..."."""
-    if isinstance(e, OSError) and e.filename is not None and e.strerror:
-        return f"{e.filename}: {e.strerror}"
-    return str(e)
 
 
 def allocation_failed(e: RuntimeError) -> str | None:

@@ -17,6 +17,7 @@ from wavenet_names.draws import NameRequest, draw
 from wavenet_names.export import export
 from wavenet_names.exported import FULL, KEY, STEP
 from wavenet_names.loading import LoadedModel
+from wavenet_names.onnx_cli import main as onnx_main
 from wavenet_names.portable import OnnxModel
 from wavenet_names.scoring import score
 from wavenet_names.transformer import Transformer
@@ -180,6 +181,39 @@ def test_a_fresh_interpreter_without_torch_samples_and_scores(shipped_exports):
     wanted = [s.name for s in draw(loaded, NameRequest.of(loaded, dict(n=20, seed=4, min_len=5), DECADE_LABELS))]
     assert result.stdout.splitlines() == [repr(wanted), "True"]
     assert result.stderr.strip().endswith("ModuleNotFoundError: import of torch halted; None in sys.modules")
+
+
+def test_wavenet_names_onnx_prints_what_sample_prints_without_torch(shipped_exports, capsys):
+    _, onnx_model = shipped_exports["names-by-decade"]
+    args = ["-n", "12", "--seed", "3", "--label", "sex=M", "--min-len", "5", "--new"]
+    assert main(["sample", "--checkpoint", "names-by-decade", *args]) == 0
+    by_torch = capsys.readouterr().out
+    script = (
+        "import sys; sys.modules['torch'] = None  # import torch now raises ImportError\n"
+        "from wavenet_names.onnx_cli import main\n"
+        f"sys.exit(main({[str(onnx_model.directory), *args]!r}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (0, by_torch, "")
+    assert len(by_torch.splitlines()) == 12
+
+
+def test_wavenet_names_onnx_says_bad_input_in_one_line(shipped_exports, tmp_path, capsys):
+    _, names = shipped_exports["names"]
+    cases = {
+        "no such directory": ([str(tmp_path / "missing")], 2),
+        "--top-p must be in (0, 1]": ([str(names.directory), "--top-p", "2"], 2),
+        "trained without labels": ([str(names.directory), "--label", "sex=F"], 2),
+        "character '1' is not in the vocabulary": ([str(names.directory), "--ends-with", "1"], 2),
+        "found 0 of 3 names that meet the constraints in 30 tries": (
+            [str(names.directory), "-n", "3", "--min-len", "30", "--tries", "30"],
+            1,
+        ),
+    }
+    for expected, (args, status) in cases.items():
+        assert onnx_main(args) == status, expected
+        line = one_error(capsys)
+        assert expected in line and line.startswith("wavenet-names-onnx: "), line
 
 
 # --- other models, and the equivalence of the step graph's form ------------------------------------------

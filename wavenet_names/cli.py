@@ -51,6 +51,7 @@ from .flags import Exclusion, Labelling, Parser, add_options, given
 from .labels import read_items
 from .loading import LoadedModel
 from .logs import TensorBoardLog
+from .onnx_cli import load_export
 from .options import OptionError
 from .presets import QUICK_FACTOR
 from .printing import print_drawn, print_sampled, said
@@ -128,11 +129,7 @@ def _onnx(args):
     """The exported model of --onnx, read by onnxruntime (portable.py), which draws as PyTorch does."""
     if _checkpoints(args):
         raise ValueError("--onnx and --checkpoint name two models: give one")
-    try:
-        from .portable import OnnxModel  # here: onnxruntime is an optional dependency
-    except ImportError as e:
-        raise ValueError(f"--onnx needs onnxruntime ({e}): pip install 'wavenet_names[onnx]'") from None
-    return OnnxModel.load(args.onnx)
+    return load_export(args.onnx)
 
 
 def cmd_export(args) -> int:

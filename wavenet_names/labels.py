@@ -160,6 +160,12 @@ class LabelColumns:
         return f"--label {self.names[0]}={self.values[0][0]}" if self.names and self.values[0] else "--label sex=F"
 
 
-def no_labels_error(what: str) -> DataError:
-    """The one line for labels given to a model trained without them."""
-    return DataError(f"{what}: this model was trained without labels (on a list of items, or with --no-labels)")
+def parse_labels(columns: LabelColumns | None, given: list[str] | tuple[str, ...], what: str = "--label"):
+    """Labels as "column=value" for a model with these columns (LabelColumns.parse: (K,) int64, unknown
+    where not given); None for a model without labels (columns None), which refuses any. `what` names
+    them in errors (the server's "labels")."""
+    if columns is None:
+        if given:
+            raise DataError(f"{what}: this model was trained without labels (on a list of items, or with --no-labels)")
+        return None
+    return columns.parse(list(given), what)

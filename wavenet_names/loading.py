@@ -12,7 +12,7 @@ from torch import nn
 from . import shipped
 from .checkpoint import label_columns, load_models, training_data
 from .choosing import SampleConfig, Sampled, default_cut_at
-from .labels import LabelColumns, no_labels_error
+from .labels import LabelColumns, parse_labels
 from .sampling import sampler
 from .splits import Splits
 from .words import DataError, Seen, Vocab
@@ -91,11 +91,8 @@ class LoadedModel:
     def labels(self, given: list[str] | tuple[str, ...], what: str = "--label") -> torch.Tensor | None:
         """Labels as "column=value" (K,), unknown where not given; None for a model without labels,
         which refuses any. `what` names them in errors (the server's "labels")."""
-        if self.columns is None:
-            if given:
-                raise no_labels_error(what)
-            return None
-        return torch.from_numpy(self.columns.parse(list(given), what))
+        parsed = parse_labels(self.columns, given, what)
+        return None if parsed is None else torch.from_numpy(parsed)
 
     def sampler(self, config: SampleConfig, labels: torch.Tensor | None = None):
         """sampling.sampler's draw(n) for this model: names drawn with config, each with these labels."""
@@ -110,7 +107,7 @@ class LoadedModel:
 
     def mark(self, sampled: Sampled) -> str:
         """ "*": of the training split; "+": of val or test; "": new; "cut": a name the model did not end."""
-        return self.seen.mark(sampled.name).strip() if sampled.ended else "cut"
+        return self.seen.mark_sampled(sampled)
 
 
 def _unmarked(why: str) -> Seen:

@@ -20,6 +20,16 @@ from .words import DataError
 PROG = "wavenet-names-onnx"
 
 
+def load_export(directory: str):
+    """portable.OnnxModel.load(directory), or one line that says to install onnxruntime, an optional
+    dependency, where it is missing (here and in wavenet-names --onnx)."""
+    try:
+        from .portable import OnnxModel
+    except ImportError as e:
+        raise ValueError(f"an exported model needs onnxruntime ({e}): pip install 'wavenet_names[onnx]'") from None
+    return OnnxModel.load(directory)
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog=PROG,
@@ -40,11 +50,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        try:
-            from .portable import OnnxModel
-        except ImportError as e:
-            raise ValueError(f"needs onnxruntime ({e}): pip install 'wavenet_names[onnx]'") from None
-        return print_sampled(OnnxModel.load(args.directory), args, PROG)
+        return print_sampled(load_export(args.directory), args, PROG)
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130

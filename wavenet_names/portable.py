@@ -27,7 +27,7 @@ import onnxruntime as ort
 from .choosing import SampleConfig, Sampled, draw_names, random_numbers
 from .draws import NameRequest, draw
 from .exported import FULL, KEY, SEEN, STEP, ExportedFacts
-from .labels import LabelColumns, Table, no_labels_error
+from .labels import LabelColumns, Table, parse_labels
 from .words import DataError, Seen, Vocab
 
 SCORED_AT_ONCE = 256  # items a full-graph run scores together
@@ -96,15 +96,11 @@ class OnnxModel:
     def labels(self, given: list[str] | tuple[str, ...], what: str = "--label") -> np.ndarray | None:
         """Labels as "column=value", (K,) int64, unknown where not given; None for a model without labels,
         which refuses any."""
-        if self.columns is None:
-            if given:
-                raise no_labels_error(what)
-            return None
-        return self.columns.parse(list(given), what)
+        return parse_labels(self.columns, given, what)
 
     def mark(self, sampled: Sampled) -> str:
         """ "*": of the training split; "+": of val or test; "": new; "cut": a name the model did not end."""
-        return self.seen.mark(sampled.name).strip() if sampled.ended else "cut"
+        return self.seen.mark_sampled(sampled)
 
     @contextmanager
     def sampler(self, config: SampleConfig, labels: np.ndarray | None = None) -> Iterator[Callable[[int], list]]:

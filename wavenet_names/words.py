@@ -134,3 +134,8 @@ class Seen:
 
     def mark(self, name: str) -> str:
         return " *" if name in self.train else " +" if name in self.held_out else ""
+
+    def mark_sampled(self, sampled) -> str:
+        """A sampled name's mark as commands print it (choosing.Sampled: its name, and whether the model
+        ended it): "*" of the training split, "+" of val or test, "" new, "cut" one the model did not end."""
+        return self.mark(sampled.name).strip() if sampled.ended else "cut"

@@ -170,10 +170,10 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 def torchrun(*args, env: dict | None = None, expect: int = 0) -> subprocess.CompletedProcess:
     """`torchrun ARGS` (its options, then what it runs), as a user starts it; fails the test unless it
-    exits with `expect`, showing the end of what it said."""
-    result = subprocess.run(
-        [*TORCHRUN, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
-    )
+    exits with `expect`, showing the end of what it said: a worker that crashes (SIGABRT, SIGSEGV)
+    prints the Python stack of each of its threads there too."""
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})}
+    result = subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == expect, result.stderr[-3000:]
     return result
 

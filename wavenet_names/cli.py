@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import experiments, race, runs
+from . import distributed, experiments, race, runs
 from .arguments import (
     Checkpoints,
     Evaluation,
@@ -65,6 +65,14 @@ TRAINING_COMMANDS = ("train", "experiment")  # what a second Ctrl-C cuts short, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    status = _run(args)
+    if distributed.launched_ranks() > 1:  # a worker of torchrun's, its run saved and its group left
+        distributed.leave(status)
+    return status
+
+
+def _run(args) -> int:
+    """args' command; its exit status, with bad input and Ctrl-C said in one line."""
     try:
         return args.run(args)
     except TrainingInterrupted as e:
@@ -162,7 +170,7 @@ def _loaded(args, device="cpu") -> LoadedModel:
 
 def cmd_evaluate(args) -> int:
     options = Evaluation(**given(args, Evaluation))
-    loaded = _loaded(args, resolve_device(options.device))
+    loaded = _onnx(args) if args.onnx is not None else _loaded(args, resolve_device(options.device))
     print(f"{options.split} {evaluate_data(loaded, options.data, options.split):.4f}")
     return 0
 
@@ -300,7 +308,10 @@ COMMANDS = (
         (Checkpoints, Exporting),
     ),
     Command(
-        "evaluate", "print the mean loss of a checkpoint over a whole split", cmd_evaluate, (Checkpoints, Evaluation)
+        "evaluate",
+        "print the mean loss of a checkpoint, or an export (--onnx), over a whole split",
+        cmd_evaluate,
+        (Checkpoints, Onnx, Evaluation),
     ),
     Command(
         "score",

@@ -9,8 +9,11 @@ statistics are reduced over all ranks (see layers.BatchNorm and layers.sync_batc
 """
 
 import gc
+import logging
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -68,11 +71,26 @@ def setup(device: str) -> Context:
 
 def cleanup() -> None:
     """Leave the process group, every rank at once, once nothing holds it (Trainer.undistribute): its
-    gloo threads end here, in a whole interpreter, so that a finished run exits 0 on every rank."""
+    gloo threads end here, in a whole interpreter, not in its teardown (which `leave` skips too)."""
     if dist.is_initialized():
         dist.barrier()
         gc.collect()  # what still refers to the group in a cycle goes first
         dist.destroy_process_group()
+
+
+def leave(status: int) -> NoReturn:
+    """End a torchrun worker whose command has returned (its run saved, its group left: cleanup) with
+    `status`, its output flushed, and without the interpreter's teardown: there the C++ threads of
+    PyTorch and its collectives end in no fixed order with what they use, and a worker of a finished
+    run aborted now and then ("terminate called without an active exception", SIGABRT), which torchrun
+    reports as the whole job failed."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (a closed pipe): nothing more to say
+            pass
+    logging.shutdown()
+    os._exit(status)
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

@@ -66,7 +66,7 @@ TRAINING_COMMANDS = ("train", "experiment")  # what a second Ctrl-C cuts short, 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     status = _run(args)
-    if distributed.launched_ranks() > 1:  # a worker of torchrun's, its run saved and its group left
+    if distributed.joined():  # a worker of torchrun's, its run saved and its group left
         distributed.leave(status)
     return status
 

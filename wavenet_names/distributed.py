@@ -37,6 +37,14 @@ class Context:
         return self.world_size > 1
 
 
+_joined = False  # whether setup() joined torchrun's process group in this process (main then ends it: leave)
+
+
+def joined() -> bool:
+    """Whether this process trained as a rank of several: a torchrun worker, to end with `leave`."""
+    return _joined
+
+
 def launched_ranks() -> int:
     """How many ranks the launcher started (WORLD_SIZE): 1 for a plain process."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -66,6 +74,8 @@ def setup(device: str) -> Context:
             rank=context.rank,
             world_size=world_size,
         )
+        global _joined
+        _joined = True
     return context
 
 

@@ -167,6 +167,26 @@ def test_score_onnx_prints_what_score_prints(shipped_exports, name, tmp_path, ca
     assert printed["--onnx"].err == printed["--checkpoint"].err
 
 
+def test_evaluate_onnx_prints_what_evaluate_prints(shipped_exports, tmp_path, capsys):
+    """The val split of names.txt, found from the export's facts; a table's rows with their labels, --split
+    all; and a split of other data than the model's refused in one line, as for a checkpoint."""
+    table = tmp_path / "decades.tsv"
+    table.write_text("\n".join(NAMES_BY_DECADE.read_text().splitlines()[:2000]) + "\n")
+    for name, args in {"names": [], "names-by-decade": ["--data", str(table), "--split", "all"]}.items():
+        _, onnx_model = shipped_exports[name]
+        printed = []
+        for flags in (["--checkpoint", name], ["--onnx", str(onnx_model.directory)]):
+            assert main(["evaluate", *flags, *args]) == 0
+            printed.append(capsys.readouterr().out.split())
+        (split, by_torch), (same_split, by_onnx) = printed
+        assert split == same_split == ("all" if args else "val")
+        assert float(by_onnx) == pytest.approx(float(by_torch), abs=1.01e-4)
+    _, names = shipped_exports["names"]
+    assert names.facts.dataset == "names.txt" and names.data_fingerprint == LoadedModel.load(["names"]).data_fingerprint
+    assert main(["evaluate", "--onnx", str(names.directory), "--data", str(table)]) == 2
+    assert "not the data this model was trained on" in one_error(capsys)
+
+
 def test_a_fresh_interpreter_without_torch_samples_and_scores(shipped_exports):
     loaded, onnx_model = shipped_exports["names-by-decade"]
     script = (

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from wavenet_names import distill, experiments, presets, shipped
-from wavenet_names.checkpoint import label_columns, load_checkpoint, load_model, save_checkpoint, training_data
+from wavenet_names.checkpoint import label_columns, load_checkpoint, load_model, save_checkpoint
 from wavenet_names.cli import main
 from wavenet_names.data import NAMES_TXT
 from wavenet_names.fitting import fit
 from wavenet_names.models import batches_for
 from wavenet_names.scoring import evaluate
 from wavenet_names.splits import Splits
+from wavenet_names.words import training_data
 
 from helpers import TINY
 

@@ -109,7 +109,7 @@ class Onnx:
     onnx: str | None = option(
         None,
         "a directory that `export` wrote, run by onnxruntime in place of PyTorch (sample: the same seed "
-        "gives the same names; score: the same scores); needs the onnx extra",
+        "gives the same names; score and evaluate: the same losses); needs the onnx extra",
         metavar="DIR",
     )
 

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from . import files
-from .data import shipped
 from .ensemble import Ensemble
 from .labels import LabelColumns
 from .models import ModelConfig, build_model
@@ -119,11 +118,3 @@ def label_columns(checkpoint: dict) -> LabelColumns | None:
     for a checkpoint of a version before labels)."""
     saved = checkpoint.get("labels")
     return LabelColumns.from_saved(saved) if saved else None
-
-
-def training_data(checkpoint: dict) -> str:
-    """The data file a checkpoint was trained on: a shipped model's (its `dataset`) wherever the package
-    is installed, or the path its run recorded."""
-    if checkpoint.get("dataset"):
-        return str(shipped(checkpoint["dataset"]))
-    return checkpoint["train_config"]["data"]

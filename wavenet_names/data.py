@@ -11,19 +11,10 @@ right-pads the batch, with -1 targets at padding, so one forward pass trains eve
 """
 
 import random
-from pathlib import Path
 
 import torch
 
-from .words import Vocab
-
-
-def shipped(name: str) -> Path:
-    """A data file that comes with the package: data/NAME in a source checkout (and an editable
-    install), wavenet_names/datasets/NAME in an installed wheel (pyproject.toml puts data/ there)."""
-    installed = Path(__file__).resolve().parent / "datasets" / name
-    return installed if installed.is_file() else Path(__file__).resolve().parents[1] / "data" / name
-
+from .words import Vocab, shipped
 
 NAMES_TXT = shipped("names.txt")  # the default data: 32,469 US baby names of 2017 (data/build_names.py)
 NAMES_BY_DECADE = shipped("names-by-decade.tsv")  # names with their sex and decade, 1880 to 2017 (labels.py)

@@ -100,6 +100,8 @@ def _facts(loaded: LoadedModel, kind: str) -> dict:
         val=loaded.val,
         model=loaded.title,
         recipe={k: loaded.checkpoint.get(k) for k in ("model_config", "train_config")},
+        dataset=loaded.checkpoint.get("dataset"),
+        data_fingerprint=loaded.data_fingerprint,
     )
 
 

@@ -46,6 +46,8 @@ class ExportedFacts:
     val: float | None = None  # its val loss, as recorded when it was trained
     model: str = ""  # what was exported: a checkpoint, or a shipped model's name
     recipe: dict = field(default_factory=dict)  # its model_config and train_config, as its checkpoint holds them
+    dataset: str | None = None  # a shipped model's data file, by name: found wherever the package is installed
+    data_fingerprint: str | None = None  # of the data it trained on: `evaluate` refuses another file's split
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)

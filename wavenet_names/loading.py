@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from . import shipped
-from .checkpoint import label_columns, load_models, training_data
+from .checkpoint import label_columns, load_models
 from .choosing import SampleConfig, Sampled, default_cut_at
 from .labels import LabelColumns, parse_labels
 from .sampling import sampler
 from .splits import Splits
-from .words import DataError, Seen, Vocab
+from .words import DataError, Seen, Vocab, training_data
 
 
 @dataclass
@@ -69,7 +69,7 @@ class LoadedModel:
             splits = Splits.read(self.data, self.vocab, columns, use_labels=columns is not None)
         except (DataError, OSError) as e:
             return _unmarked(f"its data file cannot be read ({e})")
-        if splits.fingerprint != self.checkpoint.get("data_fingerprint"):
+        if splits.fingerprint != self.data_fingerprint:
             return _unmarked(f"{self.data} is not the data it was trained on any more")
         return splits.seen
 
@@ -87,6 +87,11 @@ class LoadedModel:
     def data(self) -> str:
         """The data file it was trained on."""
         return training_data(self.checkpoint)
+
+    @property
+    def data_fingerprint(self) -> str | None:
+        """Of the items of the data it was trained on, in their order (splits.fingerprint)."""
+        return self.checkpoint.get("data_fingerprint")
 
     def labels(self, given: list[str] | tuple[str, ...], what: str = "--label") -> torch.Tensor | None:
         """Labels as "column=value" (K,), unknown where not given; None for a model without labels,

@@ -28,7 +28,7 @@ from .choosing import SampleConfig, Sampled, draw_names, random_numbers
 from .draws import NameRequest, draw
 from .exported import FULL, KEY, SEEN, STEP, ExportedFacts
 from .labels import LabelColumns, Table, parse_labels
-from .words import DataError, Seen, Vocab
+from .words import DataError, Seen, Vocab, training_data
 
 SCORED_AT_ONCE = 256  # items a full-graph run scores together
 
@@ -83,6 +83,18 @@ class OnnxModel:
     @property
     def val(self) -> float | None:
         return self.facts.val
+
+    # --- what `evaluate --onnx` asks of it (scoring.evaluate_data) -----------------------------------
+
+    @property
+    def data(self) -> str:
+        """The data file it was trained on, as its checkpoint named it."""
+        return training_data({"dataset": self.facts.dataset, **self.facts.recipe})
+
+    @property
+    def data_fingerprint(self) -> str | None:
+        """Of the items of the data it was trained on, in their order: a split of other data is refused."""
+        return self.facts.data_fingerprint
 
     @cached_property
     def seen(self) -> Seen:
@@ -149,10 +161,16 @@ class OnnxModel:
     def losses(self, words: list[str], labels: np.ndarray | None = None) -> Iterator[float]:
         """scores() of words with their label numbers (N, K), SCORED_AT_ONCE items at a time: the first
         come while the rest are computed."""
-        self.vocab.check(words)
-        for i in range(0, len(words), SCORED_AT_ONCE):
-            chunk = None if labels is None else labels[i : i + SCORED_AT_ONCE]
-            yield from self._losses(words[i : i + SCORED_AT_ONCE], chunk)
+        for sums, counts in self._chunks(words, labels):
+            yield from (sums / counts).tolist()
+
+    def loss(self, words: list[str], labels: np.ndarray | None = None) -> float:
+        """The mean loss over every character of `words`, end tokens included: what `evaluate` gives
+        for a split (each item weighs by its length + 1)."""
+        total = count = 0.0
+        for sums, counts in self._chunks(words, labels):
+            total, count = total + sums.sum(), count + counts.sum()
+        return float(total / count)
 
     # --- the graphs ---------------------------------------------------------------------------------
 
@@ -169,8 +187,16 @@ class OnnxModel:
     def _queues(queues: list[np.ndarray]) -> dict[str, np.ndarray]:
         return {f"queue{i}": queue for i, queue in enumerate(queues)}
 
-    def _losses(self, words: list[str], labels: np.ndarray | None) -> list[float]:
-        """The mean loss of each word over its characters and end token, from one run of the full graph."""
+    def _chunks(self, words: list[str], labels: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """_losses() of SCORED_AT_ONCE items at a time."""
+        self.vocab.check(words)
+        for i in range(0, len(words), SCORED_AT_ONCE):
+            chunk = None if labels is None else labels[i : i + SCORED_AT_ONCE]
+            yield self._losses(words[i : i + SCORED_AT_ONCE], chunk)
+
+    def _losses(self, words: list[str], labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Each word's summed loss over its characters and end token, and how many those are (float64),
+        from one run of the full graph."""
         encoded = [self.vocab.encode(w) + [0] for w in words]  # targets: each character, then the end
         longest = max(map(len, encoded))
         targets = np.full((len(words), longest), -1, dtype=np.int64)
@@ -184,8 +210,7 @@ class OnnxModel:
         shifted = logits - logits.max(axis=-1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
         picked = np.take_along_axis(log_probs, np.maximum(targets, 0)[..., None], axis=-1)[..., 0]
-        losses = -(picked * (targets >= 0)).sum(axis=1)
-        return (losses / np.array([len(e) for e in encoded])).tolist()
+        return -(picked * (targets >= 0)).sum(axis=1), np.array([len(e) for e in encoded], dtype=np.float64)
 
 
 def _session(path: Path) -> tuple[ort.InferenceSession, ExportedFacts]:

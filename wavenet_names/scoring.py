@@ -79,23 +79,26 @@ def item_losses(model, vocab: Vocab, words: list[str], labels: torch.Tensor | No
     return totals / torch.tensor([len(w) + 1 for w in words])  # every character and the end token
 
 
-def evaluate_data(loaded: LoadedModel, data: str | None = None, split: str = "val") -> float:
+def evaluate_data(loaded, data: str | None = None, split: str = "val") -> float:
     """The mean loss of a loaded model over one split ("train", "val", "test", or "all" of its items)
     of `data`, by default the file it was trained on. Every character must be one it knows; a
     conditional model reads a table's labels; and a split of other data than its own is refused,
-    since that split is not the model's."""
+    since that split is not the model's. `loaded`: a LoadedModel, run by PyTorch, or an export
+    (portable.OnnxModel), whose full graph onnxruntime runs."""
     data = data or loaded.data
     columns = loaded.columns
     splits = Splits.read(data, loaded.vocab, columns, use_labels=columns is not None)
-    device = next(loaded.model.parameters()).device
-    batches = batches_for(loaded.model, splits, split, device)  # (an empty split is its own error)
-    trained_on = loaded.checkpoint.get("data_fingerprint")
+    words, labels = splits.words(split), splits.labels(split)  # (an empty split is its own error)
+    trained_on = loaded.data_fingerprint
     if split != "all" and trained_on is not None and splits.fingerprint != trained_on:
         raise DataError(
             f"{data}: not the data this model was trained on (its items or their order differ), so its "
             f"{split} split is not the model's; --split all evaluates every item of it"
         )
-    return evaluate(loaded.model, batches)
+    if not isinstance(loaded, LoadedModel):
+        return loaded.loss(words, None if labels is None else labels.numpy())
+    device = next(loaded.model.parameters()).device
+    return evaluate(loaded.model, batches_for(loaded.model, splits, split, device))
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Items and their characters, with no PyTorch: reading a word list as text, the vocabulary that numbers
-its characters, and the items a model has seen. The exported models' sampler (portable.py) reads these
-too, so nothing here imports torch."""
+its characters, the items a model has seen, and where its data file is. The exported models' sampler
+(portable.py) reads these too, so nothing here imports torch."""
 
 import unicodedata
 from contextlib import contextmanager
@@ -14,6 +14,21 @@ LINE_BREAK = "\n"  # index 0 instead, for data with '.' in it (web addresses, "J
 
 class DataError(ValueError):
     """Bad input data: a message that names the file (or the character) and the problem."""
+
+
+def shipped(name: str) -> Path:
+    """A data file that comes with the package: data/NAME in a source checkout (and an editable
+    install), wavenet_names/datasets/NAME in an installed wheel (pyproject.toml puts data/ there)."""
+    installed = Path(__file__).resolve().parent / "datasets" / name
+    return installed if installed.is_file() else Path(__file__).resolve().parents[1] / "data" / name
+
+
+def training_data(record: dict) -> str:
+    """The data file a model was trained on, from its checkpoint or an export's facts: a shipped model's
+    (its `dataset`) wherever the package is installed, or the path its run recorded."""
+    if record.get("dataset"):
+        return str(shipped(record["dataset"]))
+    return record["train_config"]["data"]
 
 
 def read_words(path: str | Path) -> list[str]:

@@ -19,7 +19,7 @@ from wavenet_names.exported import FULL, KEY, STEP
 from wavenet_names.loading import LoadedModel
 from wavenet_names.onnx_cli import main as onnx_main
 from wavenet_names.portable import OnnxModel
-from wavenet_names.scoring import score
+from wavenet_names.scoring import evaluate_data, score
 from wavenet_names.transformer import Transformer
 from wavenet_names.wavenet import Blocks, ConvWaveNet
 from wavenet_names.words import DataError, Vocab
@@ -267,6 +267,12 @@ def test_a_model_of_full_wavenet_blocks_exports_exactly(tmp_path, words, vocab):
     onnx_model = OnnxModel.load(tmp_path)
     assert onnx_model.scores(words) == pytest.approx(score(model, vocab, words), abs=TOLERANCE)
     assert onnx_model.names(n=50, seed=0) == [s.name for s in draw(loaded, NameRequest.of(loaded, dict(n=50, seed=0)))]
+    with pytest.raises(DataError, match="names no data file that it was trained on"):  # it was in no checkpoint
+        evaluate_data(onnx_model)
+    listed = tmp_path / "words.txt"
+    listed.write_text("\n".join(words) + "\n")
+    by_torch = evaluate_data(loaded, str(listed), "all")
+    assert evaluate_data(onnx_model, str(listed), "all") == pytest.approx(by_torch, abs=TOLERANCE)
 
 
 def test_an_ensemble_and_a_kind_without_a_step_graph_are_refused(trained, tmp_path, vocab):

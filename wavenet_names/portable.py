@@ -89,7 +89,10 @@ class OnnxModel:
     @property
     def data(self) -> str:
         """The data file it was trained on, as its checkpoint named it."""
-        return training_data({"dataset": self.facts.dataset, **self.facts.recipe})
+        train_config = self.facts.recipe.get("train_config") or {}
+        if not self.facts.dataset and "data" not in train_config:  # a model exported from no checkpoint
+            raise DataError(f"{self.directory}: the export names no data file that it was trained on; give one")
+        return training_data({"dataset": self.facts.dataset, "train_config": train_config})
 
     @property
     def data_fingerprint(self) -> str | None:

@@ -267,7 +267,7 @@ def test_a_model_of_full_wavenet_blocks_exports_exactly(tmp_path, words, vocab):
     onnx_model = OnnxModel.load(tmp_path)
     assert onnx_model.scores(words) == pytest.approx(score(model, vocab, words), abs=TOLERANCE)
     assert onnx_model.names(n=50, seed=0) == [s.name for s in draw(loaded, NameRequest.of(loaded, dict(n=50, seed=0)))]
-    with pytest.raises(DataError, match="names no data file that it was trained on"):  # it was in no checkpoint
+    with pytest.raises(DataError, match="names no data file it was trained on"):  # it was in no checkpoint
         evaluate_data(onnx_model)
     listed = tmp_path / "words.txt"
     listed.write_text("\n".join(words) + "\n")

@@ -91,7 +91,7 @@ class OnnxModel:
         """The data file it was trained on, as its checkpoint named it."""
         train_config = self.facts.recipe.get("train_config") or {}
         if not self.facts.dataset and "data" not in train_config:  # a model exported from no checkpoint
-            raise DataError(f"{self.directory}: the export names no data file that it was trained on; give one")
+            raise DataError(f"{self.directory}: the export names no data file it was trained on; give one (--data)")
         return training_data({"dataset": self.facts.dataset, "train_config": train_config})
 
     @property

@@ -185,9 +185,7 @@ def cmd_score(args) -> int:
     else:
         source, data = options.items, read_items(options.items)
     items = ScoredItems.of(loaded, data, source, options.lowercase, options.skip_unknown)
-    # an export scores with onnxruntime's full graph (portable.py), a checkpoint with PyTorch
-    scores = loaded.losses(items.words, items.labels) if args.onnx is not None else items.scores(loaded)
-    for word, fields, loss in zip(items.words, items.fields, scores, strict=True):
+    for word, fields, loss in zip(items.words, items.fields, items.scores(loaded), strict=True):
         print(f"{loss:.4f}\t{word}{fields}")  # printed as they come
     if items.skipped:
         total = f"{items.skipped:,} of {items.skipped + len(items.words):,} items"

@@ -142,7 +142,10 @@ class ScoredItems:
         labels = loaded.columns.encode(data, source) if loaded.columns is not None else None
         return cls(data.items, labels, ["".join(f"\t{field}" for field in row) for row in data.fields])
 
-    def scores(self, loaded: LoadedModel) -> Iterator[float]:
-        """Each item's score, a chunk at a time (stream_scores)."""
+    def scores(self, loaded) -> Iterator[float]:
+        """Each item's score, a chunk at a time: by PyTorch for a LoadedModel (stream_scores), or by
+        onnxruntime's full graph for an export (portable.OnnxModel.losses)."""
+        if not isinstance(loaded, LoadedModel):
+            return loaded.losses(self.words, self.labels)
         labels = None if self.labels is None else torch.from_numpy(self.labels)
         return stream_scores(loaded.model, loaded.vocab, self.words, labels)
